@@ -1,0 +1,4 @@
+//! Trajectory data: the canonical chat schema, MCQ items, validation, importers, the synthetic world.
+
+pub mod chat;
+pub mod mcq;

@@ -1,0 +1,9 @@
+//! pearl: train vision-language models to reason in latent space from expert tool-use
+//! trajectories (Pearl, arXiv 2604.08065), evaluate them, and serve them as ordinary models.
+
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod processor;
+pub mod tools;

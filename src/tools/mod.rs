@@ -1,0 +1,4 @@
+//! Visual tools the experts used, implemented once: the importers render tool outputs with them,
+//! the synthetic world builds trajectories with them, the tool-using baseline calls them.
+
+pub mod crop;
