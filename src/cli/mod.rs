@@ -7,7 +7,11 @@ pub mod eval;
 pub mod inspect;
 
 #[derive(Parser)]
-#[command(name = "pearl", version, about = "Pearl: multimodal latent reasoning via predictive embeddings")]
+#[command(
+    name = "pearl",
+    version,
+    about = "Pearl: multimodal latent reasoning via predictive embeddings"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

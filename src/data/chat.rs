@@ -42,7 +42,10 @@ impl Message {
         Self { role, content }
     }
     pub fn text(role: Role, text: impl Into<String>) -> Self {
-        Self { role, content: vec![Part::Text { text: text.into() }] }
+        Self {
+            role,
+            content: vec![Part::Text { text: text.into() }],
+        }
     }
     /// Image references of this message, in order.
     pub fn images(&self) -> impl Iterator<Item = &str> {
@@ -76,16 +79,23 @@ impl ImageSource {
     pub fn resolve(reference: &str, base_dir: &Path) -> anyhow::Result<ImageSource> {
         use base64::Engine;
         if let Some(rest) = reference.strip_prefix("data:") {
-            let (_, payload) = rest
-                .split_once(";base64,")
-                .ok_or_else(|| anyhow::anyhow!("data URI is not base64-encoded: {}", truncate(reference, 60)))?;
+            let (_, payload) = rest.split_once(";base64,").ok_or_else(|| {
+                anyhow::anyhow!(
+                    "data URI is not base64-encoded: {}",
+                    truncate(reference, 60)
+                )
+            })?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(payload.trim())
                 .map_err(|e| anyhow::anyhow!("data URI has invalid base64: {e}"))?;
             return Ok(ImageSource::Inline(bytes));
         }
         let p = Path::new(reference);
-        Ok(ImageSource::Path(if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }))
+        Ok(ImageSource::Path(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base_dir.join(p)
+        }))
     }
 
     pub fn describe(&self) -> String {

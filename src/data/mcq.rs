@@ -11,7 +11,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct McqItem {
     pub id: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "image", deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        alias = "image",
+        deserialize_with = "one_or_many"
+    )]
     pub images: Vec<String>,
     pub question: String,
     pub options: Vec<String>,
@@ -43,7 +48,12 @@ impl McqItem {
     }
 
     pub fn answer_index(&self) -> Option<usize> {
-        let c = self.answer.trim().trim_matches(|c| c == '(' || c == ')').chars().next()?;
+        let c = self
+            .answer
+            .trim()
+            .trim_matches(|c| c == '(' || c == ')')
+            .chars()
+            .next()?;
         let i = (c.to_ascii_uppercase() as u8).checked_sub(b'A')? as usize;
         (i < self.options.len()).then_some(i)
     }

@@ -73,15 +73,19 @@ pub struct Qwen2_5VlConfig {
 
 impl Qwen2_5VlConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read model config {}", path.display()))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read model config {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
         Self::from_json(&v).with_context(|| format!("invalid model config {}", path.display()))
     }
 
     pub fn from_json(v: &Value) -> anyhow::Result<Self> {
         let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
         if model_type != "qwen2_5_vl" {
-            bail!("unsupported model_type {model_type:?}: pearl implements the Qwen2.5-VL family (\"qwen2_5_vl\")");
+            bail!(
+                "unsupported model_type {model_type:?}: pearl implements the Qwen2.5-VL family (\"qwen2_5_vl\")"
+            );
         }
         // Current transformers nests the text fields in `text_config`; the hub files keep them on top.
         let t = v.get("text_config").filter(|t| t.is_object()).unwrap_or(v);
@@ -102,7 +106,11 @@ impl Qwen2_5VlConfig {
             .as_array()
             .context("`mrope_section` is not a list")?
             .iter()
-            .map(|x| x.as_u64().map(|x| x as usize).context("`mrope_section` holds a non-integer"))
+            .map(|x| {
+                x.as_u64()
+                    .map(|x| x as usize)
+                    .context("`mrope_section` holds a non-integer")
+            })
             .collect::<anyhow::Result<_>>()?;
         let rope_theta = rope
             .and_then(|r| r.get("rope_theta"))
@@ -118,14 +126,20 @@ impl Qwen2_5VlConfig {
             rms_norm_eps: f64_or("rms_norm_eps", 1e-6),
             rope_theta,
             mrope_section,
-            tie_word_embeddings: get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
-            hidden_act: get("hidden_act").and_then(Value::as_str).unwrap_or("silu").to_string(),
+            tie_word_embeddings: get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            hidden_act: get("hidden_act")
+                .and_then(Value::as_str)
+                .unwrap_or("silu")
+                .to_string(),
         };
         let vc = v.get("vision_config").context("missing `vision_config`")?;
         let vu = |key: &str, default: Option<usize>| -> anyhow::Result<usize> {
             match vc.get(key).and_then(Value::as_u64) {
                 Some(x) => Ok(x as usize),
-                None => default.with_context(|| format!("missing or non-integer field `vision_config.{key}`")),
+                None => default
+                    .with_context(|| format!("missing or non-integer field `vision_config.{key}`")),
             }
         };
         let vision = VisionConfig {
@@ -142,15 +156,35 @@ impl Qwen2_5VlConfig {
             fullatt_block_indexes: vc
                 .get("fullatt_block_indexes")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_u64)
+                        .map(|x| x as usize)
+                        .collect()
+                })
                 .unwrap_or_default(),
-            tokens_per_second: vc.get("tokens_per_second").and_then(Value::as_f64).unwrap_or(2.0),
-            hidden_act: vc.get("hidden_act").and_then(Value::as_str).unwrap_or("silu").to_string(),
+            tokens_per_second: vc
+                .get("tokens_per_second")
+                .and_then(Value::as_f64)
+                .unwrap_or(2.0),
+            hidden_act: vc
+                .get("hidden_act")
+                .and_then(Value::as_str)
+                .unwrap_or("silu")
+                .to_string(),
         };
-        let id = |key: &str, default: u32| v.get(key).or_else(|| t.get(key)).and_then(Value::as_u64).map(|x| x as u32).unwrap_or(default);
+        let id = |key: &str, default: u32| {
+            v.get(key)
+                .or_else(|| t.get(key))
+                .and_then(Value::as_u64)
+                .map(|x| x as u32)
+                .unwrap_or(default)
+        };
         let first_id = |key: &str| {
             let x = v.get(key).or_else(|| t.get(key))?;
-            x.as_u64().or_else(|| x.as_array()?.first()?.as_u64()).map(|x| x as u32)
+            x.as_u64()
+                .or_else(|| x.as_array()?.first()?.as_u64())
+                .map(|x| x as u32)
         };
         let cfg = Qwen2_5VlConfig {
             text,
@@ -191,13 +225,24 @@ impl Qwen2_5VlConfig {
             }
         }
         if t.hidden_size % t.num_attention_heads != 0 {
-            bail!("hidden_size {} is not divisible by num_attention_heads {}", t.hidden_size, t.num_attention_heads);
+            bail!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                t.hidden_size,
+                t.num_attention_heads
+            );
         }
         if t.num_attention_heads % t.num_key_value_heads != 0 {
-            bail!("num_attention_heads {} is not a multiple of num_key_value_heads {}", t.num_attention_heads, t.num_key_value_heads);
+            bail!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                t.num_attention_heads,
+                t.num_key_value_heads
+            );
         }
         if t.head_dim() % 2 != 0 {
-            bail!("text head_dim {} must be even for rotary embeddings", t.head_dim());
+            bail!(
+                "text head_dim {} must be even for rotary embeddings",
+                t.head_dim()
+            );
         }
         if t.mrope_section.len() != 3 || t.mrope_section.iter().sum::<usize>() * 2 != t.head_dim() {
             bail!(
@@ -207,16 +252,29 @@ impl Qwen2_5VlConfig {
             );
         }
         if v.hidden_size % v.num_heads != 0 || v.head_dim() % 4 != 0 {
-            bail!("vision hidden_size {} / num_heads {} must give a head_dim divisible by 4 (2-D rotary)", v.hidden_size, v.num_heads);
+            bail!(
+                "vision hidden_size {} / num_heads {} must give a head_dim divisible by 4 (2-D rotary)",
+                v.hidden_size,
+                v.num_heads
+            );
         }
         let unit = v.spatial_merge_size * v.patch_size;
         if v.window_size % unit != 0 || v.window_size == 0 {
-            bail!("vision window_size {} must be a positive multiple of spatial_merge_size*patch_size = {unit}", v.window_size);
+            bail!(
+                "vision window_size {} must be a positive multiple of spatial_merge_size*patch_size = {unit}",
+                v.window_size
+            );
         }
         if let Some(&i) = v.fullatt_block_indexes.iter().find(|&&i| i >= v.depth) {
-            bail!("fullatt_block_indexes names block {i} but the vision tower has depth {}", v.depth);
+            bail!(
+                "fullatt_block_indexes names block {i} but the vision tower has depth {}",
+                v.depth
+            );
         }
-        for (name, act) in [("hidden_act", &t.hidden_act), ("vision_config.hidden_act", &v.hidden_act)] {
+        for (name, act) in [
+            ("hidden_act", &t.hidden_act),
+            ("vision_config.hidden_act", &v.hidden_act),
+        ] {
             if act != "silu" {
                 bail!("`{name}` = {act:?} is not supported (Qwen2.5-VL uses silu)");
             }
@@ -228,15 +286,27 @@ impl Qwen2_5VlConfig {
     pub fn num_params(&self) -> u64 {
         let t = &self.text;
         let v = &self.vision;
-        let (h, i, kv) = (t.hidden_size as u64, t.intermediate_size as u64, (t.num_key_value_heads * t.head_dim()) as u64);
+        let (h, i, kv) = (
+            t.hidden_size as u64,
+            t.intermediate_size as u64,
+            (t.num_key_value_heads * t.head_dim()) as u64,
+        );
         let attn = h * h + h + 2 * (h * kv + kv) + h * h;
         let layer = attn + 3 * h * i + 2 * h;
         let embed = t.vocab_size as u64 * h;
-        let text = embed + t.num_hidden_layers as u64 * layer + h + if t.tie_word_embeddings { 0 } else { embed };
+        let text = embed
+            + t.num_hidden_layers as u64 * layer
+            + h
+            + if t.tie_word_embeddings { 0 } else { embed };
         let (vh, vi) = (v.hidden_size as u64, v.intermediate_size as u64);
-        let block = 2 * vh + (3 * vh * vh + 3 * vh) + (vh * vh + vh) + 2 * (vh * vi + vi) + (vi * vh + vh);
+        let block =
+            2 * vh + (3 * vh * vh + 3 * vh) + (vh * vh + vh) + 2 * (vh * vi + vi) + (vi * vh + vh);
         let merged = vh * v.merge_unit() as u64;
-        let merger = vh + merged * merged + merged + merged * v.out_hidden_size as u64 + v.out_hidden_size as u64;
+        let merger = vh
+            + merged * merged
+            + merged
+            + merged * v.out_hidden_size as u64
+            + v.out_hidden_size as u64;
         let vision = v.patch_dim() as u64 * vh + v.depth as u64 * block + merger;
         text + vision
     }

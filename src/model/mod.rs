@@ -1,3 +1,12 @@
 //! Qwen2.5-VL in burn: configuration, weights, vision tower, text decoder, M-RoPE.
 
 pub mod config;
+pub mod nn;
+pub mod qwen2_5_vl;
+pub mod rope;
+pub mod text;
+pub mod vision;
+pub mod weights;
+
+pub use config::Qwen2_5VlConfig;
+pub use qwen2_5_vl::{Qwen2_5Vl, VlBatch, VlOutput};

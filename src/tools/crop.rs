@@ -31,7 +31,10 @@ mod tests {
 
     #[test]
     fn floor_convention_and_errors() {
-        assert_eq!(pixel_box([0.25, 0.3, 0.55, 0.7], 100, 50).unwrap(), (25, 15, 30, 20));
+        assert_eq!(
+            pixel_box([0.25, 0.3, 0.55, 0.7], 100, 50).unwrap(),
+            (25, 15, 30, 20)
+        );
         assert!(pixel_box([0.5, 0.1, 0.4, 0.9], 10, 10).is_err());
         assert!(pixel_box([0.0, 0.0, 1.2, 1.0], 10, 10).is_err());
         // A sliver narrower than a pixel still yields one pixel.
@@ -40,11 +43,17 @@ mod tests {
 
     #[test]
     fn crop_matches_fixture_crop() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen2_5_vl_tiny/images");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/qwen2_5_vl_tiny/images");
         let full = image::open(dir.join("scene1.png")).unwrap();
         let want = image::open(dir.join("scene1_crop.png")).unwrap().to_rgb8();
-        let got = crop_normalized(&full, [0.25, 0.30, 0.55, 0.70]).unwrap().to_rgb8();
+        let got = crop_normalized(&full, [0.25, 0.30, 0.55, 0.70])
+            .unwrap()
+            .to_rgb8();
         assert_eq!(got.dimensions(), want.dimensions());
-        assert!(got.as_raw() == want.as_raw(), "crop pixels differ from the fixture's crop");
+        assert!(
+            got.as_raw() == want.as_raw(),
+            "crop pixels differ from the fixture's crop"
+        );
     }
 }

@@ -1,0 +1,171 @@
+//! The model's building blocks, built from a [`WeightSource`]: linear projections (with an optional
+//! LoRA adapter), RMSNorm, embeddings. PyTorch stores linears as `[out, in]`; burn multiplies by
+//! `[in, out]`, so weights are transposed once, here, at load time.
+
+use super::weights::{ParamKind, WeightSource};
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm};
+use burn::tensor::{Device, Tensor, TensorData};
+
+pub fn tensor1(data: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = data.len();
+    Tensor::from_data(TensorData::new(data, [n]), device)
+}
+
+pub fn tensor2(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// A linear projection `x W + b`, optionally with a LoRA adapter `+ scale * dropout(x) A B`.
+/// The adapter is kept apart from the base weight (rather than folded in) so that dropout applies
+/// to its input as in PEFT, and so it can be saved in PEFT's layout.
+#[derive(Module, Debug)]
+pub struct Proj {
+    pub base: Linear,
+    pub lora: Option<LoraAdapter>,
+}
+
+/// LoRA factors in burn's orientation: `a: [in, r]`, `b: [r, out]` (PEFT stores their transposes).
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    pub a: Param<Tensor<2>>,
+    pub b: Param<Tensor<2>>,
+    pub scale: f64,
+    pub dropout: Dropout,
+}
+
+impl Proj {
+    pub fn load(
+        src: &mut dyn WeightSource,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let w = src.take(
+            &format!("{prefix}.weight"),
+            &[d_out, d_in],
+            ParamKind::Weight,
+        )?;
+        let b = if bias {
+            Some(src.take(&format!("{prefix}.bias"), &[d_out], ParamKind::Bias)?)
+        } else {
+            None
+        };
+        Ok(Self::from_pytorch(&w, b, d_in, d_out, device))
+    }
+
+    /// From a PyTorch-layout weight `[out, in]` (row-major) and optional bias.
+    pub fn from_pytorch(
+        w: &[f32],
+        bias: Option<Vec<f32>>,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Self {
+        let weight = tensor2(transpose(w, d_out, d_in), [d_in, d_out], device);
+        let bias = bias.map(|b| Param::from_tensor(tensor1(b, device)));
+        Self {
+            base: Linear {
+                weight: Param::from_tensor(weight),
+                bias,
+            },
+            lora: None,
+        }
+    }
+
+    pub fn d_in(&self) -> usize {
+        self.base.weight.dims()[0]
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.base.weight.dims()[1]
+    }
+
+    /// Attaches a LoRA adapter with the given factors (`a: [in, r]`, `b: [r, out]`).
+    pub fn with_lora(mut self, a: Tensor<2>, b: Tensor<2>, alpha: f64, dropout: f64) -> Self {
+        let r = a.dims()[1];
+        self.lora = Some(LoraAdapter {
+            a: Param::from_tensor(a),
+            b: Param::from_tensor(b),
+            scale: alpha / r as f64,
+            dropout: DropoutConfig::new(dropout).init(),
+        });
+        self
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match &self.lora {
+            None => self.base.forward(x),
+            Some(l) => {
+                let delta = l
+                    .dropout
+                    .forward(x.clone())
+                    .matmul(l.a.val().unsqueeze())
+                    .matmul(l.b.val().unsqueeze());
+                self.base.forward(x) + delta.mul_scalar(l.scale)
+            }
+        }
+    }
+}
+
+pub fn load_rms_norm(
+    src: &mut dyn WeightSource,
+    name: &str,
+    dim: usize,
+    eps: f64,
+    device: &Device,
+) -> anyhow::Result<RmsNorm> {
+    let g = src.take(&format!("{name}.weight"), &[dim], ParamKind::NormScale)?;
+    Ok(RmsNorm {
+        gamma: Param::from_tensor(tensor1(g, device)),
+        epsilon: eps,
+    })
+}
+
+pub fn load_embedding(
+    src: &mut dyn WeightSource,
+    name: &str,
+    rows: usize,
+    dim: usize,
+    device: &Device,
+) -> anyhow::Result<Embedding> {
+    let w = src.take(&format!("{name}.weight"), &[rows, dim], ParamKind::Weight)?;
+    Ok(Embedding {
+        weight: Param::from_tensor(tensor2(w, [rows, dim], device)),
+    })
+}
+
+/// `x[..., :d/2], x[..., d/2:] -> cat(-x2, x1)`: the rotation used by both rotary embeddings.
+pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let d = x.dims()[D - 1];
+    let x1 = x.clone().narrow(D - 1, 0, d / 2);
+    let x2 = x.narrow(D - 1, d / 2, d / 2);
+    Tensor::cat(vec![x2.neg(), x1], D - 1)
+}
+
+/// Softmax attention over `[batch, heads, q, hd] x [batch, heads, k, hd]`, with an additive bias
+/// broadcast over heads (`[batch, 1, q, k]`, 0 or a large negative number for masked keys).
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    let hd = q.dims()[3];
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar(1.0 / (hd as f64).sqrt())
+        + bias;
+    burn::tensor::activation::softmax(scores, 3).matmul(v)
+}
+
+/// The additive value used for masked attention entries (large negative; exp underflows to 0 and an
+/// all-masked row cannot produce NaN).
+pub const MASKED: f32 = -1e30;

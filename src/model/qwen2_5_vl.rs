@@ -1,0 +1,256 @@
+//! Qwen2.5-VL for conditional generation: the vision tower's image embeddings are placed at the
+//! `<|image_pad|>` positions of the token embeddings, then the text decoder runs with M-RoPE.
+
+use super::config::Qwen2_5VlConfig;
+use super::nn::{MASKED, tensor2};
+use super::rope::{VisionTokens, mrope_cos_sin, mrope_position_ids};
+use super::text::{KvCache, TextModel};
+use super::vision::{VisionTower, index_tensor};
+use super::weights::{RandomWeights, SafetensorsWeights, WeightSource};
+use anyhow::Context;
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::path::Path;
+
+#[derive(Module, Debug)]
+pub struct Qwen2_5Vl {
+    pub visual: VisionTower,
+    pub model: TextModel,
+    #[module(skip)]
+    pub cfg: Qwen2_5VlConfig,
+}
+
+/// A right-padded batch of token sequences with their images, as plain host data.
+#[derive(Debug, Clone, Default)]
+pub struct VlBatch {
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub batch: usize,
+    pub seq_len: usize,
+    /// `[patches, C*T*P*P]` row-major, all images of the batch in order of appearance.
+    pub pixel_values: Vec<f32>,
+    pub image_grid_thw: Vec<[usize; 3]>,
+}
+
+impl VlBatch {
+    pub fn lengths(&self) -> Vec<usize> {
+        (0..self.batch)
+            .map(|b| {
+                self.attention_mask[b * self.seq_len..(b + 1) * self.seq_len]
+                    .iter()
+                    .filter(|&&m| m != 0)
+                    .count()
+            })
+            .collect()
+    }
+}
+
+pub struct VlOutput {
+    /// Final-norm hidden states `[batch, seq, d]`.
+    pub last_hidden: Tensor<3>,
+    /// transformers' `hidden_states` (only when asked for): embeddings, each layer's output, final norm.
+    pub hidden_states: Vec<Tensor<3>>,
+    pub image_embeds: Option<Tensor<2>>,
+    /// `[3, batch, seq]` M-RoPE positions and the per-sequence decoding offsets.
+    pub position_ids: Vec<i64>,
+    pub rope_deltas: Vec<i64>,
+}
+
+impl Qwen2_5Vl {
+    /// Loads `config.json` and the safetensors weights of a model directory.
+    pub fn from_dir(dir: &Path, device: &Device) -> anyhow::Result<Self> {
+        let cfg = Qwen2_5VlConfig::from_file(&dir.join("config.json"))?;
+        let mut src = SafetensorsWeights::open(dir)?;
+        Self::load(&cfg, &mut src, device)
+            .with_context(|| format!("cannot load the model in {}", dir.display()))
+    }
+
+    /// A randomly initialised model of the given config (demo pretraining, benchmarks).
+    pub fn random(cfg: &Qwen2_5VlConfig, seed: u64, device: &Device) -> anyhow::Result<Self> {
+        Self::load(cfg, &mut RandomWeights::new(seed, 0.02), device)
+    }
+
+    pub fn load(
+        cfg: &Qwen2_5VlConfig,
+        src: &mut dyn WeightSource,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            visual: VisionTower::load(&cfg.vision, src, device)?,
+            model: TextModel::load(&cfg.text, src, device)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+
+    fn vision_tokens(&self) -> VisionTokens {
+        VisionTokens {
+            image_token_id: self.cfg.image_token_id as i64,
+            vision_start_token_id: self.cfg.vision_start_token_id as i64,
+            spatial_merge_size: self.cfg.vision.spatial_merge_size,
+        }
+    }
+
+    /// Image embeddings `[tokens, d]` of the batch's images (vision tower + merger).
+    pub fn encode_images(
+        &self,
+        pixel_values: &[f32],
+        grid_thw: &[[usize; 3]],
+    ) -> anyhow::Result<Tensor<2>> {
+        let pd = self.cfg.vision.patch_dim();
+        if pixel_values.len() % pd != 0 {
+            anyhow::bail!(
+                "pixel_values holds {} values, not a multiple of the patch size {pd}",
+                pixel_values.len()
+            );
+        }
+        let px = tensor2(
+            pixel_values.to_vec(),
+            [pixel_values.len() / pd, pd],
+            &self.device(),
+        );
+        self.visual.forward(px, grid_thw)
+    }
+
+    /// Token embeddings `[batch, seq, d]` with image embeddings placed at the image-token positions
+    /// (one gather over [token embeddings; image embeddings], so gradients reach both).
+    pub fn embed(
+        &self,
+        batch: &VlBatch,
+        image_embeds: Option<Tensor<2>>,
+    ) -> anyhow::Result<Tensor<3>> {
+        let device = self.device();
+        let (b, s) = (batch.batch, batch.seq_len);
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(batch.input_ids.clone(), [b, s]), &device);
+        let x = self.model.embed_tokens.forward(ids);
+        let d = x.dims()[2];
+        let image_pos: Vec<usize> = (0..b * s)
+            .filter(|&i| {
+                batch.input_ids[i] == self.cfg.image_token_id as i64 && batch.attention_mask[i] != 0
+            })
+            .collect();
+        let Some(img) = image_embeds else {
+            if !image_pos.is_empty() {
+                anyhow::bail!(
+                    "the batch has {} image tokens but no images",
+                    image_pos.len()
+                );
+            }
+            return Ok(x);
+        };
+        let n_img = img.dims()[0];
+        if n_img != image_pos.len() {
+            anyhow::bail!(
+                "image features and image tokens do not match: {n_img} features, {} tokens",
+                image_pos.len()
+            );
+        }
+        let mut index: Vec<usize> = (0..b * s).collect();
+        for (k, &p) in image_pos.iter().enumerate() {
+            index[p] = b * s + k;
+        }
+        let all = Tensor::cat(vec![x.reshape([b * s, d]), img], 0);
+        Ok(all
+            .select(0, index_tensor(&index, &device))
+            .reshape([b, s, d]))
+    }
+
+    /// Full forward pass over a batch. `all_hidden` keeps every layer's hidden states.
+    pub fn forward(&self, batch: &VlBatch, all_hidden: bool) -> anyhow::Result<VlOutput> {
+        let image_embeds = if batch.image_grid_thw.is_empty() {
+            None
+        } else {
+            Some(self.encode_images(&batch.pixel_values, &batch.image_grid_thw)?)
+        };
+        let x = self.embed(batch, image_embeds.clone())?;
+        let (last_hidden, hidden_states, position_ids, rope_deltas) =
+            self.decode(x, batch, all_hidden)?;
+        Ok(VlOutput {
+            last_hidden,
+            hidden_states,
+            image_embeds,
+            position_ids,
+            rope_deltas,
+        })
+    }
+
+    /// The decoder over given input embeddings (lets callers reuse image features across views).
+    pub fn decode(
+        &self,
+        x: Tensor<3>,
+        batch: &VlBatch,
+        all_hidden: bool,
+    ) -> anyhow::Result<(Tensor<3>, Vec<Tensor<3>>, Vec<i64>, Vec<i64>)> {
+        let device = self.device();
+        let (b, s) = (batch.batch, batch.seq_len);
+        let (pos, deltas) = mrope_position_ids(
+            &batch.input_ids,
+            &batch.attention_mask,
+            b,
+            s,
+            &batch.image_grid_thw,
+            self.vision_tokens(),
+        )?;
+        let (cos, sin) = mrope_cos_sin(&pos, b, s, &self.cfg.text, &device);
+        let bias = causal_padding_bias(&batch.attention_mask, b, s, 0, &device);
+        let (last, mut hidden) = self
+            .model
+            .forward(x.clone(), cos, sin, bias, None, all_hidden);
+        if all_hidden {
+            hidden[0] = x;
+        }
+        Ok((last, hidden, pos, deltas))
+    }
+
+    /// One incremental decoding step: embeddings of new tokens `[batch, new, d]` at M-RoPE
+    /// positions `positions` (`[3, batch, new]`), attending to the cache plus themselves.
+    /// `key_mask` is `[batch, past + new]` (1 = real token).
+    pub fn decode_step(
+        &self,
+        x: Tensor<3>,
+        positions: &[i64],
+        key_mask: &[i64],
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let device = self.device();
+        let [b, n, _] = x.dims();
+        let past = cache.len();
+        let (cos, sin) = mrope_cos_sin(positions, b, n, &self.cfg.text, &device);
+        let bias = causal_padding_bias(key_mask, b, n, past, &device);
+        self.model.forward(x, cos, sin, bias, Some(cache), false).0
+    }
+
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        self.model.logits(hidden)
+    }
+}
+
+/// Additive attention bias `[batch, 1, new, past + new]`: query `i` (absolute position `past + i`)
+/// sees keys at positions `<= past + i` that are real tokens in `key_mask` (`[batch, past + new]`).
+pub fn causal_padding_bias(
+    key_mask: &[i64],
+    batch: usize,
+    new: usize,
+    past: usize,
+    device: &Device,
+) -> Tensor<4> {
+    let total = past + new;
+    let causal: Vec<f32> = (0..new)
+        .flat_map(|i| (0..total).map(move |j| if j <= past + i { 0.0 } else { MASKED }))
+        .collect();
+    let pad: Vec<f32> = key_mask
+        .iter()
+        .map(|&m| if m != 0 { 0.0 } else { MASKED })
+        .collect();
+    let causal = Tensor::<2>::from_data(TensorData::new(causal, [new, total]), device)
+        .reshape([1, 1, new, total]);
+    let pad = Tensor::<2>::from_data(TensorData::new(pad, [batch, total]), device)
+        .reshape([batch, 1, 1, total]);
+    // Both terms can be MASKED at once; clamp so the sum stays finite.
+    (causal + pad).clamp_min(MASKED)
+}

@@ -1,0 +1,238 @@
+//! The Qwen2 text decoder of Qwen2.5-VL: grouped-query attention with q/k/v biases and M-RoPE,
+//! RMSNorm, SwiGLU MLP, final norm and the language-model head (tied to the embeddings or not).
+
+use super::config::TextConfig;
+use super::nn::{Proj, attention, load_embedding, load_rms_norm, rotate_half};
+use super::weights::WeightSource;
+use burn::module::Module;
+use burn::nn::{Embedding, RmsNorm};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+
+#[derive(Module, Debug)]
+pub struct TextAttention {
+    pub q_proj: Proj,
+    pub k_proj: Proj,
+    pub v_proj: Proj,
+    pub o_proj: Proj,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct TextMlp {
+    pub gate_proj: Proj,
+    pub up_proj: Proj,
+    pub down_proj: Proj,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: TextAttention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: TextMlp,
+}
+
+#[derive(Module, Debug)]
+pub struct TextModel {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to `embed_tokens` (`tie_word_embeddings`, as in the 3B model).
+    pub lm_head: Option<Proj>,
+}
+
+/// Keys and values of earlier positions, per layer, for incremental decoding: `[batch, kv_heads, len, hd]`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl TextModel {
+    pub fn load(
+        cfg: &TextConfig,
+        src: &mut dyn WeightSource,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let (d, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+        let kv = cfg.num_key_value_heads * hd;
+        let eps = cfg.rms_norm_eps;
+        let embed_tokens = load_embedding(src, "model.embed_tokens", cfg.vocab_size, d, device)?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(DecoderLayer {
+                input_layernorm: load_rms_norm(
+                    src,
+                    &format!("{p}.input_layernorm"),
+                    d,
+                    eps,
+                    device,
+                )?,
+                self_attn: TextAttention {
+                    q_proj: Proj::load(src, &format!("{p}.self_attn.q_proj"), d, d, true, device)?,
+                    k_proj: Proj::load(src, &format!("{p}.self_attn.k_proj"), d, kv, true, device)?,
+                    v_proj: Proj::load(src, &format!("{p}.self_attn.v_proj"), d, kv, true, device)?,
+                    o_proj: Proj::load(src, &format!("{p}.self_attn.o_proj"), d, d, false, device)?,
+                    num_heads: cfg.num_attention_heads,
+                    num_kv_heads: cfg.num_key_value_heads,
+                },
+                post_attention_layernorm: load_rms_norm(
+                    src,
+                    &format!("{p}.post_attention_layernorm"),
+                    d,
+                    eps,
+                    device,
+                )?,
+                mlp: TextMlp {
+                    gate_proj: Proj::load(src, &format!("{p}.mlp.gate_proj"), d, i, false, device)?,
+                    up_proj: Proj::load(src, &format!("{p}.mlp.up_proj"), d, i, false, device)?,
+                    down_proj: Proj::load(src, &format!("{p}.mlp.down_proj"), i, d, false, device)?,
+                },
+            });
+        }
+        let norm = load_rms_norm(src, "model.norm", d, eps, device)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(Proj::load(
+                src,
+                "lm_head",
+                d,
+                cfg.vocab_size,
+                false,
+                device,
+            )?)
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// Runs the decoder layers over input embeddings `[batch, seq, d]`.
+    /// `cos`/`sin`: `[batch, 1, seq, hd]`; `bias`: `[batch, 1, seq, past + seq]` additive mask.
+    /// Returns the final-norm hidden states and, if `all_hidden`, every layer's input plus the
+    /// final output (transformers' `hidden_states`: index 0 = embeddings, last = after the norm).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: Tensor<4>,
+        sin: Tensor<4>,
+        bias: Tensor<4>,
+        mut cache: Option<&mut KvCache>,
+        all_hidden: bool,
+    ) -> (Tensor<3>, Vec<Tensor<3>>) {
+        let mut hidden = Vec::new();
+        let mut x = x;
+        for (l, layer) in self.layers.iter().enumerate() {
+            if all_hidden {
+                hidden.push(x.clone());
+            }
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            let h = layer.self_attn.forward(
+                layer.input_layernorm.forward(x.clone()),
+                cos.clone(),
+                sin.clone(),
+                bias.clone(),
+                slot,
+            );
+            x = x + h;
+            let h = layer.post_attention_layernorm.forward(x.clone());
+            x = x + layer.mlp.down_proj.forward(
+                silu(layer.mlp.gate_proj.forward(h.clone())) * layer.mlp.up_proj.forward(h),
+            );
+        }
+        let out = self.norm.forward(x);
+        if all_hidden {
+            hidden.push(out.clone());
+        }
+        (out, hidden)
+    }
+
+    /// Logits `[.., vocab]` of final hidden states `[.., d]`.
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze()),
+        }
+    }
+}
+
+impl TextAttention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: Tensor<4>,
+        sin: Tensor<4>,
+        bias: Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, s, d] = x.dims();
+        let (h, kvh) = (self.num_heads, self.num_kv_heads);
+        let hd = d / h;
+        let rope = |t: Tensor<4>| t.clone() * cos.clone() + rotate_half(t) * sin.clone();
+        let q = rope(
+            self.q_proj
+                .forward(x.clone())
+                .reshape([b, s, h, hd])
+                .swap_dims(1, 2),
+        );
+        let k = rope(
+            self.k_proj
+                .forward(x.clone())
+                .reshape([b, s, kvh, hd])
+                .swap_dims(1, 2),
+        );
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, kvh, hd])
+            .swap_dims(1, 2);
+        let (k, v) = match cache {
+            None => (k, v),
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    None => (k, v),
+                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+        };
+        let out = attention(q, repeat_kv(k, h / kvh), repeat_kv(v, h / kvh), bias);
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))
+    }
+}
+
+/// `[b, kv, s, hd] -> [b, kv * n_rep, s, hd]`, each KV head repeated for its group of query heads.
+fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, kv, s, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, n_rep, s, hd])
+        .reshape([b, kv * n_rep, s, hd])
+}

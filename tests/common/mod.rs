@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests: fixture paths and safetensors reading.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen2_5_vl_tiny")
+}
+
+pub struct Tensors {
+    pub map: HashMap<String, (Vec<usize>, Vec<u8>, safetensors::Dtype)>,
+}
+
+impl Tensors {
+    pub fn read(path: &Path) -> Tensors {
+        let bytes =
+            std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let map = st
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec(), v.dtype())))
+            .collect();
+        Tensors { map }
+    }
+    pub fn shape(&self, k: &str) -> Vec<usize> {
+        self.map
+            .get(k)
+            .unwrap_or_else(|| panic!("no tensor {k}"))
+            .0
+            .clone()
+    }
+    pub fn f32(&self, k: &str) -> Vec<f32> {
+        let (_, d, t) = self.map.get(k).unwrap_or_else(|| panic!("no tensor {k}"));
+        assert_eq!(*t, safetensors::Dtype::F32, "{k}");
+        d.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+    pub fn i64(&self, k: &str) -> Vec<i64> {
+        let (_, d, t) = self.map.get(k).unwrap_or_else(|| panic!("no tensor {k}"));
+        assert_eq!(*t, safetensors::Dtype::I64, "{k}");
+        d.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    pub fn has(&self, k: &str) -> bool {
+        self.map.contains_key(k)
+    }
+}
+
+/// Max |a - b| over the positions where `keep(i)` holds.
+pub fn max_abs_diff(a: &[f32], b: &[f32], keep: impl Fn(usize) -> bool) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, (x, y))| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn tensor_vec<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
