@@ -1,6 +1,8 @@
 //! Qwen2.5-VL in burn: configuration, weights, vision tower, text decoder, M-RoPE.
 
+pub mod checkpoint;
 pub mod config;
+pub mod names;
 pub mod nn;
 pub mod qwen2_5_vl;
 pub mod rope;

@@ -62,5 +62,5 @@ pub fn max_abs_diff(a: &[f32], b: &[f32], keep: impl Fn(usize) -> bool) -> f32 {
 }
 
 pub fn tensor_vec<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    t.try_into_vec_as::<f32>().unwrap()
 }

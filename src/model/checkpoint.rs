@@ -1,0 +1,142 @@
+//! Writing a model as a hub-layout checkpoint (`config.json` + `model.safetensors` with transformers'
+//! key names and PyTorch layouts) that any Qwen2.5-VL runtime loads. Files are written to a temporary
+//! name and renamed, so a crash never leaves a half-written checkpoint behind.
+
+use super::names::{hub_name, named_params};
+use super::qwen2_5_vl::Qwen2_5Vl;
+use anyhow::Context;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Row-major f32 values of every float parameter, by id.
+pub fn param_values<M: Module>(module: &M) -> HashMap<ParamId, Vec<f32>> {
+    struct V(HashMap<ParamId, Vec<f32>>);
+    impl ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.insert(
+                param.id,
+                param.val().try_into_vec_as::<f32>().unwrap_or_default(),
+            );
+        }
+    }
+    let mut v = V(HashMap::new());
+    module.visit(&mut v);
+    v.0
+}
+
+/// (hub name, PyTorch shape, values) of every base parameter. LoRA factors are not included:
+/// merge them first (`merge_lora`) to export a plain checkpoint.
+pub fn hub_tensors(model: &Qwen2_5Vl) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let values = param_values(model);
+    let mut out = Vec::new();
+    for p in named_params(model) {
+        let Some(name) = hub_name(&p.path) else {
+            continue;
+        };
+        let v = &values[&p.id];
+        let (shape, data) = if name == "visual.patch_embed.proj.weight" {
+            let c = &model.cfg.vision;
+            let (din, dout) = (p.dims[0], p.dims[1]);
+            (
+                vec![
+                    dout,
+                    c.in_chans,
+                    c.temporal_patch_size,
+                    c.patch_size,
+                    c.patch_size,
+                ],
+                transpose(v, din, dout),
+            )
+        } else if p.dims.len() == 2 && !name.ends_with("embed_tokens.weight") {
+            (
+                vec![p.dims[1], p.dims[0]],
+                transpose(v, p.dims[0], p.dims[1]),
+            )
+        } else {
+            (p.dims.clone(), v.clone())
+        };
+        out.push((name, shape, data));
+    }
+    out
+}
+
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Writes f32 tensors to a safetensors file atomically (temp file + rename).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<HashMap<String, String>>,
+) -> anyhow::Result<()> {
+    for (name, _, data) in tensors {
+        if data.iter().any(|x| !x.is_finite()) {
+            anyhow::bail!(
+                "refusing to write {}: tensor `{name}` holds non-finite values",
+                path.display()
+            );
+        }
+    }
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
+            ))
+        })
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let data = safetensors::serialize(views, metadata).context("cannot serialize tensors")?;
+    write_atomic(path, &data)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Saves `model` as a hub-layout checkpoint in `dir`: `model.safetensors` plus the given config JSON.
+pub fn save_hub_checkpoint(
+    model: &Qwen2_5Vl,
+    config_json: &serde_json::Value,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &hub_tensors(model),
+        Some(meta),
+    )?;
+    write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(config_json)?.as_bytes(),
+    )
+}

@@ -1,0 +1,160 @@
+//! Parameter names. burn knows each parameter by its module path (`model.layers.0.self_attn.q_proj.base.weight`);
+//! checkpoints know them by transformers' names (`model.layers.0.self_attn.q_proj.weight`, PyTorch
+//! layout) and adapters by PEFT's (`base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight`).
+//! This file is the one place that translates.
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+
+/// A float parameter: its module path, id, shape and (when collected with values) row-major data.
+#[derive(Debug, Clone)]
+pub struct NamedParam {
+    pub path: String,
+    pub id: ParamId,
+    pub dims: Vec<usize>,
+    pub require_grad: bool,
+}
+
+struct Collector {
+    stack: Vec<String>,
+    out: Vec<NamedParam>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.out.push(NamedParam {
+            path: self.stack.join("."),
+            id: param.id,
+            dims: param.dims().to_vec(),
+            require_grad: param.is_require_grad(),
+        });
+    }
+}
+
+/// Every float parameter of `module` with its path.
+pub fn named_params<M: Module>(module: &M) -> Vec<NamedParam> {
+    let mut c = Collector {
+        stack: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut c);
+    c.out
+}
+
+/// Transformers (hub) name of a base parameter path, or `None` for non-base (LoRA) parameters.
+pub fn hub_name(path: &str) -> Option<String> {
+    if path.contains(".lora.") {
+        return None;
+    }
+    let p = path.replace(".base.", ".").replace(".gamma", ".weight");
+    let p = p.replace(
+        "visual.patch_embed.weight",
+        "visual.patch_embed.proj.weight",
+    );
+    let p = p
+        .replace("visual.merger.mlp0.", "visual.merger.mlp.0.")
+        .replace("visual.merger.mlp2.", "visual.merger.mlp.2.");
+    Some(match p.strip_prefix("model.lm_head.") {
+        Some(rest) => format!("lm_head.{rest}"),
+        None => p,
+    })
+}
+
+/// Module path (without `.base.weight`) of a hub linear name such as `model.layers.0.mlp.up_proj`.
+pub fn module_path_of_hub(hub: &str) -> String {
+    let p = hub
+        .replace("visual.merger.mlp.0", "visual.merger.mlp0")
+        .replace("visual.merger.mlp.2", "visual.merger.mlp2");
+    let p = p.replace("visual.patch_embed.proj", "visual.patch_embed");
+    match p.strip_prefix("lm_head") {
+        Some(rest) => format!("model.lm_head{rest}"),
+        None => p,
+    }
+}
+
+/// PEFT key of a LoRA factor at module path `<proj>.lora.a|b`, in current transformers' layout
+/// (what PEFT writes for Qwen2.5-VL today): `base_model.model.model.language_model...lora_A.weight`.
+pub fn peft_name(path: &str) -> Option<String> {
+    let (proj, factor) = path.rsplit_once(".lora.")?;
+    let factor = match factor {
+        "a" => "lora_A",
+        "b" => "lora_B",
+        _ => return None,
+    };
+    let hub = hub_name(&format!("{proj}.base.weight"))?;
+    let module = hub.strip_suffix(".weight")?;
+    let module = if let Some(rest) = module.strip_prefix("model.") {
+        format!("model.language_model.{rest}")
+    } else if let Some(rest) = module.strip_prefix("visual.") {
+        format!("model.visual.{rest}")
+    } else {
+        module.to_string()
+    };
+    Some(format!("base_model.model.{module}.{factor}.weight"))
+}
+
+/// Inverse of [`peft_name`] up to the module: the hub module name of a PEFT key and the factor.
+pub fn parse_peft_name(key: &str) -> Option<(String, char)> {
+    let rest = key.strip_prefix("base_model.model.")?;
+    let (module, factor) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
+        (m, 'a')
+    } else {
+        (rest.strip_suffix(".lora_B.weight")?, 'b')
+    };
+    Some((super::weights::canonical_key(module), factor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_translate_both_ways() {
+        assert_eq!(
+            hub_name("model.layers.3.self_attn.q_proj.base.weight").unwrap(),
+            "model.layers.3.self_attn.q_proj.weight"
+        );
+        assert_eq!(hub_name("model.norm.gamma").unwrap(), "model.norm.weight");
+        assert_eq!(
+            hub_name("model.lm_head.base.weight").unwrap(),
+            "lm_head.weight"
+        );
+        assert_eq!(
+            hub_name("visual.merger.mlp2.base.bias").unwrap(),
+            "visual.merger.mlp.2.bias"
+        );
+        assert_eq!(
+            hub_name("visual.patch_embed.base.weight").unwrap(),
+            "visual.patch_embed.proj.weight"
+        );
+        assert!(hub_name("model.layers.0.mlp.up_proj.lora.a").is_none());
+        let peft = peft_name("visual.merger.mlp0.lora.b").unwrap();
+        assert_eq!(
+            peft,
+            "base_model.model.model.visual.merger.mlp.0.lora_B.weight"
+        );
+        assert_eq!(
+            parse_peft_name(&peft).unwrap(),
+            ("visual.merger.mlp.0".to_string(), 'b')
+        );
+        let peft = peft_name("model.layers.1.mlp.down_proj.lora.a").unwrap();
+        assert_eq!(
+            peft,
+            "base_model.model.model.language_model.layers.1.mlp.down_proj.lora_A.weight"
+        );
+        assert_eq!(
+            module_path_of_hub("model.layers.1.mlp.down_proj"),
+            "model.layers.1.mlp.down_proj"
+        );
+        assert_eq!(
+            module_path_of_hub("visual.merger.mlp.0"),
+            "visual.merger.mlp0"
+        );
+    }
+}
