@@ -284,8 +284,12 @@ impl Qwen2_5VlConfig {
 
     /// Parameter count of the model this config describes (embeddings counted once when tied).
     pub fn num_params(&self) -> u64 {
+        self.text_params() + self.vision_params()
+    }
+
+    /// Parameters of the language model (embeddings, decoder, final norm, head).
+    pub fn text_params(&self) -> u64 {
         let t = &self.text;
-        let v = &self.vision;
         let (h, i, kv) = (
             t.hidden_size as u64,
             t.intermediate_size as u64,
@@ -294,10 +298,15 @@ impl Qwen2_5VlConfig {
         let attn = h * h + h + 2 * (h * kv + kv) + h * h;
         let layer = attn + 3 * h * i + 2 * h;
         let embed = t.vocab_size as u64 * h;
-        let text = embed
+        embed
             + t.num_hidden_layers as u64 * layer
             + h
-            + if t.tie_word_embeddings { 0 } else { embed };
+            + if t.tie_word_embeddings { 0 } else { embed }
+    }
+
+    /// Parameters of the vision tower and patch merger.
+    pub fn vision_params(&self) -> u64 {
+        let v = &self.vision;
         let (vh, vi) = (v.hidden_size as u64, v.intermediate_size as u64);
         let block =
             2 * vh + (3 * vh * vh + 3 * vh) + (vh * vh + vh) + 2 * (vh * vi + vi) + (vi * vh + vh);
@@ -307,7 +316,6 @@ impl Qwen2_5VlConfig {
             + merged
             + merged * v.out_hidden_size as u64
             + v.out_hidden_size as u64;
-        let vision = v.patch_dim() as u64 * vh + v.depth as u64 * block + merger;
-        text + vision
+        v.patch_dim() as u64 * vh + v.depth as u64 * block + merger
     }
 }
