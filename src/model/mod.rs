@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod lora;
 pub mod names;
 pub mod nn;
 pub mod qwen2_5_vl;

@@ -179,6 +179,25 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
+/// Little-endian f32 / bf16 / f16 bytes as f32 values.
+pub fn to_f32(dtype: Dtype, data: &[u8]) -> anyhow::Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => bail!("dtype {other:?} is not supported; expected f32, bf16 or f16"),
+    })
+}
+
 /// Seeded random initialisation in the style of transformers' `_init_weights`: N(0, std) weights,
 /// zero biases, unit norm scales.
 pub struct RandomWeights {
