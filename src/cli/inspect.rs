@@ -21,11 +21,24 @@ enum What {
         #[arg(long)]
         json: bool,
     },
+    /// Run conversations through processor and model; write every tensor to a safetensors file.
+    Forward {
+        /// Model directory (config.json, weights, tokenizer, chat template, preprocessor config).
+        #[arg(long)]
+        model: PathBuf,
+        /// JSON with `conversations` (chat messages; image paths relative to the file) and
+        /// `add_generation_prompt` (one flag per conversation).
+        #[arg(long)]
+        messages: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     match a.what {
         What::Params { config, json } => params(config, json),
+        What::Forward { model, messages, out } => forward(model, messages, out),
     }
 }
 
@@ -56,5 +69,65 @@ fn params(config: PathBuf, json: bool) -> anyhow::Result<()> {
             total as f64 / 1e9
         );
     }
+    Ok(())
+}
+
+/// `pearl inspect forward`: a batch of conversations through processor and model, every tensor
+/// written under transformers' names so it can be compared with a reference.
+fn forward(model_dir: PathBuf, messages: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    use crate::data::chat::Message;
+    use crate::model::checkpoint::{RawTensor, write_raw_safetensors};
+    use crate::model::{Qwen2_5Vl, VlBatch};
+    use anyhow::Context;
+
+    #[derive(serde::Deserialize)]
+    struct Conversations {
+        conversations: Vec<Vec<Message>>,
+        #[serde(default)]
+        add_generation_prompt: Option<Vec<bool>>,
+    }
+    let text = std::fs::read_to_string(&messages).with_context(|| format!("cannot read {}", messages.display()))?;
+    let conv: Conversations = serde_json::from_str(&text).with_context(|| format!("{} is not a conversations file", messages.display()))?;
+    let flags = conv.add_generation_prompt.unwrap_or_else(|| vec![false; conv.conversations.len()]);
+    let base_dir = messages.parent().unwrap_or(std::path::Path::new("."));
+    let processor = crate::processor::Processor::from_dir(&model_dir)?;
+    let enc = processor.encode(&conv.conversations, &flags, base_dir)?;
+    let device = burn::tensor::Device::flex();
+    let model = Qwen2_5Vl::from_dir(&model_dir, &device)?;
+    let batch = VlBatch {
+        input_ids: enc.input_ids.clone(),
+        attention_mask: enc.attention_mask.clone(),
+        batch: enc.batch,
+        seq_len: enc.seq_len,
+        pixel_values: enc.pixel_values.clone(),
+        image_grid_thw: enc.image_grid_thw.clone(),
+    };
+    let o = model.forward(&batch, true)?;
+    let (b, s) = (enc.batch, enc.seq_len);
+    let f = |t: burn::tensor::Tensor<3>| -> anyhow::Result<(Vec<usize>, Vec<f32>)> { Ok((t.dims().to_vec(), t.try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?)) };
+    let mut tensors = vec![
+        RawTensor::i64("input_ids", vec![b, s], &enc.input_ids),
+        RawTensor::i64("attention_mask", vec![b, s], &enc.attention_mask),
+        RawTensor::i64("position_ids", vec![3, b, s], &o.position_ids),
+        RawTensor::i64("rope_deltas", vec![b, 1], &o.rope_deltas),
+    ];
+    if !enc.image_grid_thw.is_empty() {
+        let grid: Vec<i64> = enc.image_grid_thw.iter().flatten().map(|&x| x as i64).collect();
+        tensors.push(RawTensor::i64("image_grid_thw", vec![enc.image_grid_thw.len(), 3], &grid));
+        tensors.push(RawTensor::f32("pixel_values", vec![enc.num_patches(), enc.patch_dim], &enc.pixel_values));
+        if let Some(img) = o.image_embeds.clone() {
+            let dims = img.dims().to_vec();
+            let v = img.try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            tensors.push(RawTensor::f32("image_embeds", dims, &v));
+        }
+    }
+    for (l, h) in o.hidden_states.iter().enumerate() {
+        let (dims, v) = f(h.clone())?;
+        tensors.push(RawTensor::f32(&format!("hidden_states.{l}"), dims, &v));
+    }
+    let (dims, v) = f(model.logits(o.last_hidden))?;
+    tensors.push(RawTensor::f32("logits", dims, &v));
+    write_raw_safetensors(&out, &tensors, None)?;
+    eprintln!("wrote {} tensors to {}", tensors.len(), out.display());
     Ok(())
 }
