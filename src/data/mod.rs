@@ -2,3 +2,5 @@
 
 pub mod chat;
 pub mod mcq;
+pub mod trajectory;
+pub mod validate;
