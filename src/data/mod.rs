@@ -4,3 +4,4 @@ pub mod chat;
 pub mod mcq;
 pub mod trajectory;
 pub mod validate;
+pub mod synth;
