@@ -1,8 +1,214 @@
-//! `pearl data ...` (owned by the data layer).
+//! `pearl data ...`: validate, import, synthesize, summarize trajectory data.
+
+use crate::data::synth::{self, SynthConfig, Task, Tool};
+use crate::data::validate::{ValidateOptions, validate_files};
+use clap::{Subcommand, ValueEnum};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct DataArgs {}
+pub struct DataArgs {
+    #[command(subcommand)]
+    command: DataCommand,
+}
 
-pub fn run(_a: DataArgs) -> anyhow::Result<()> {
-    anyhow::bail!("pearl data: not implemented yet")
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Check trajectory JSONL files; prints every problem with its line, exits non-zero if any.
+    Validate(ValidateArgs),
+    /// Generate the synthetic visual-search world (trajectories and MCQ items).
+    Synth(SynthArgs),
+}
+
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// Trajectory JSONL files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Every image must lie inside this directory.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Read only image headers (sizes), skip the full decode check.
+    #[arg(long)]
+    no_decode: bool,
+    /// Print at most this many problems (the summary counts all).
+    #[arg(long, default_value_t = 200)]
+    max_problems: usize,
+}
+
+fn validate(a: ValidateArgs) -> anyhow::Result<()> {
+    let opts = ValidateOptions {
+        root: a.root,
+        decode_images: !a.no_decode,
+        ..Default::default()
+    };
+    let (_, report) = validate_files(&a.files, &opts);
+    for p in report.problems.iter().take(a.max_problems) {
+        println!("{p}");
+    }
+    if report.problems.len() > a.max_problems {
+        println!(
+            "... {} more problem(s) not shown",
+            report.problems.len() - a.max_problems
+        );
+    }
+    println!("{}", report.summary());
+    anyhow::ensure!(
+        report.is_clean(),
+        "{} invalid example(s)",
+        report.invalid().max(1)
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TaskArg {
+    Attribute,
+    Position,
+    Counting,
+    Chain,
+    Multitool,
+    Multicall,
+    Mixed,
+    Pretrain,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ToolArg {
+    Crop,
+    Highlight,
+    Depth,
+}
+
+#[derive(clap::Args)]
+struct SynthArgs {
+    #[arg(long, value_enum)]
+    task: TaskArg,
+    /// Total examples, split 80/10/10 into train/val/test (see --split-sizes).
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+    /// Scene size, `W` or `WxH` (default 896, or 16 object sizes for --task pretrain).
+    #[arg(long)]
+    scene_size: Option<String>,
+    /// Side of a queried object, pixels.
+    #[arg(long, default_value_t = 12.0)]
+    object_size: f64,
+    /// Background clutter blobs per scene (default 40, scaled by area for smaller scenes).
+    #[arg(long)]
+    clutter: Option<usize>,
+    /// Per-pixel noise amplitude (0 = none).
+    #[arg(long, default_value_t = 8)]
+    noise: u8,
+    /// Explicit `train,val,test` sizes (overrides --n).
+    #[arg(long)]
+    split_sizes: Option<String>,
+    /// Tool types for multitool / multicall / mixed.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "crop,highlight,depth"
+    )]
+    tools: Vec<ToolArg>,
+    /// Calls per trajectory in chains and multi-call plans (2 or 3).
+    #[arg(long, default_value_t = 3)]
+    max_calls: usize,
+}
+
+fn synth_cmd(a: SynthArgs) -> anyhow::Result<()> {
+    let task = match a.task {
+        TaskArg::Attribute => Task::Attribute,
+        TaskArg::Position => Task::Position,
+        TaskArg::Counting => Task::Counting,
+        TaskArg::Chain => Task::Chain,
+        TaskArg::Multitool => Task::Multitool,
+        TaskArg::Multicall => Task::Multicall,
+        TaskArg::Mixed => Task::Mixed,
+        TaskArg::Pretrain => Task::Pretrain,
+    };
+    let mut cfg = SynthConfig::new(task, a.seed, a.n);
+    let default_side = if task == Task::Pretrain {
+        (a.object_size * 16.0).round() as u32
+    } else {
+        896
+    };
+    let (w, h) = match &a.scene_size {
+        Some(s) => parse_size(s)?,
+        None => (default_side, default_side),
+    };
+    cfg.scene.width = w;
+    cfg.scene.height = h;
+    cfg.scene.object_size = a.object_size;
+    cfg.scene.noise = a.noise;
+    // 40 blobs on an 896x896 canvas; the same density elsewhere.
+    cfg.scene.clutter = a
+        .clutter
+        .unwrap_or(((40.0 * (w as f64 * h as f64) / (896.0 * 896.0)).round() as usize).max(2));
+    if let Some(s) = &a.split_sizes {
+        let parts: Vec<usize> = s
+            .split(',')
+            .map(|p| p.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--split-sizes {s:?}: {e} (expected train,val,test)"))?;
+        let [train, val, test] = parts[..] else {
+            anyhow::bail!("--split-sizes {s:?}: expected three numbers train,val,test")
+        };
+        (cfg.train, cfg.val, cfg.test) = (train, val, test);
+    }
+    cfg.tools = a
+        .tools
+        .iter()
+        .map(|t| match t {
+            ToolArg::Crop => Tool::Crop,
+            ToolArg::Highlight => Tool::Highlight,
+            ToolArg::Depth => Tool::Depth,
+        })
+        .collect();
+    cfg.tools.sort();
+    cfg.tools.dedup();
+    cfg.max_calls = a.max_calls;
+    let start = std::time::Instant::now();
+    let summary = synth::generate(&cfg, &a.out)?;
+    let total: usize = summary.counts.values().sum();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "wrote {} ({total} examples in {secs:.1} s, {:.0}/s)",
+        a.out.display(),
+        total as f64 / secs.max(1e-9)
+    );
+    for (split, n) in &summary.counts {
+        println!("  {split:>5}: {n}");
+    }
+    for (cat, n) in &summary.by_category {
+        println!("  {n:>7}  {cat}");
+    }
+    for (calls, n) in &summary.by_calls {
+        println!("  {n:>7}  trajectories with {calls} tool call(s)");
+    }
+    Ok(())
+}
+
+fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|e| anyhow::anyhow!("--scene-size {s:?}: {e} (expected W or WxH)"))
+    };
+    match s.split_once(['x', 'X']) {
+        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
+        None => {
+            let w = parse(s)?;
+            Ok((w, w))
+        }
+    }
+}
+
+pub fn run(a: DataArgs) -> anyhow::Result<()> {
+    match a.command {
+        DataCommand::Validate(v) => validate(v),
+        DataCommand::Synth(s) => synth_cmd(s),
+    }
 }

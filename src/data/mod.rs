@@ -2,3 +2,6 @@
 
 pub mod chat;
 pub mod mcq;
+pub mod trajectory;
+pub mod validate;
+pub mod synth;

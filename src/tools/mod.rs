@@ -2,3 +2,6 @@
 //! the synthetic world builds trajectories with them, the tool-using baseline calls them.
 
 pub mod crop;
+pub mod depth;
+pub mod highlight;
+pub mod zoom;

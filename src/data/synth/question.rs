@@ -1,0 +1,478 @@
+//! Questions about a scene: each generator builds a scene in which its question has exactly one
+//! right answer (unique shapes, colors or descriptors; clear spatial or depth gaps), then returns the
+//! MCQ and the pixel boxes the expert has to look at.
+
+use crate::data::synth::scene::{COLORS, Color, Object, SHAPES, Scene, SceneParams, Shape, union};
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand_chacha::ChaCha8Rng;
+
+/// Question kinds, each a report category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Color,
+    ShapeOf,
+    Horizontal,
+    Vertical,
+    Counting,
+    Depth,
+}
+
+impl Kind {
+    pub fn category(self) -> &'static str {
+        match self {
+            Kind::Color => "attribute/color",
+            Kind::ShapeOf => "attribute/shape",
+            Kind::Horizontal => "position/horizontal",
+            Kind::Vertical => "position/vertical",
+            Kind::Counting => "counting",
+            Kind::Depth => "depth/order",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub kind: Kind,
+    pub scene: Scene,
+    pub question: String,
+    pub options: Vec<String>,
+    pub answer: usize,
+    /// Pixel boxes of what the question is about (one per object, or one for a counted group).
+    pub focus: Vec<[f64; 4]>,
+}
+
+impl Question {
+    /// Union of the focus boxes.
+    pub fn focus_union(&self) -> [f64; 4] {
+        self.focus
+            .iter()
+            .copied()
+            .reduce(union)
+            .unwrap_or([0.0, 0.0, 1.0, 1.0])
+    }
+}
+
+/// How objects are spread: `near` keeps the objects of a question close together, so that one
+/// crop (or a crop and a depth map) covers them all.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub near: bool,
+    /// Extra objects that are never the answer.
+    pub distractors: (usize, usize),
+}
+
+/// Draws a scene and a question of `kind`, retrying with fresh layouts when a scene gets too
+/// crowded to place everything (rare; bounded).
+pub fn generate(
+    kind: Kind,
+    p: &SceneParams,
+    layout: Layout,
+    rng: &mut ChaCha8Rng,
+) -> anyhow::Result<Question> {
+    for _ in 0..50 {
+        let q = match kind {
+            Kind::Color | Kind::ShapeOf => attribute(kind, p, layout, rng),
+            Kind::Horizontal | Kind::Vertical => position(kind, p, layout, rng),
+            Kind::Counting => counting(p, layout, rng),
+            Kind::Depth => depth(p, layout, rng),
+        };
+        if let Some(q) = q {
+            return Ok(q);
+        }
+    }
+    anyhow::bail!(
+        "cannot lay out a {} question on a {}x{} scene with objects of {} px: enlarge the scene or shrink the objects",
+        kind.category(),
+        p.width,
+        p.height,
+        p.object_size
+    )
+}
+
+/// Object size grows with nearness (a monocular depth cue for the depth questions).
+fn sized(p: &SceneParams, depth: f64) -> f64 {
+    p.object_size * (1.25 - 0.5 * depth)
+}
+
+fn object(
+    p: &SceneParams,
+    rng: &mut ChaCha8Rng,
+    shape: Shape,
+    color: Color,
+    at: Option<(f64, f64, f64)>,
+    scene: &Scene,
+) -> Option<Object> {
+    let depth = rng.random_range(0.05..0.65);
+    let size = sized(p, depth);
+    let (cx, cy) = scene.place(rng, size, at)?;
+    Some(Object {
+        shape,
+        color,
+        cx,
+        cy,
+        size,
+        depth,
+    })
+}
+
+/// Adds distractors drawn from `allowed` (shape, color) pairs, anywhere in the scene.
+fn distract(
+    scene: &mut Scene,
+    p: &SceneParams,
+    layout: Layout,
+    rng: &mut ChaCha8Rng,
+    allowed: impl Fn(Shape, Color) -> bool,
+) {
+    let pairs: Vec<(Shape, Color)> = SHAPES
+        .iter()
+        .flat_map(|&s| COLORS.iter().map(move |&c| (s, c)))
+        .filter(|&(s, c)| allowed(s, c))
+        .collect();
+    let n = rng.random_range(layout.distractors.0..=layout.distractors.1);
+    for _ in 0..n {
+        let Some(&(s, c)) = pairs.choose(rng) else {
+            return;
+        };
+        // A crowded scene simply gets fewer distractors.
+        if let Some(o) = object(p, rng, s, c, None, scene) {
+            scene.objects.push(o);
+        }
+    }
+}
+
+fn attribute(
+    kind: Kind,
+    p: &SceneParams,
+    layout: Layout,
+    rng: &mut ChaCha8Rng,
+) -> Option<Question> {
+    let mut scene = Scene::background(p, rng);
+    let shape = *SHAPES.choose(rng)?;
+    let color = *COLORS.choose(rng)?;
+    let target = object(p, rng, shape, color, None, &scene)?;
+    scene.objects.push(target);
+    let (question, options, answer) = if kind == Kind::Color {
+        // The shape is unique, so "the triangle" names one object; colors repeat among distractors.
+        distract(&mut scene, p, layout, rng, |s, _| s != shape);
+        let mut options: Vec<Color> = COLORS.iter().copied().filter(|&c| c != color).collect();
+        options.shuffle(rng);
+        options.truncate(3);
+        options.push(color);
+        options.shuffle(rng);
+        let answer = options.iter().position(|&c| c == color)?;
+        (
+            format!("What is the color of the {}?", shape.name()),
+            options.iter().map(|c| c.name().to_string()).collect(),
+            answer,
+        )
+    } else {
+        distract(&mut scene, p, layout, rng, |_, c| c != color);
+        let mut options = SHAPES.to_vec();
+        options.shuffle(rng);
+        let answer = options.iter().position(|&s| s == shape)?;
+        (
+            format!("What is the shape of the {} object?", color.name()),
+            options.iter().map(|s| s.name().to_string()).collect(),
+            answer,
+        )
+    };
+    Some(Question {
+        kind,
+        scene,
+        question,
+        options,
+        answer,
+        focus: vec![target.bbox_px()],
+    })
+}
+
+/// Two objects with descriptors (color + shape) no other object shares.
+fn unique_pair(
+    p: &SceneParams,
+    layout: Layout,
+    rng: &mut ChaCha8Rng,
+    scene: &mut Scene,
+    min_depth_gap: f64,
+) -> Option<(Object, Object)> {
+    let (sa, ca) = (*SHAPES.choose(rng)?, *COLORS.choose(rng)?);
+    let (sb, cb) = loop {
+        let pair = (*SHAPES.choose(rng)?, *COLORS.choose(rng)?);
+        if pair != (sa, ca) {
+            break pair;
+        }
+    };
+    let a = object(p, rng, sa, ca, None, scene)?;
+    scene.objects.push(a);
+    let spread = if layout.near {
+        p.object_size * 5.0
+    } else {
+        p.width.max(p.height) as f64
+    };
+    let mut b = object(p, rng, sb, cb, Some((a.cx, a.cy, spread)), scene)?;
+    if (a.depth - b.depth).abs() < min_depth_gap {
+        b.depth = if a.depth < 0.35 {
+            a.depth + min_depth_gap
+        } else {
+            a.depth - min_depth_gap
+        };
+        b.size = sized(p, b.depth);
+    }
+    scene.objects.push(b);
+    Some((a, b))
+}
+
+fn position(kind: Kind, p: &SceneParams, layout: Layout, rng: &mut ChaCha8Rng) -> Option<Question> {
+    let mut scene = Scene::background(p, rng);
+    let (a, b) = unique_pair(p, layout, rng, &mut scene, 0.0)?;
+    // The asked-about offset must be clear: at least one object size.
+    let (d, words) = match kind {
+        Kind::Horizontal => (a.cx - b.cx, ["left", "right"]),
+        _ => (a.cy - b.cy, ["above", "below"]),
+    };
+    if d.abs() < p.object_size {
+        return None;
+    }
+    let answer = usize::from(d > 0.0);
+    distract(&mut scene, p, layout, rng, |s, c| {
+        (s, c) != (a.shape, a.color) && (s, c) != (b.shape, b.color)
+    });
+    let question = match kind {
+        Kind::Horizontal => format!(
+            "Is the {} to the left or to the right of the {}?",
+            a.describe(),
+            b.describe()
+        ),
+        _ => format!(
+            "Is the {} above or below the {}?",
+            a.describe(),
+            b.describe()
+        ),
+    };
+    Some(Question {
+        kind,
+        scene,
+        question,
+        options: words.map(String::from).to_vec(),
+        answer,
+        focus: vec![a.bbox_px(), b.bbox_px()],
+    })
+}
+
+fn counting(p: &SceneParams, layout: Layout, rng: &mut ChaCha8Rng) -> Option<Question> {
+    let mut scene = Scene::background(p, rng);
+    let (shape, color) = (*SHAPES.choose(rng)?, *COLORS.choose(rng)?);
+    let k = rng.random_range(1..=5usize);
+    let (w, h) = (p.width as f64, p.height as f64);
+    let m = p.object_size * 4.0;
+    let center = (
+        rng.random_range(m..(w - m).max(m + 1.0)),
+        rng.random_range(m..(h - m).max(m + 1.0)),
+    );
+    let spread = p.object_size * 3.0;
+    let mut box_px: Option<[f64; 4]> = None;
+    for _ in 0..k {
+        let o = object(
+            p,
+            rng,
+            shape,
+            color,
+            Some((center.0, center.1, spread)),
+            &scene,
+        )?;
+        box_px = Some(box_px.map_or(o.bbox_px(), |b| union(b, o.bbox_px())));
+        scene.objects.push(o);
+    }
+    // Near misses inside the group (same shape or same color), then far distractors.
+    for _ in 0..rng.random_range(1..=3) {
+        let near_miss = if rng.random_bool(0.5) {
+            let others: Vec<Color> = COLORS.iter().copied().filter(|&c| c != color).collect();
+            (shape, *others.choose(rng)?)
+        } else {
+            let others: Vec<Shape> = SHAPES.iter().copied().filter(|&s| s != shape).collect();
+            (*others.choose(rng)?, color)
+        };
+        if let Some(o) = object(
+            p,
+            rng,
+            near_miss.0,
+            near_miss.1,
+            Some((center.0, center.1, spread)),
+            &scene,
+        ) {
+            scene.objects.push(o);
+        }
+    }
+    distract(&mut scene, p, layout, rng, |s, c| (s, c) != (shape, color));
+    let start = rng.random_range(k.saturating_sub(3)..=k);
+    let options: Vec<String> = (start..start + 4).map(|n| n.to_string()).collect();
+    Some(Question {
+        kind: Kind::Counting,
+        scene,
+        question: format!(
+            "How many {} {}s are there in the image?",
+            color.name(),
+            shape.name()
+        ),
+        options,
+        answer: k - start,
+        focus: vec![box_px?],
+    })
+}
+
+fn depth(p: &SceneParams, layout: Layout, rng: &mut ChaCha8Rng) -> Option<Question> {
+    let mut scene = Scene::background(p, rng);
+    let (a, b) = unique_pair(p, layout, rng, &mut scene, 0.3)?;
+    distract(&mut scene, p, layout, rng, |s, c| {
+        (s, c) != (a.shape, a.color) && (s, c) != (b.shape, b.color)
+    });
+    let mut pair = [a, b];
+    pair.shuffle(rng);
+    let answer = usize::from(pair[1].depth < pair[0].depth);
+    Some(Question {
+        kind: Kind::Depth,
+        scene,
+        question: "Which object is closer to the camera?".into(),
+        options: pair
+            .iter()
+            .map(|o| format!("the {}", o.describe()))
+            .collect(),
+        answer,
+        focus: vec![pair[0].bbox_px(), pair[1].bbox_px()],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn params() -> SceneParams {
+        SceneParams {
+            width: 448,
+            height: 448,
+            object_size: 12.0,
+            clutter: 10,
+            noise: 8,
+        }
+    }
+
+    /// Recomputes each answer from the scene alone (not from the generator's bookkeeping).
+    #[test]
+    fn answers_follow_from_the_scene() {
+        let layout = Layout {
+            near: false,
+            distractors: (4, 8),
+        };
+        for seed in 0..40 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for kind in [
+                Kind::Color,
+                Kind::ShapeOf,
+                Kind::Horizontal,
+                Kind::Vertical,
+                Kind::Counting,
+                Kind::Depth,
+            ] {
+                let q = generate(kind, &params(), layout, &mut rng).unwrap();
+                let objs = &q.scene.objects;
+                let ans = &q.options[q.answer];
+                let named = |d: &str| -> Vec<&Object> {
+                    objs.iter().filter(|o| d.ends_with(&o.describe())).collect()
+                };
+                match kind {
+                    Kind::Color => {
+                        let shape = q.question.trim_end_matches('?').rsplit(' ').next().unwrap();
+                        let hits: Vec<_> =
+                            objs.iter().filter(|o| o.shape.name() == shape).collect();
+                        assert_eq!(hits.len(), 1, "{}", q.question);
+                        assert_eq!(hits[0].color.name(), ans);
+                    }
+                    Kind::ShapeOf => {
+                        let color = q.question.split(' ').nth(6).unwrap();
+                        let hits: Vec<_> =
+                            objs.iter().filter(|o| o.color.name() == color).collect();
+                        assert_eq!(hits.len(), 1, "{}", q.question);
+                        assert_eq!(hits[0].shape.name(), ans);
+                    }
+                    Kind::Horizontal | Kind::Vertical => {
+                        let rest = q
+                            .question
+                            .trim_start_matches("Is the ")
+                            .trim_end_matches('?');
+                        let (a, b) = rest
+                            .split_once(if kind == Kind::Horizontal {
+                                " to the left or to the right of the "
+                            } else {
+                                " above or below the "
+                            })
+                            .unwrap();
+                        let (a, b) = (named(a), named(b));
+                        assert_eq!((a.len(), b.len()), (1, 1), "{}", q.question);
+                        let first = if kind == Kind::Horizontal {
+                            a[0].cx < b[0].cx
+                        } else {
+                            a[0].cy < b[0].cy
+                        };
+                        assert_eq!(
+                            ans,
+                            if kind == Kind::Horizontal {
+                                if first { "left" } else { "right" }
+                            } else if first {
+                                "above"
+                            } else {
+                                "below"
+                            }
+                        );
+                    }
+                    Kind::Counting => {
+                        let words: Vec<&str> = q.question.split(' ').collect();
+                        let (color, shape) = (words[2], words[3].trim_end_matches('s'));
+                        let n = objs
+                            .iter()
+                            .filter(|o| o.color.name() == color && o.shape.name() == shape)
+                            .count();
+                        assert_eq!(ans, &n.to_string(), "{}", q.question);
+                        assert_eq!(q.options.len(), 4);
+                    }
+                    Kind::Depth => {
+                        let (a, b) = (named(&q.options[0]), named(&q.options[1]));
+                        assert_eq!((a.len(), b.len()), (1, 1));
+                        let closer = if a[0].depth < b[0].depth { 0 } else { 1 };
+                        assert_eq!(q.answer, closer);
+                        assert!((a[0].depth - b[0].depth).abs() >= 0.3 - 1e-9);
+                    }
+                }
+                for f in &q.focus {
+                    assert!(
+                        f[0] >= 0.0 && f[2] <= 448.0 && f[1] >= 0.0 && f[3] <= 448.0,
+                        "{f:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn impossible_layouts_fail_with_a_clear_error() {
+        let p = SceneParams {
+            width: 40,
+            height: 40,
+            object_size: 30.0,
+            clutter: 0,
+            noise: 0,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let e = generate(
+            Kind::Counting,
+            &p,
+            Layout {
+                near: true,
+                distractors: (0, 0),
+            },
+            &mut rng,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("enlarge the scene"), "{e}");
+    }
+}
