@@ -30,11 +30,19 @@ pub struct Generation {
 pub trait ChatModel {
     /// Completes each conversation with one assistant turn of at most `max_new_tokens` tokens.
     /// Returns exactly one `Generation` per chat, in order.
-    fn generate(&mut self, chats: &[Vec<Message>], max_new_tokens: usize) -> anyhow::Result<Vec<Generation>>;
+    fn generate(
+        &mut self,
+        chats: &[Vec<Message>],
+        max_new_tokens: usize,
+    ) -> anyhow::Result<Vec<Generation>>;
 }
 
 impl<M: ChatModel + ?Sized> ChatModel for Box<M> {
-    fn generate(&mut self, chats: &[Vec<Message>], max_new_tokens: usize) -> anyhow::Result<Vec<Generation>> {
+    fn generate(
+        &mut self,
+        chats: &[Vec<Message>],
+        max_new_tokens: usize,
+    ) -> anyhow::Result<Vec<Generation>> {
         (**self).generate(chats, max_new_tokens)
     }
 }
@@ -72,21 +80,34 @@ pub(crate) mod testing {
 
     impl ScriptedModel {
         pub fn new(default_reply: &str) -> Self {
-            Self { replies: Default::default(), seen: vec![], default_reply: default_reply.into() }
+            Self {
+                replies: Default::default(),
+                seen: vec![],
+                default_reply: default_reply.into(),
+            }
         }
         /// Replies for the chat whose prompt text contains `key`, in order.
         pub fn script(mut self, key: &str, replies: &[&str]) -> Self {
-            self.replies.insert(key.into(), replies.iter().map(|s| s.to_string()).collect());
+            self.replies
+                .insert(key.into(), replies.iter().map(|s| s.to_string()).collect());
             self
         }
     }
 
     impl ChatModel for ScriptedModel {
-        fn generate(&mut self, chats: &[Vec<Message>], _max: usize) -> anyhow::Result<Vec<Generation>> {
+        fn generate(
+            &mut self,
+            chats: &[Vec<Message>],
+            _max: usize,
+        ) -> anyhow::Result<Vec<Generation>> {
             let mut out = vec![];
             for chat in chats {
                 self.seen.push(chat.clone());
-                let prompt = chat.iter().map(|m| m.joined_text()).collect::<Vec<_>>().join("\n");
+                let prompt = chat
+                    .iter()
+                    .map(|m| m.joined_text())
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 let reply = self
                     .replies
                     .iter_mut()

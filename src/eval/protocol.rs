@@ -13,8 +13,14 @@ pub const MAX_NEW_TOKENS: usize = 4;
 /// prompt text (`McqItem::prompt`: question, lettered options, answer suffix). No system prompt:
 /// the chat template supplies Qwen's default one.
 pub fn chat_for(item: &McqItem) -> Vec<Message> {
-    let mut content: Vec<Part> = item.images.iter().map(|i| Part::Image { image: i.clone() }).collect();
-    content.push(Part::Text { text: item.prompt() });
+    let mut content: Vec<Part> = item
+        .images
+        .iter()
+        .map(|i| Part::Image { image: i.clone() })
+        .collect();
+    content.push(Part::Text {
+        text: item.prompt(),
+    });
     vec![Message::new(Role::User, content)]
 }
 
@@ -61,7 +67,9 @@ pub fn extract_choice(raw: &str, options: &[String]) -> Option<usize> {
     if let Some(caps) = LEADING.captures(scope) {
         let paren = caps.get(1).and_then(|m| m.as_str().chars().next());
         let capital = caps.get(2).and_then(|m| m.as_str().chars().next());
-        let word_follows = caps.get(3).is_some_and(|m| m.as_str().ends_with(|c: char| c.is_ascii_lowercase()));
+        let word_follows = caps
+            .get(3)
+            .is_some_and(|m| m.as_str().ends_with(|c: char| c.is_ascii_lowercase()));
         let article = word_follows && matches!(capital, Some('A' | 'I'));
         if let Some(i) = paren.or(capital).filter(|_| !article).and_then(valid) {
             return Some(i);
@@ -71,7 +79,12 @@ pub fn extract_choice(raw: &str, options: &[String]) -> Option<usize> {
     // 4. Phrase.
     if let Some(i) = PHRASE
         .captures_iter(scope)
-        .filter_map(|c| c.get(1).or(c.get(2)).and_then(|m| m.as_str().chars().next()).and_then(valid))
+        .filter_map(|c| {
+            c.get(1)
+                .or(c.get(2))
+                .and_then(|m| m.as_str().chars().next())
+                .and_then(valid)
+        })
         .last()
     {
         return Some(i);
@@ -83,7 +96,10 @@ pub fn extract_choice(raw: &str, options: &[String]) -> Option<usize> {
     letters.sort_unstable();
     letters.dedup();
     if let [i] = letters[..] {
-        let only_as_word = lone.iter().filter(|&&(c, _)| valid(c) == Some(i)).all(|&(_, article)| article);
+        let only_as_word = lone
+            .iter()
+            .filter(|&&(c, _)| valid(c) == Some(i))
+            .all(|&(_, article)| article);
         if !only_as_word {
             return Some(i);
         }
@@ -98,13 +114,17 @@ pub fn extract_letter(raw: &str, options: &[String]) -> Option<char> {
     extract_choice(raw, options).map(option_letter)
 }
 
-static ANSWER_TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)<answer>(.*?)</answer>").expect("static regex"));
-static BOXED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\\boxed\{([^{}]*)\}").expect("static regex"));
+static ANSWER_TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)<answer>(.*?)</answer>").expect("static regex"));
+static BOXED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\\boxed\{([^{}]*)\}").expect("static regex"));
 static LEADING: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"^[\s*"'`]*(?:\(([A-Za-z])\)|([A-Z])([.):,]|\s+[a-z]|\s|$))"#).expect("static regex")
+    Regex::new(r#"^[\s*"'`]*(?:\(([A-Za-z])\)|([A-Z])([.):,]|\s+[a-z]|\s|$))"#)
+        .expect("static regex")
 });
 static PHRASE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i:answer\s*(?:is|:)|option|choice)\s*[*:]*\s*(?:\(([A-Za-z])\)|([A-Z])\b)").expect("static regex")
+    Regex::new(r"(?i:answer\s*(?:is|:)|option|choice)\s*[*:]*\s*(?:\(([A-Za-z])\)|([A-Z])\b)")
+        .expect("static regex")
 });
 /// Capital letters standing alone (neighbours not alphanumeric), each flagged when it reads as
 /// the word "A" or "I" (whitespace, then a lowercase letter). Scanned by hand because the regex
@@ -118,7 +138,9 @@ fn lone_capitals(s: &str) -> Vec<(char, bool)> {
         if c.is_ascii_uppercase() && before_ok && after_ok {
             let next_word = chars[i + 1..].iter().find(|n| !n.is_whitespace());
             let spaced = chars.get(i + 1).is_some_and(|n| n.is_whitespace());
-            let article = matches!(c, 'A' | 'I') && spaced && next_word.is_some_and(|n| n.is_ascii_lowercase());
+            let article = matches!(c, 'A' | 'I')
+                && spaced
+                && next_word.is_some_and(|n| n.is_ascii_lowercase());
             out.push((c, article));
         }
     }
@@ -136,7 +158,16 @@ fn answer_scope(raw: &str) -> &str {
 }
 
 fn normalise(s: &str) -> String {
-    let spaced: String = s.chars().map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { ' ' }).collect();
+    let spaced: String = s
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                ' '
+            }
+        })
+        .collect();
     spaced.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -150,14 +181,19 @@ fn option_text_match(scope: &str, options: &[String]) -> Option<usize> {
         return Some(i);
     }
     let padded = format!(" {out} ");
-    let hits: Vec<usize> =
-        (0..norm.len()).filter(|&i| !norm[i].is_empty() && padded.contains(&format!(" {} ", norm[i]))).collect();
+    let hits: Vec<usize> = (0..norm.len())
+        .filter(|&i| !norm[i].is_empty() && padded.contains(&format!(" {} ", norm[i])))
+        .collect();
     // Drop options whose text is part of another matching option's text.
     let maximal: Vec<usize> = hits
         .iter()
         .copied()
         .filter(|&i| {
-            !hits.iter().any(|&j| j != i && norm[j].len() > norm[i].len() && format!(" {} ", norm[j]).contains(&format!(" {} ", norm[i])))
+            !hits.iter().any(|&j| {
+                j != i
+                    && norm[j].len() > norm[i].len()
+                    && format!(" {} ", norm[j]).contains(&format!(" {} ", norm[i]))
+            })
         })
         .collect();
     (maximal.len() == 1).then(|| maximal[0])
@@ -177,7 +213,9 @@ mod tests {
 
     #[test]
     fn bare_and_decorated_letters() {
-        for raw in ["B", " B\n", "(B)", "B.", "b", "(b)", "**B**", "B)", "\"B\"", "[B]"] {
+        for raw in [
+            "B", " B\n", "(B)", "B.", "b", "(b)", "**B**", "B)", "\"B\"", "[B]",
+        ] {
             assert_eq!(letter(raw), Some('B'), "{raw:?}");
         }
     }
@@ -196,7 +234,10 @@ mod tests {
         assert_eq!(letter("the answer is (c)"), Some('C'));
         assert_eq!(letter("Answer: D"), Some('D'));
         assert_eq!(letter("I pick option A"), Some('A'));
-        assert_eq!(letter("<think>A or B?</think><answer>B</answer>"), Some('B'));
+        assert_eq!(
+            letter("<think>A or B?</think><answer>B</answer>"),
+            Some('B')
+        );
         assert_eq!(letter("<answer>(c)</answer>"), Some('C'));
         assert_eq!(letter("so \\boxed{D}"), Some('D'));
         assert_eq!(letter("I think C"), Some('C'));
@@ -249,7 +290,10 @@ mod tests {
         assert_eq!(chat[0].role, Role::User);
         assert_eq!(chat[0].images().collect::<Vec<_>>(), ["/a.png", "/b.png"]);
         let text = chat[0].joined_text();
-        assert!(text.starts_with("Which?\nOptions:\n(A) u\n(B) v\n"), "{text}");
+        assert!(
+            text.starts_with("Which?\nOptions:\n(A) u\n(B) v\n"),
+            "{text}"
+        );
         assert!(text.ends_with(crate::data::mcq::ANSWER_SUFFIX));
         assert!(matches!(chat[0].content.last(), Some(Part::Text { .. })));
     }

@@ -19,7 +19,11 @@ pub struct Bootstrap {
 
 impl Default for Bootstrap {
     fn default() -> Self {
-        Self { resamples: 2000, seed: 0, level: 0.95 }
+        Self {
+            resamples: 2000,
+            seed: 0,
+            level: 0.95,
+        }
     }
 }
 
@@ -46,13 +50,25 @@ pub fn bootstrap_mean_ci(values: &[f64], cfg: &Bootstrap) -> Option<Interval> {
         .collect();
     means.sort_by(f64::total_cmp);
     let tail = (1.0 - cfg.level) / 2.0;
-    Some(Interval { lo: quantile_sorted(&means, tail), hi: quantile_sorted(&means, 1.0 - tail) })
+    Some(Interval {
+        lo: quantile_sorted(&means, tail),
+        hi: quantile_sorted(&means, 1.0 - tail),
+    })
 }
 
 /// Mean of the paired differences `b[i] - a[i]` and its percentile bootstrap interval
 /// (items are resampled, so each resample keeps the pairs together). `None` for no pairs.
-pub fn paired_bootstrap_diff(a: &[f64], b: &[f64], cfg: &Bootstrap) -> anyhow::Result<Option<(f64, Interval)>> {
-    anyhow::ensure!(a.len() == b.len(), "paired bootstrap needs equal lengths, got {} and {}", a.len(), b.len());
+pub fn paired_bootstrap_diff(
+    a: &[f64],
+    b: &[f64],
+    cfg: &Bootstrap,
+) -> anyhow::Result<Option<(f64, Interval)>> {
+    anyhow::ensure!(
+        a.len() == b.len(),
+        "paired bootstrap needs equal lengths, got {} and {}",
+        a.len(),
+        b.len()
+    );
     let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
     Ok(bootstrap_mean_ci(&diffs, cfg).map(|ci| (mean(&diffs), ci)))
 }
@@ -101,8 +117,16 @@ pub fn mean_std(values: &[f64]) -> Option<MeanStd> {
     }
     let m = mean(values);
     let n = values.len();
-    let var = if n > 1 { values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
-    Some(MeanStd { mean: m, std: var.sqrt(), n })
+    let var = if n > 1 {
+        values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1) as f64
+    } else {
+        0.0
+    };
+    Some(MeanStd {
+        mean: m,
+        std: var.sqrt(),
+        n,
+    })
 }
 
 /// Linear interpolation between order statistics (numpy's default), `q` in [0, 1].
@@ -158,7 +182,14 @@ mod tests {
         assert_eq!(ms.mean, 5.0);
         assert!((ms.std - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
         assert_eq!(ms.n, 8);
-        assert_eq!(mean_std(&[0.7]).unwrap(), MeanStd { mean: 0.7, std: 0.0, n: 1 });
+        assert_eq!(
+            mean_std(&[0.7]).unwrap(),
+            MeanStd {
+                mean: 0.7,
+                std: 0.0,
+                n: 1
+            }
+        );
         assert!(mean_std(&[]).is_none());
     }
 
@@ -177,12 +208,21 @@ mod tests {
         // 200 ones and 200 zeros: normal approximation 0.5 +- 1.96 * sqrt(0.25 / 400) = 0.5 +- 0.049.
         let v: Vec<f64> = (0..400).map(|i| (i % 2) as f64).collect();
         let ci = bootstrap_mean_ci(&v, &cfg).unwrap();
-        assert!((ci.lo - 0.451).abs() < 0.012 && (ci.hi - 0.549).abs() < 0.012, "{ci:?}");
+        assert!(
+            (ci.lo - 0.451).abs() < 0.012 && (ci.hi - 0.549).abs() < 0.012,
+            "{ci:?}"
+        );
         // Fixed seed: identical again; another seed: (almost surely) different.
         assert_eq!(bootstrap_mean_ci(&v, &cfg).unwrap(), ci);
-        assert_ne!(bootstrap_mean_ci(&v, &Bootstrap { seed: 7, ..cfg }).unwrap(), ci);
+        assert_ne!(
+            bootstrap_mean_ci(&v, &Bootstrap { seed: 7, ..cfg }).unwrap(),
+            ci
+        );
         // No spread, no width.
-        assert_eq!(bootstrap_mean_ci(&[1.0; 10], &cfg).unwrap(), Interval { lo: 1.0, hi: 1.0 });
+        assert_eq!(
+            bootstrap_mean_ci(&[1.0; 10], &cfg).unwrap(),
+            Interval { lo: 1.0, hi: 1.0 }
+        );
         assert!(bootstrap_mean_ci(&[], &cfg).is_none());
     }
 
@@ -200,6 +240,9 @@ mod tests {
         let b: Vec<f64> = (0..100).map(|i| (i >= 40) as u8 as f64).collect();
         let (d, ci) = paired_bootstrap_diff(&a, &b, &cfg).unwrap().unwrap();
         assert!((d - 0.1).abs() < 1e-12);
-        assert!(ci.lo > 0.03 && ci.lo < 0.1 && ci.hi > 0.1 && ci.hi < 0.17, "{ci:?}");
+        assert!(
+            ci.lo > 0.03 && ci.lo < 0.1 && ci.hi > 0.1 && ci.hi < 0.17,
+            "{ci:?}"
+        );
     }
 }
