@@ -4,9 +4,11 @@
 
 pub mod agent;
 pub mod answerer;
+pub mod compare;
 pub mod ids;
 pub mod protocol;
 pub mod record;
 pub mod run;
+pub mod seeds;
 pub mod stats;
 pub mod summary;
