@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod answerer;
+pub mod bench;
 pub mod compare;
 pub mod ids;
 pub mod protocol;
