@@ -64,6 +64,11 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<ItemRecord>> {
 
 /// Reads `DIR/items.jsonl` of a run directory (or the file itself when given one).
 pub fn read_run(dir_or_file: &Path) -> anyhow::Result<Vec<ItemRecord>> {
+    anyhow::ensure!(
+        dir_or_file.exists(),
+        "{} does not exist (expected a run directory holding items.jsonl)",
+        dir_or_file.display()
+    );
     if dir_or_file.is_dir() {
         read_records(&dir_or_file.join("items.jsonl"))
     } else {
