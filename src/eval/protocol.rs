@@ -57,10 +57,10 @@ pub fn extract_choice(raw: &str, options: &[String]) -> Option<usize> {
         .filter(|c| !c.is_whitespace() && !"()*.:'\"`[]".contains(*c))
         .collect();
     let mut bare_chars = bare.chars();
-    if let (Some(c), None) = (bare_chars.next(), bare_chars.next()) {
-        if let Some(i) = valid(c) {
-            return Some(i);
-        }
+    if let (Some(c), None) = (bare_chars.next(), bare_chars.next())
+        && let Some(i) = valid(c)
+    {
+        return Some(i);
     }
 
     // 3. Leading letter.
