@@ -13,21 +13,35 @@ use std::sync::Arc;
 /// PNG bytes of a `w`x`h` image filled with `rgb`.
 fn png(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(vec![]);
-    image::RgbImage::from_pixel(w, h, image::Rgb(rgb)).write_to(&mut out, image::ImageFormat::Png).unwrap();
+    image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
     out.into_inner()
 }
 
 fn pixel_of(path: &str) -> [u8; 3] {
     assert!(Path::new(path).is_absolute(), "{path} is not absolute");
     // Test images are PNG bytes whatever their extension: decode by content.
-    let reader = image::ImageReader::open(path).unwrap().with_guessed_format().unwrap();
+    let reader = image::ImageReader::open(path)
+        .unwrap()
+        .with_guessed_format()
+        .unwrap();
     reader.decode().unwrap().to_rgb8().get_pixel(0, 0).0
 }
 
 /// A `datasets`-style image column: struct {bytes, path}, null where `None`.
 fn image_column(images: &[Option<Vec<u8>>]) -> ArrayRef {
-    let fields = Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)]);
-    let mut b = StructBuilder::new(fields, vec![Box::new(BinaryBuilder::new()), Box::new(StringBuilder::new())]);
+    let fields = Fields::from(vec![
+        Field::new("bytes", DataType::Binary, true),
+        Field::new("path", DataType::Utf8, true),
+    ]);
+    let mut b = StructBuilder::new(
+        fields,
+        vec![
+            Box::new(BinaryBuilder::new()),
+            Box::new(StringBuilder::new()),
+        ],
+    );
     for img in images {
         let bytes = b.field_builder::<BinaryBuilder>(0).unwrap();
         match img {
@@ -94,17 +108,39 @@ fn vstar_folder_shuffles_deterministically() {
     let letters: std::collections::BTreeSet<_> = items.iter().map(|i| i.answer.clone()).collect();
     assert!(letters.len() > 1, "{letters:?}");
     // Same order on every load.
-    assert_eq!(bench::load(BenchFormat::Vstar, dir.path(), &cache).unwrap(), items);
-    let p = items.iter().find(|i| i.id == "vstar/relative_position/p").unwrap();
+    assert_eq!(
+        bench::load(BenchFormat::Vstar, dir.path(), &cache).unwrap(),
+        items
+    );
+    let p = items
+        .iter()
+        .find(|i| i.id == "vstar/relative_position/p")
+        .unwrap();
     assert_eq!(p.category, "relative_position");
     assert_eq!(pixel_of(&p.images[0]), [0, 9, 0]);
 
     std::fs::write(sub.join("bad.json"), r#"{"question": "q"}"#).unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Vstar, dir.path(), &cache).unwrap_err());
-    assert!(err.contains("bad.json") && err.contains("not a V* item"), "{err}");
-    std::fs::write(sub.join("bad.json"), r#"{"question": "q", "options": ["a", "b"]}"#).unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Vstar, dir.path(), &cache).unwrap_err());
-    assert!(err.contains("bad.json") && err.contains("no image"), "{err}");
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Vstar, dir.path(), &cache).unwrap_err()
+    );
+    assert!(
+        err.contains("bad.json") && err.contains("not a V* item"),
+        "{err}"
+    );
+    std::fs::write(
+        sub.join("bad.json"),
+        r#"{"question": "q", "options": ["a", "b"]}"#,
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Vstar, dir.path(), &cache).unwrap_err()
+    );
+    assert!(
+        err.contains("bad.json") && err.contains("no image"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -114,8 +150,14 @@ fn vstar_hf_parquet_and_jsonl() {
     write_parquet(
         &pq,
         vec![
-            ("question_id", Arc::new(Int64Array::from(vec![0, 1])) as ArrayRef),
-            ("image", image_column(&[Some(png(3, 3, [1, 2, 3])), Some(png(3, 3, [4, 5, 6]))])),
+            (
+                "question_id",
+                Arc::new(Int64Array::from(vec![0, 1])) as ArrayRef,
+            ),
+            (
+                "image",
+                image_column(&[Some(png(3, 3, [1, 2, 3])), Some(png(3, 3, [4, 5, 6]))]),
+            ),
             (
                 "text",
                 strings(&[
@@ -124,7 +166,10 @@ fn vstar_hf_parquet_and_jsonl() {
                 ]),
             ),
             ("label", strings(&["C", "B"])),
-            ("category", strings(&["direct_attributes", "relative_position"])),
+            (
+                "category",
+                strings(&["direct_attributes", "relative_position"]),
+            ),
         ],
     );
     let items = bench::load(BenchFormat::VstarHf, dir.path(), &dir.path().join("cache")).unwrap();
@@ -132,7 +177,10 @@ fn vstar_hf_parquet_and_jsonl() {
     assert_eq!(items[0].id, "vstar/0");
     assert_eq!(items[0].question, "What is the color of the glove?");
     assert_eq!(items[0].options, ["rubber", "cotton", "kevlar", "leather"]);
-    assert_eq!((items[0].answer.as_str(), items[0].category.as_str()), ("C", "direct_attributes"));
+    assert_eq!(
+        (items[0].answer.as_str(), items[0].category.as_str()),
+        ("C", "direct_attributes")
+    );
     assert_eq!(pixel_of(&items[1].images[0]), [4, 5, 6]);
 
     std::fs::write(dir.path().join("img.png"), png(2, 2, [7, 7, 7])).unwrap();
@@ -144,8 +192,15 @@ fn vstar_hf_parquet_and_jsonl() {
 "#,
     )
     .unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::VstarHf, &jsonl, &dir.path().join("cache")).unwrap_err());
-    assert!(err.contains("test_questions.jsonl: line 2") && err.contains("no \"(A) .. (B) ..\" options"), "{err}");
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::VstarHf, &jsonl, &dir.path().join("cache")).unwrap_err()
+    );
+    assert!(
+        err.contains("test_questions.jsonl: line 2")
+            && err.contains("no \"(A) .. (B) ..\" options"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -153,7 +208,11 @@ fn mmvp_csv_and_pairs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("MMVP_Images")).unwrap();
     for i in 1..=4u8 {
-        std::fs::write(dir.path().join(format!("MMVP_Images/{i}.jpg")), png(2, 2, [i, i, i])).unwrap();
+        std::fs::write(
+            dir.path().join(format!("MMVP_Images/{i}.jpg")),
+            png(2, 2, [i, i, i]),
+        )
+        .unwrap();
     }
     std::fs::write(
         dir.path().join("Questions.csv"),
@@ -168,17 +227,43 @@ fn mmvp_csv_and_pairs() {
     assert_eq!(items.len(), 4);
     assert_eq!(items[2].question, "Which way, left or right?");
     assert_eq!(items[0].options, ["Open", "Closed"]);
-    assert_eq!(items.iter().map(|i| i.answer.as_str()).collect::<Vec<_>>(), ["A", "B", "B", "A"]);
-    let pairs: Vec<_> = items.iter().map(|i| i.meta["pair"].as_u64().unwrap()).collect();
+    assert_eq!(
+        items.iter().map(|i| i.answer.as_str()).collect::<Vec<_>>(),
+        ["A", "B", "B", "A"]
+    );
+    let pairs: Vec<_> = items
+        .iter()
+        .map(|i| i.meta["pair"].as_u64().unwrap())
+        .collect();
     assert_eq!(pairs, [0, 0, 1, 1]);
     assert_eq!(pixel_of(&items[3].images[0]), [4, 4, 4]);
 
-    std::fs::write(dir.path().join("Questions.csv"), "Index,Question,Options,Correct Answer\nfive,Q,(a) x (b) y,(a)\n").unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Mmvp, dir.path(), &dir.path().join("c")).unwrap_err());
-    assert!(err.contains("Questions.csv: row 1") && err.contains("not a number"), "{err}");
-    std::fs::write(dir.path().join("Questions.csv"), "Index,Question,Options,Correct Answer\n9,Q,(a) x (b) y,(a)\n").unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Mmvp, dir.path(), &dir.path().join("c")).unwrap_err());
-    assert!(err.contains("row 1") && err.contains("9.jpg does not exist"), "{err}");
+    std::fs::write(
+        dir.path().join("Questions.csv"),
+        "Index,Question,Options,Correct Answer\nfive,Q,(a) x (b) y,(a)\n",
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Mmvp, dir.path(), &dir.path().join("c")).unwrap_err()
+    );
+    assert!(
+        err.contains("Questions.csv: row 1") && err.contains("not a number"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("Questions.csv"),
+        "Index,Question,Options,Correct Answer\n9,Q,(a) x (b) y,(a)\n",
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Mmvp, dir.path(), &dir.path().join("c")).unwrap_err()
+    );
+    assert!(
+        err.contains("row 1") && err.contains("9.jpg does not exist"),
+        "{err}"
+    );
 }
 
 fn choices(rows: &[&[&str]]) -> ArrayRef {
@@ -201,10 +286,19 @@ fn blink_parquet_with_multiple_images() {
         &task.join("val-00000-of-00001.parquet"),
         vec![
             ("idx", strings(&["val_Jigsaw_1", "val_Jigsaw_2"])),
-            ("question", strings(&["Which piece fits?", "Which piece fits here?"])),
-            ("choices", choices(&[&["first", "second"], &["first", "second", "third"]])),
+            (
+                "question",
+                strings(&["Which piece fits?", "Which piece fits here?"]),
+            ),
+            (
+                "choices",
+                choices(&[&["first", "second"], &["first", "second", "third"]]),
+            ),
             ("answer", strings(&["(B)", "(C)"])),
-            ("image_1", image_column(&[Some(png(2, 2, [1, 0, 0])), Some(png(2, 2, [2, 0, 0]))])),
+            (
+                "image_1",
+                image_column(&[Some(png(2, 2, [1, 0, 0])), Some(png(2, 2, [2, 0, 0]))]),
+            ),
             ("image_2", image_column(&[Some(png(2, 2, [1, 1, 0])), None])),
             ("image_3", image_column(&[Some(png(2, 2, [1, 1, 1])), None])),
             ("image_4", image_column(&[None, None])),
@@ -215,8 +309,18 @@ fn blink_parquet_with_multiple_images() {
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].images.len(), 3);
     assert_eq!(items[1].images.len(), 1);
-    assert_eq!(items[0].images.iter().map(|p| pixel_of(p)).collect::<Vec<_>>(), [[1, 0, 0], [1, 1, 0], [1, 1, 1]]);
-    assert_eq!((items[0].answer.as_str(), items[1].answer.as_str()), ("B", "C"));
+    assert_eq!(
+        items[0]
+            .images
+            .iter()
+            .map(|p| pixel_of(p))
+            .collect::<Vec<_>>(),
+        [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    );
+    assert_eq!(
+        (items[0].answer.as_str(), items[1].answer.as_str()),
+        ("B", "C")
+    );
     assert_eq!(items[1].options, ["first", "second", "third"]);
     assert_eq!(items[0].category, "Jigsaw");
     assert!(pearl::eval::bench::blink::PEARL_SUBSETS.contains(&"Jigsaw"));
@@ -232,19 +336,37 @@ fn blink_parquet_with_multiple_images() {
             ("image_1", image_column(&[Some(b"not an image".to_vec())])),
         ],
     );
-    let err = format!("{:#}", bench::load(BenchFormat::Blink, dir.path(), &dir.path().join("cache")).unwrap_err());
-    assert!(err.contains("val-00000-of-00001.parquet: row 1") && err.contains("not a recognised image"), "{err}");
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Blink, dir.path(), &dir.path().join("cache")).unwrap_err()
+    );
+    assert!(
+        err.contains("val-00000-of-00001.parquet: row 1") && err.contains("not a recognised image"),
+        "{err}"
+    );
 
     // A missing column is named, with the columns that exist.
     write_parquet(
         &task.join("val-00000-of-00001.parquet"),
-        vec![("idx", strings(&["val_Jigsaw_1"])), ("image_1", image_column(&[Some(png(2, 2, [0, 0, 0]))]))],
+        vec![
+            ("idx", strings(&["val_Jigsaw_1"])),
+            ("image_1", image_column(&[Some(png(2, 2, [0, 0, 0]))])),
+        ],
     );
-    let err = format!("{:#}", bench::load(BenchFormat::Blink, dir.path(), &dir.path().join("cache")).unwrap_err());
-    assert!(err.contains("no column \"question\" (columns: idx, image_1)"), "{err}");
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Blink, dir.path(), &dir.path().join("cache")).unwrap_err()
+    );
+    assert!(
+        err.contains("no column \"question\" (columns: idx, image_1)"),
+        "{err}"
+    );
 
     std::fs::write(task.join("val-00000-of-00001.parquet"), b"garbage").unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Blink, dir.path(), &dir.path().join("cache")).unwrap_err());
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Blink, dir.path(), &dir.path().join("cache")).unwrap_err()
+    );
     assert!(err.contains("not a readable parquet file"), "{err}");
 }
 
@@ -270,14 +392,38 @@ fn vlmevalkit_tsv_with_references_and_hints() {
     assert_eq!(items[1].question, "Hint: Look closely.\nWhat colour again?");
     assert_eq!(items[1].options.len(), 3);
     assert_eq!(items[2].question, "Which differs?");
-    assert_eq!(items[2].images.iter().map(|p| pixel_of(p)).collect::<Vec<_>>(), [[200, 0, 0], [0, 0, 200]]);
+    assert_eq!(
+        items[2]
+            .images
+            .iter()
+            .map(|p| pixel_of(p))
+            .collect::<Vec<_>>(),
+        [[200, 0, 0], [0, 0, 200]]
+    );
     assert_eq!(items[2].category, "multi");
 
-    std::fs::write(&path, "index\timage\tquestion\tA\tB\tanswer\n1\t!!notbase64!!\tQ\tx\ty\tA\n").unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Tsv, &path, &dir.path().join("cache")).unwrap_err());
-    assert!(err.contains("HRBench4K.tsv: row 1") && err.contains("neither base64"), "{err}");
-    std::fs::write(&path, format!("index\timage\tquestion\tA\tB\tanswer\n1\t{red}\tQ\tx\ty\tE\n")).unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Tsv, &path, &dir.path().join("cache")).unwrap_err());
+    std::fs::write(
+        &path,
+        "index\timage\tquestion\tA\tB\tanswer\n1\t!!notbase64!!\tQ\tx\ty\tA\n",
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Tsv, &path, &dir.path().join("cache")).unwrap_err()
+    );
+    assert!(
+        err.contains("HRBench4K.tsv: row 1") && err.contains("neither base64"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        format!("index\timage\tquestion\tA\tB\tanswer\n1\t{red}\tQ\tx\ty\tE\n"),
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Tsv, &path, &dir.path().join("cache")).unwrap_err()
+    );
     assert!(err.contains("\"HRBench4K/1\" has answer \"E\""), "{err}");
 }
 
@@ -300,15 +446,31 @@ fn mcq_jsonl_resolves_relative_images() {
     assert_eq!(pixel_of(&items[0].images[0]), [5, 5, 5]);
     assert!(items[1].images[0].starts_with("data:image/png"));
 
-    std::fs::write(&path, r#"{"id":"w-1","image":"imgs/404.png","question":"Q","options":["a","b"],"answer":"A"}"#).unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Jsonl, &path, &dir.path().join("cache")).unwrap_err());
-    assert!(err.contains("mcq.jsonl: line 1") && err.contains("404.png does not exist"), "{err}");
+    std::fs::write(
+        &path,
+        r#"{"id":"w-1","image":"imgs/404.png","question":"Q","options":["a","b"],"answer":"A"}"#,
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Jsonl, &path, &dir.path().join("cache")).unwrap_err()
+    );
+    assert!(
+        err.contains("mcq.jsonl: line 1") && err.contains("404.png does not exist"),
+        "{err}"
+    );
     std::fs::write(&path, "{\"id\": 1}\n").unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Jsonl, &path, &dir.path().join("cache")).unwrap_err());
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Jsonl, &path, &dir.path().join("cache")).unwrap_err()
+    );
     assert!(err.contains("mcq.jsonl: line 1: not an MCQ item"), "{err}");
     let dup = r#"{"id":"same","question":"Q","options":["a","b"],"answer":"A"}"#;
     std::fs::write(&path, format!("{dup}\n{dup}\n")).unwrap();
-    let err = format!("{:#}", bench::load(BenchFormat::Jsonl, &path, &dir.path().join("cache")).unwrap_err());
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Jsonl, &path, &dir.path().join("cache")).unwrap_err()
+    );
     assert!(err.contains("\"same\" appears twice"), "{err}");
 }
 
@@ -324,9 +486,21 @@ fn category_filter() {
         meta: serde_json::Value::Null,
     };
     let items = vec![mk("1", "Counting"), mk("2", "Jigsaw"), mk("3", "Art_Style")];
-    let kept = bench::filter_categories(items.clone(), &["Counting".into(), "Jigsaw".into()]).unwrap();
-    assert_eq!(kept.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["1", "2"]);
-    assert_eq!(bench::filter_categories(items.clone(), &[]).unwrap().len(), 3);
-    let err = bench::filter_categories(items, &["IQ_Test".into()]).unwrap_err().to_string();
-    assert!(err.contains("IQ_Test") && err.contains("Art_Style"), "{err}");
+    let kept =
+        bench::filter_categories(items.clone(), &["Counting".into(), "Jigsaw".into()]).unwrap();
+    assert_eq!(
+        kept.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    assert_eq!(
+        bench::filter_categories(items.clone(), &[]).unwrap().len(),
+        3
+    );
+    let err = bench::filter_categories(items, &["IQ_Test".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("IQ_Test") && err.contains("Art_Style"),
+        "{err}"
+    );
 }

@@ -74,7 +74,10 @@ pub fn run_eval(
     a: EvalArgs,
     load_model: impl FnOnce(&EvalArgs) -> anyhow::Result<Box<dyn ChatModel>>,
 ) -> anyhow::Result<()> {
-    let cache = a.image_cache.clone().unwrap_or_else(|| a.out.join("images"));
+    let cache = a
+        .image_cache
+        .clone()
+        .unwrap_or_else(|| a.out.join("images"));
     let items = bench::load(a.bench, &a.data, &cache)?;
     let mut items = bench::filter_categories(items, &a.categories)?;
     if let Some(n) = a.limit {
@@ -84,7 +87,8 @@ pub fn run_eval(
         AgentKind::None => Mode::Direct,
         AgentKind::Tools => {
             let system_prompt = match &a.system_prompt {
-                Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
                 None => DEFAULT_SYSTEM_PROMPT.to_string(),
             };
             Mode::Tools(AgentConfig {
@@ -96,9 +100,14 @@ pub fn run_eval(
         }
     };
     let cfg = RunConfig {
-        bench: clap::ValueEnum::to_possible_value(&a.bench).map_or_else(String::new, |v| v.get_name().to_string()),
+        bench: clap::ValueEnum::to_possible_value(&a.bench)
+            .map_or_else(String::new, |v| v.get_name().to_string()),
         batch_size: a.batch_size,
-        bootstrap: Bootstrap { resamples: a.resamples, seed: a.seed, ..Bootstrap::default() },
+        bootstrap: Bootstrap {
+            resamples: a.resamples,
+            seed: a.seed,
+            ..Bootstrap::default()
+        },
         progress: !a.quiet,
     };
     let mut model = load_model(&a)?;
@@ -130,12 +139,22 @@ pub struct CompareArgs {
 }
 
 pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
-    let boot = Bootstrap { resamples: a.resamples, seed: a.seed, ..Bootstrap::default() };
+    let boot = Bootstrap {
+        resamples: a.resamples,
+        seed: a.seed,
+        ..Bootstrap::default()
+    };
     let comparisons: Vec<Comparison> = match (a.runs.as_slice(), a.a.is_empty(), a.b.is_empty()) {
         ([], false, false) => vec![compare_dirs(&a.a, &a.b, &boot)?],
         ([base, rest @ ..], true, true) if !rest.is_empty() => rest
             .iter()
-            .map(|other| compare_dirs(std::slice::from_ref(base), std::slice::from_ref(other), &boot))
+            .map(|other| {
+                compare_dirs(
+                    std::slice::from_ref(base),
+                    std::slice::from_ref(other),
+                    &boot,
+                )
+            })
             .collect::<anyhow::Result<_>>()?,
         _ => anyhow::bail!("give either two or more run directories, or --a DIRS and --b DIRS"),
     };

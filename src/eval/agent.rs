@@ -69,7 +69,8 @@ impl AgentConfig {
 /// One item's episode.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Episode {
-    /// The final assistant text (the one the letter is read from).
+    /// The final assistant text (the one the letter is read from); empty when the episode ended
+    /// by exceeding the call limit.
     pub final_text: String,
     /// Every assistant turn, in order.
     pub turns: Vec<String>,
@@ -154,11 +155,12 @@ impl State {
         self.episode.turns.push(kept.to_string());
         self.chat.push(Message::text(Role::Assistant, kept));
         if self.episode.calls > max_calls {
-            // The model was told the limit before; it ignored it. Its turn is the final answer.
+            // The model was told the limit before and ignored it: the item ends unanswered (the
+            // turn stays in `turns`; no letter is read out of a tool call).
             self.episode
                 .errors
                 .push(format!("tool call limit of {max_calls} exceeded"));
-            self.episode.final_text = kept.to_string();
+            self.episode.final_text = String::new();
             self.done = true;
             return;
         }
@@ -419,7 +421,7 @@ mod tests {
         let item = setup(dir.path());
         let call = r#"Let me look. <tool_call>{"name": "crop_image_normalized", "arguments": {"bbox_2d": [0.5, 0.0, 1.0, 0.5], "target_image": 1}}</tool_call> trailing hallucination"#;
         let mut model = ScriptedModel::new("?").script("right side", &[call, "<answer>B</answer>"]);
-        let eps = run_episodes(&mut model, &[item.clone()], &cfg(dir.path())).unwrap();
+        let eps = run_episodes(&mut model, std::slice::from_ref(&item), &cfg(dir.path())).unwrap();
         let ep = &eps[0];
         assert_eq!(ep.calls, 1);
         assert!(ep.errors.is_empty(), "{:?}", ep.errors);
@@ -528,7 +530,8 @@ mod tests {
         ];
         for (reply, want) in bad {
             let mut model = ScriptedModel::new("?").script("right side", &[reply, "A"]);
-            let eps = run_episodes(&mut model, &[item.clone()], &cfg(dir.path())).unwrap();
+            let eps =
+                run_episodes(&mut model, std::slice::from_ref(&item), &cfg(dir.path())).unwrap();
             let ep = &eps[0];
             assert_eq!((ep.calls, ep.errors.len()), (1, 1), "{reply}");
             assert!(ep.errors[0].contains(want), "{reply}: {}", ep.errors[0]);
@@ -556,6 +559,7 @@ mod tests {
         assert_eq!(eps[0].calls, 3);
         assert_eq!(eps[0].errors, ["tool call limit of 2 exceeded"]);
         assert_eq!(eps[0].turns.len(), 3);
+        assert_eq!(eps[0].final_text, "");
         // The other item answered at once, in the first batch of two.
         assert_eq!((eps[1].calls, eps[1].final_text.as_str()), (0, "B"));
         assert_eq!(model.seen.len(), 4);

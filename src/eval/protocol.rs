@@ -24,13 +24,13 @@ pub fn chat_for(item: &McqItem) -> Vec<Message> {
     vec![Message::new(Role::User, content)]
 }
 
-/// Reads the chosen option's index out of a raw model output with `n_options` options, or `None`
-/// when no rule applies (then the item counts as wrong). Rules, first match wins:
+/// Reads the chosen option's index (into `options`) out of a raw model output, or `None` when no
+/// rule applies (then the item counts as wrong). Rules, first match wins:
 ///
 /// 1. Scope: if the output holds `<answer>…</answer>` only the last such span is read; else if it
 ///    holds `\boxed{…}` only the last box is read; otherwise the whole output.
-/// 2. Bare letter: the scope, stripped of whitespace, `()*.:` and quotes, is a single letter of a
-///    valid option, in either case ("B", "(b)", "B.", "**C**").
+/// 2. Bare letter: the scope, stripped of whitespace, `()*.:`, quotes and brackets, is a single
+///    letter of a valid option, in either case ("B", "(b)", "B.", "**C**").
 /// 3. Leading letter: the scope starts with a valid capital letter, or any-case letter in
 ///    parentheses, followed by a delimiter (`.`, `)`, `:`, `,`, whitespace, end): "B. blue",
 ///    "(b) blue", "C: the cup". A lowercase letter without parentheses is a word ("a cat"), and so
@@ -57,10 +57,10 @@ pub fn extract_choice(raw: &str, options: &[String]) -> Option<usize> {
         .filter(|c| !c.is_whitespace() && !"()*.:'\"`[]".contains(*c))
         .collect();
     let mut bare_chars = bare.chars();
-    if let (Some(c), None) = (bare_chars.next(), bare_chars.next()) {
-        if let Some(i) = valid(c) {
-            return Some(i);
-        }
+    if let (Some(c), None) = (bare_chars.next(), bare_chars.next())
+        && let Some(i) = valid(c)
+    {
+        return Some(i);
     }
 
     // 3. Leading letter.

@@ -10,28 +10,43 @@ pub const OVERALL: &str = "overall";
 
 /// Accuracy of one run per category (plus `OVERALL`), over the items whose id is in `keep`
 /// (all items when `keep` is `None`).
-pub fn accuracy_by_category(run: &[ItemRecord], keep: Option<&BTreeSet<String>>) -> BTreeMap<String, f64> {
+pub fn accuracy_by_category(
+    run: &[ItemRecord],
+    keep: Option<&BTreeSet<String>>,
+) -> BTreeMap<String, f64> {
     let mut tally: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for r in run.iter().filter(|r| keep.is_none_or(|k| k.contains(&r.id))) {
+    for r in run
+        .iter()
+        .filter(|r| keep.is_none_or(|k| k.contains(&r.id)))
+    {
         for key in [OVERALL, r.category.as_str()] {
             let t = tally.entry(key.to_string()).or_default();
             t.0 += r.correct as usize;
             t.1 += 1;
         }
     }
-    tally.into_iter().map(|(k, (right, n))| (k, right as f64 / n as f64)).collect()
+    tally
+        .into_iter()
+        .map(|(k, (right, n))| (k, right as f64 / n as f64))
+        .collect()
 }
 
 /// Mean ± std over runs of each category's accuracy. A category missing from some runs is
 /// aggregated over the runs that have it (`MeanStd::n` says how many).
-pub fn aggregate(runs: &[Vec<ItemRecord>], keep: Option<&BTreeSet<String>>) -> BTreeMap<String, MeanStd> {
+pub fn aggregate(
+    runs: &[Vec<ItemRecord>],
+    keep: Option<&BTreeSet<String>>,
+) -> BTreeMap<String, MeanStd> {
     let mut per_cat: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for run in runs {
         for (cat, acc) in accuracy_by_category(run, keep) {
             per_cat.entry(cat).or_default().push(acc);
         }
     }
-    per_cat.into_iter().filter_map(|(k, v)| Some((k, mean_std(&v)?))).collect()
+    per_cat
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, mean_std(&v)?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -49,8 +64,16 @@ mod tests {
     #[test]
     fn mean_and_std_over_seeds() {
         // Seed 1: x 1/2, y 1/1; seed 2: x 2/2, y 0/1.
-        let s1 = vec![rec("1", "x", true), rec("2", "x", false), rec("3", "y", true)];
-        let s2 = vec![rec("1", "x", true), rec("2", "x", true), rec("3", "y", false)];
+        let s1 = vec![
+            rec("1", "x", true),
+            rec("2", "x", false),
+            rec("3", "y", true),
+        ];
+        let s2 = vec![
+            rec("1", "x", true),
+            rec("2", "x", true),
+            rec("3", "y", false),
+        ];
         let agg = aggregate(&[s1.clone(), s2], None);
         assert_eq!(agg["x"].mean, 0.75);
         // Sample std of {0.5, 1.0}: |0.5 - 1.0| / sqrt(2).

@@ -32,7 +32,8 @@ pub struct GroupStats {
     pub pairs: Option<PairStats>,
 }
 
-/// Pair accuracy: a pair counts as right only when every item of it is right. Pairs with a
+/// Pair accuracy, computed when every item of the group has a pair id (`meta.pair`, set by the
+/// MMVP loader): a pair counts as right only when every item of it is right. Pairs with a
 /// single item in the group (e.g. cut by `--limit`) are left out and counted in `incomplete`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairStats {

@@ -12,14 +12,23 @@ use crate::data::mcq::McqItem;
 use std::path::Path;
 
 /// The BLINK sub-tasks in Pearl's evaluation.
-pub const PEARL_SUBSETS: [&str; 5] = ["Counting", "IQ_Test", "Jigsaw", "Relative_Reflectance", "Spatial_Relation"];
+pub const PEARL_SUBSETS: [&str; 5] = [
+    "Counting",
+    "IQ_Test",
+    "Jigsaw",
+    "Relative_Reflectance",
+    "Spatial_Relation",
+];
 
 const IMAGE_COLUMNS: [&str; 4] = ["image_1", "image_2", "image_3", "image_4"];
 
 pub fn load(path: &Path, cache: &ImageCache) -> anyhow::Result<Vec<McqItem>> {
     let mut items = vec![];
     for file in parquet_files(path)? {
-        let folder = file.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().to_string());
+        let folder = file
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string());
         for_each_row(&file, |row| {
             let what = format!("{}: row {}", file.display(), row.number);
             let idx = row.required_text("idx")?;
@@ -34,13 +43,21 @@ pub fn load(path: &Path, cache: &ImageCache) -> anyhow::Result<Vec<McqItem>> {
                     images.push(cache.store(&id, images.len() + 1, &bytes, &what)?);
                 }
             }
-            anyhow::ensure!(!images.is_empty(), "{what}: no image in {}", IMAGE_COLUMNS.join(", "));
+            anyhow::ensure!(
+                !images.is_empty(),
+                "{what}: no image in {}",
+                IMAGE_COLUMNS.join(", ")
+            );
             items.push(McqItem {
                 id,
                 images,
                 question: row.required_text("question")?,
                 options: row.text_list("choices")?,
-                answer: row.required_text("answer")?.trim().trim_matches(|c| c == '(' || c == ')').to_string(),
+                answer: row
+                    .required_text("answer")?
+                    .trim()
+                    .trim_matches(|c| c == '(' || c == ')')
+                    .to_string(),
                 category,
                 meta: serde_json::Value::Null,
             });

@@ -8,7 +8,8 @@ use std::io::BufRead;
 use std::path::Path;
 
 pub fn load(path: &Path) -> anyhow::Result<Vec<McqItem>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut items = vec![];
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -17,8 +18,13 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<McqItem>> {
         if line.trim().is_empty() {
             continue;
         }
-        let mut item: McqItem = serde_json::from_str(&line).with_context(|| format!("{what}: not an MCQ item"))?;
-        item.images = item.images.iter().map(|r| existing_image(r, base, &what)).collect::<anyhow::Result<_>>()?;
+        let mut item: McqItem =
+            serde_json::from_str(&line).with_context(|| format!("{what}: not an MCQ item"))?;
+        item.images = item
+            .images
+            .iter()
+            .map(|r| existing_image(r, base, &what))
+            .collect::<anyhow::Result<_>>()?;
         items.push(item);
     }
     Ok(items)

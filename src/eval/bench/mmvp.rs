@@ -13,32 +13,57 @@ use std::path::Path;
 pub const CATEGORY: &str = "mmvp";
 
 pub fn load(path: &Path) -> anyhow::Result<Vec<McqItem>> {
-    let csv_path = if path.is_dir() { path.join("Questions.csv") } else { path.to_path_buf() };
+    let csv_path = if path.is_dir() {
+        path.join("Questions.csv")
+    } else {
+        path.to_path_buf()
+    };
     let base = csv_path.parent().unwrap_or(Path::new("."));
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(&csv_path)
         .with_context(|| format!("cannot open {}", csv_path.display()))?;
-    let headers = reader.headers().with_context(|| format!("{}: cannot read the header", csv_path.display()))?.clone();
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}: cannot read the header", csv_path.display()))?
+        .clone();
     let col = |name: &str| {
-        headers.iter().position(|h| h.eq_ignore_ascii_case(name)).ok_or_else(|| {
-            anyhow::anyhow!("{}: no column {name:?} (header: {})", csv_path.display(), headers.iter().collect::<Vec<_>>().join(", "))
-        })
+        headers
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no column {name:?} (header: {})",
+                    csv_path.display(),
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                )
+            })
     };
-    let (c_index, c_question, c_options, c_answer) =
-        (col("Index")?, col("Question")?, col("Options")?, col("Correct Answer")?);
+    let (c_index, c_question, c_options, c_answer) = (
+        col("Index")?,
+        col("Question")?,
+        col("Options")?,
+        col("Correct Answer")?,
+    );
 
     let mut items = vec![];
     for (i, record) in reader.records().enumerate() {
         let what = format!("{}: row {}", csv_path.display(), i + 1);
         let record = record.with_context(|| format!("{what}: malformed CSV"))?;
         let field = |c: usize| record.get(c).unwrap_or("");
-        let index: u32 =
-            field(c_index).parse().with_context(|| format!("{what}: Index {:?} is not a number", field(c_index)))?;
+        let index: u32 = field(c_index)
+            .parse()
+            .with_context(|| format!("{what}: Index {:?} is not a number", field(c_index)))?;
         anyhow::ensure!(index >= 1, "{what}: Index must start at 1");
-        let (_, options) = split_lettered(field(c_options))
-            .ok_or_else(|| anyhow::anyhow!("{what}: Options {:?} are not \"(a) .. (b) ..\"", field(c_options)))?;
-        let answer = field(c_answer).trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace()).to_uppercase();
+        let (_, options) = split_lettered(field(c_options)).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what}: Options {:?} are not \"(a) .. (b) ..\"",
+                field(c_options)
+            )
+        })?;
+        let answer = field(c_answer)
+            .trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace())
+            .to_uppercase();
         let image = existing_image(&format!("MMVP_Images/{index}.jpg"), base, &what)?;
         items.push(McqItem {
             id: format!("mmvp/{index}"),

@@ -61,7 +61,11 @@ pub fn validate(items: &[McqItem], source: &str) -> anyhow::Result<()> {
     anyhow::ensure!(!items.is_empty(), "{source}: no items found");
     let mut seen = HashSet::new();
     for it in items {
-        anyhow::ensure!(seen.insert(it.id.as_str()), "{source}: item id {:?} appears twice", it.id);
+        anyhow::ensure!(
+            seen.insert(it.id.as_str()),
+            "{source}: item id {:?} appears twice",
+            it.id
+        );
         anyhow::ensure!(
             (2..=26).contains(&it.options.len()),
             "{source}: item {:?} has {} options (need 2 to 26)",
@@ -75,18 +79,26 @@ pub fn validate(items: &[McqItem], source: &str) -> anyhow::Result<()> {
             it.answer,
             it.options.len()
         );
-        anyhow::ensure!(!it.question.trim().is_empty(), "{source}: item {:?} has an empty question", it.id);
+        anyhow::ensure!(
+            !it.question.trim().is_empty(),
+            "{source}: item {:?} has an empty question",
+            it.id
+        );
     }
     Ok(())
 }
 
 /// Keeps the items whose category is in `categories` (all when empty); errors on a requested
 /// category no item has, listing those that exist.
-pub fn filter_categories(items: Vec<McqItem>, categories: &[String]) -> anyhow::Result<Vec<McqItem>> {
+pub fn filter_categories(
+    items: Vec<McqItem>,
+    categories: &[String],
+) -> anyhow::Result<Vec<McqItem>> {
     if categories.is_empty() {
         return Ok(items);
     }
-    let present: std::collections::BTreeSet<&str> = items.iter().map(|i| i.category.as_str()).collect();
+    let present: std::collections::BTreeSet<&str> =
+        items.iter().map(|i| i.category.as_str()).collect();
     for c in categories {
         anyhow::ensure!(
             present.contains(c.as_str()),
@@ -94,5 +106,8 @@ pub fn filter_categories(items: Vec<McqItem>, categories: &[String]) -> anyhow::
             present.iter().copied().collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(items.into_iter().filter(|i| categories.contains(&i.category)).collect())
+    Ok(items
+        .into_iter()
+        .filter(|i| categories.contains(&i.category))
+        .collect())
 }

@@ -4,7 +4,8 @@
 use regex::Regex;
 use std::sync::LazyLock;
 
-static MARKER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\(([A-Za-z])\)").expect("static regex"));
+static MARKER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\(([A-Za-z])\)").expect("static regex"));
 
 /// Finds the markers "(A)", "(B)", ... (or "(a)", "(b)", ...) in order, each at the start of the
 /// text or after whitespace. Returns the text before the first marker (trimmed) and each

@@ -21,17 +21,27 @@ pub struct Row<'a> {
 }
 
 /// Calls `f` on every row of the parquet file at `path`, in order.
-pub fn for_each_row(path: &Path, mut f: impl FnMut(&Row) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+pub fn for_each_row(
+    path: &Path,
+    mut f: impl FnMut(&Row) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(64).build())
         .with_context(|| format!("{} is not a readable parquet file", path.display()))?;
     let mut number = 0;
     for batch in reader {
-        let batch = batch.with_context(|| format!("{}: cannot read rows after row {number}", path.display()))?;
+        let batch = batch
+            .with_context(|| format!("{}: cannot read rows after row {number}", path.display()))?;
         for i in 0..batch.num_rows() {
             number += 1;
-            f(&Row { batch: &batch, i, number, path })?;
+            f(&Row {
+                batch: &batch,
+                i,
+                number,
+                path,
+            })?;
         }
     }
     Ok(())
@@ -44,13 +54,27 @@ impl Row<'_> {
 
     fn column(&self, col: &str) -> anyhow::Result<&ArrayRef> {
         self.batch.column_by_name(col).ok_or_else(|| {
-            let names: Vec<_> = self.batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-            anyhow::anyhow!("{}: has no column {col:?} (columns: {})", self.path.display(), names.join(", "))
+            let names: Vec<_> = self
+                .batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            anyhow::anyhow!(
+                "{}: has no column {col:?} (columns: {})",
+                self.path.display(),
+                names.join(", ")
+            )
         })
     }
 
     fn err(&self, col: &str, msg: impl std::fmt::Display) -> anyhow::Error {
-        anyhow::anyhow!("{}: row {}: column {col:?}: {msg}", self.path.display(), self.number)
+        anyhow::anyhow!(
+            "{}: row {}: column {col:?}: {msg}",
+            self.path.display(),
+            self.number
+        )
     }
 
     /// A text value; integers are rendered as text (ids are stored either way). `None` for null.
@@ -59,7 +83,9 @@ impl Row<'_> {
         if a.is_null(self.i) {
             return Ok(None);
         }
-        scalar_text(a.as_ref(), self.i).map(Some).ok_or_else(|| self.err(col, format!("type {} is not text", a.data_type())))
+        scalar_text(a.as_ref(), self.i)
+            .map(Some)
+            .ok_or_else(|| self.err(col, format!("type {} is not text", a.data_type())))
     }
 
     /// A text value that must be present.
@@ -79,7 +105,10 @@ impl Row<'_> {
             t => bail!(self.err(col, format!("type {t} is not a list of strings"))),
         };
         (0..values.len())
-            .map(|j| scalar_text(values.as_ref(), j).ok_or_else(|| self.err(col, format!("element {j} is not text"))))
+            .map(|j| {
+                scalar_text(values.as_ref(), j)
+                    .ok_or_else(|| self.err(col, format!("element {j} is not text")))
+            })
             .collect()
     }
 
@@ -135,8 +164,12 @@ pub fn parquet_files(path: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut found = vec![];
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
-            let p = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let p = entry
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .path();
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|e| e == "parquet") {
@@ -145,6 +178,10 @@ pub fn parquet_files(path: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
         }
     }
     found.sort();
-    anyhow::ensure!(!found.is_empty(), "no .parquet files under {}", path.display());
+    anyhow::ensure!(
+        !found.is_empty(),
+        "no .parquet files under {}",
+        path.display()
+    );
     Ok(found)
 }

@@ -20,19 +20,39 @@ pub fn load(path: &Path, cache: &ImageCache) -> anyhow::Result<Vec<McqItem>> {
         .delimiter(b'\t')
         .from_path(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    let headers = reader.headers().with_context(|| format!("{}: cannot read the header", path.display()))?.clone();
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}: cannot read the header", path.display()))?
+        .clone();
     let find = |name: &str| headers.iter().position(|h| h.trim() == name);
     let need = |name: &str| {
         find(name).ok_or_else(|| {
-            anyhow::anyhow!("{}: no column {name:?} (header: {})", path.display(), headers.iter().collect::<Vec<_>>().join(", "))
+            anyhow::anyhow!(
+                "{}: no column {name:?} (header: {})",
+                path.display(),
+                headers.iter().collect::<Vec<_>>().join(", ")
+            )
         })
     };
-    let (c_index, c_image, c_question, c_answer) = (need("index")?, need("image")?, need("question")?, need("answer")?);
+    let (c_index, c_image, c_question, c_answer) = (
+        need("index")?,
+        need("image")?,
+        need("question")?,
+        need("answer")?,
+    );
     let (c_category, c_hint) = (find("category"), find("hint"));
-    let letter_cols: Vec<usize> =
-        (b'A'..=b'Z').map_while(|l| find(&(l as char).to_string())).collect();
-    anyhow::ensure!(letter_cols.len() >= 2, "{}: needs option columns A, B, ..", path.display());
-    let bench = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "tsv".into());
+    let letter_cols: Vec<usize> = (b'A'..=b'Z')
+        .map_while(|l| find(&(l as char).to_string()))
+        .collect();
+    anyhow::ensure!(
+        letter_cols.len() >= 2,
+        "{}: needs option columns A, B, ..",
+        path.display()
+    );
+    let bench = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "tsv".into());
 
     let mut images_by_index: HashMap<String, Vec<String>> = HashMap::new();
     let mut items = vec![];
@@ -45,7 +65,9 @@ pub fn load(path: &Path, cache: &ImageCache) -> anyhow::Result<Vec<McqItem>> {
         let id = format!("{bench}/{index}");
 
         let raw_image = field(c_image);
-        let earlier = (raw_image.len() <= MAX_REFERENCE_LEN).then(|| images_by_index.get(raw_image)).flatten();
+        let earlier = (raw_image.len() <= MAX_REFERENCE_LEN)
+            .then(|| images_by_index.get(raw_image))
+            .flatten();
         let images = match earlier {
             Some(earlier) => earlier.clone(),
             None => decode_images(raw_image, &what)?
@@ -56,8 +78,11 @@ pub fn load(path: &Path, cache: &ImageCache) -> anyhow::Result<Vec<McqItem>> {
         };
         images_by_index.insert(index, images.clone());
 
-        let options: Vec<String> =
-            letter_cols.iter().map(|&c| field(c).to_string()).take_while(|o| !o.is_empty() && o != "nan").collect();
+        let options: Vec<String> = letter_cols
+            .iter()
+            .map(|&c| field(c).to_string())
+            .take_while(|o| !o.is_empty() && o != "nan")
+            .collect();
         let mut question = field(c_question).to_string();
         if let Some(hint) = c_hint.map(field).filter(|h| !h.is_empty() && *h != "nan") {
             question = format!("Hint: {hint}\n{question}");
@@ -80,7 +105,11 @@ fn decode_images(field: &str, what: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     let parts: Vec<&str> = if field.starts_with('[') {
         // A Python list literal of base64 strings: base64 has no quotes or commas, so splitting
         // on them is exact.
-        field.trim_matches(|c| c == '[' || c == ']').split(',').map(|s| s.trim().trim_matches(|c| c == '\'' || c == '"')).collect()
+        field
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|s| s.trim().trim_matches(|c| c == '\'' || c == '"'))
+            .collect()
     } else {
         vec![field]
     };
@@ -90,7 +119,12 @@ fn decode_images(field: &str, what: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         .map(|(k, p)| {
             base64::engine::general_purpose::STANDARD
                 .decode(p)
-                .with_context(|| format!("{what}: image {} is neither base64 nor the index of an earlier row", k + 1))
+                .with_context(|| {
+                    format!(
+                        "{what}: image {} is neither base64 nor the index of an earlier row",
+                        k + 1
+                    )
+                })
         })
         .collect()
 }

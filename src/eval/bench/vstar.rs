@@ -28,35 +28,68 @@ struct VstarJson {
 const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPG"];
 
 pub fn load(root: &Path) -> anyhow::Result<Vec<McqItem>> {
-    anyhow::ensure!(root.is_dir(), "{} is not a V* folder (expected sub-task folders inside)", root.display());
+    anyhow::ensure!(
+        root.is_dir(),
+        "{} is not a V* folder (expected sub-task folders inside)",
+        root.display()
+    );
     let mut items = vec![];
     for sub in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
-        let category = sub.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        for json in sorted_entries(&sub)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let category = sub
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        for json in sorted_entries(&sub)?
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        {
             items.push(load_item(&json, &category)?);
         }
     }
-    anyhow::ensure!(!items.is_empty(), "{}: no sub-task folder holds NAME.json files", root.display());
+    anyhow::ensure!(
+        !items.is_empty(),
+        "{}: no sub-task folder holds NAME.json files",
+        root.display()
+    );
     Ok(items)
 }
 
 fn load_item(json: &Path, category: &str) -> anyhow::Result<McqItem> {
-    let text = std::fs::read_to_string(json).with_context(|| format!("cannot read {}", json.display()))?;
-    let v: VstarJson =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a V* item JSON", json.display()))?;
-    anyhow::ensure!(v.options.len() >= 2, "{}: needs at least 2 options, has {}", json.display(), v.options.len());
-    let stem = json.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("cannot read {}", json.display()))?;
+    let v: VstarJson = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a V* item JSON", json.display()))?;
+    anyhow::ensure!(
+        v.options.len() >= 2,
+        "{}: needs at least 2 options, has {}",
+        json.display(),
+        v.options.len()
+    );
+    let stem = json
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let image = IMAGE_EXTENSIONS
         .iter()
         .map(|e| json.with_extension(e))
         .find(|p| p.is_file())
-        .ok_or_else(|| anyhow::anyhow!("{}: no image {stem}.jpg/.jpeg/.png beside it", json.display()))?;
-    let image = std::path::absolute(&image).with_context(|| format!("cannot make {} absolute", image.display()))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no image {stem}.jpg/.jpeg/.png beside it",
+                json.display()
+            )
+        })?;
+    let image = std::path::absolute(&image)
+        .with_context(|| format!("cannot make {} absolute", image.display()))?;
 
     let id = format!("vstar/{category}/{stem}");
     let mut order: Vec<usize> = (0..v.options.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(stable_hash(&id)));
-    let answer = order.iter().position(|&i| i == 0).map(option_letter).unwrap_or('A');
+    let answer = order
+        .iter()
+        .position(|&i| i == 0)
+        .map(option_letter)
+        .unwrap_or('A');
     Ok(McqItem {
         id,
         images: vec![image.display().to_string()],

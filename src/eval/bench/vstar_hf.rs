@@ -23,7 +23,9 @@ pub fn load(path: &Path, cache: &ImageCache) -> anyhow::Result<Vec<McqItem>> {
             let what = format!("{}: row {}", file.display(), row.number);
             let qid = row.required_text("question_id")?;
             let id = format!("vstar/{qid}");
-            let bytes = row.image_bytes("image")?.ok_or_else(|| anyhow::anyhow!("{what}: no image"))?;
+            let bytes = row
+                .image_bytes("image")?
+                .ok_or_else(|| anyhow::anyhow!("{what}: no image"))?;
             let image = cache.store(&id, 1, &bytes, &what)?;
             items.push(item(
                 id,
@@ -50,7 +52,8 @@ struct JsonlRow {
 }
 
 fn load_jsonl(path: &Path) -> anyhow::Result<Vec<McqItem>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut items = vec![];
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -59,20 +62,36 @@ fn load_jsonl(path: &Path) -> anyhow::Result<Vec<McqItem>> {
         if line.trim().is_empty() {
             continue;
         }
-        let r: JsonlRow = serde_json::from_str(&line).with_context(|| format!("{what}: not a V* question row"))?;
+        let r: JsonlRow = serde_json::from_str(&line)
+            .with_context(|| format!("{what}: not a V* question row"))?;
         let qid = match &r.question_id {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
         let image = existing_image(&r.image, base, &what)?;
-        items.push(item(format!("vstar/{qid}"), image, &r.text, r.label, r.category, &what)?);
+        items.push(item(
+            format!("vstar/{qid}"),
+            image,
+            &r.text,
+            r.label,
+            r.category,
+            &what,
+        )?);
     }
     Ok(items)
 }
 
-fn item(id: String, image: String, text: &str, label: String, category: String, what: &str) -> anyhow::Result<McqItem> {
-    let (question, options) = split_lettered(text)
-        .ok_or_else(|| anyhow::anyhow!("{what}: text has no \"(A) .. (B) ..\" options: {text:?}"))?;
+fn item(
+    id: String,
+    image: String,
+    text: &str,
+    label: String,
+    category: String,
+    what: &str,
+) -> anyhow::Result<McqItem> {
+    let (question, options) = split_lettered(text).ok_or_else(|| {
+        anyhow::anyhow!("{what}: text has no \"(A) .. (B) ..\" options: {text:?}")
+    })?;
     Ok(McqItem {
         id,
         images: vec![image],
