@@ -15,8 +15,84 @@ pub struct DataArgs {
 enum DataCommand {
     /// Check trajectory JSONL files; prints every problem with its line, exits non-zero if any.
     Validate(ValidateArgs),
+    /// Convert a published trajectory dataset into the canonical JSONL.
+    Import(ImportArgs),
     /// Generate the synthetic visual-search world (trajectories and MCQ items).
     Synth(SynthArgs),
+    /// Counts by task and tool calls, image sizes, text lengths of a trajectory file.
+    Stats(StatsArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SourceArg {
+    /// LVR / Visual-CoT SFT JSON list (bboxes rendered as crops).
+    Lvr,
+    /// PixelReasoner `message_list` rows (JSON, JSONL or parquet).
+    Pixelreasoner,
+    /// ThinkMorph parquet.
+    Thinkmorph,
+    /// LLaVA / ShareGPT `conversations` (JSON list or JSONL).
+    Llava,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    #[arg(long, value_enum)]
+    from: SourceArg,
+    #[arg(long)]
+    input: PathBuf,
+    /// Root of the source's relative image paths (default: the input's directory).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Output JSONL; rendered or extracted images go to `<OUT stem>_images/` beside it.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn import_cmd(a: ImportArgs) -> anyhow::Result<()> {
+    use crate::data::import::{ImportPaths, llava, lvr, pixelreasoner, thinkmorph};
+    let images = a
+        .images
+        .unwrap_or_else(|| crate::data::trajectory::base_dir_of(&a.input));
+    let paths = ImportPaths {
+        input: a.input,
+        images,
+        out: a.out,
+    };
+    let report = match a.from {
+        SourceArg::Lvr => lvr::import(&paths, lvr::LvrFilters::default())?,
+        SourceArg::Pixelreasoner => pixelreasoner::import(&paths)?,
+        SourceArg::Thinkmorph => thinkmorph::import(&paths)?,
+        SourceArg::Llava => llava::import(&paths)?,
+    };
+    for e in &report.examples {
+        println!("skipped {e}");
+    }
+    println!("{}", report.summary());
+    println!("wrote {}", paths.out.display());
+    anyhow::ensure!(report.written > 0, "no row could be converted");
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct StatsArgs {
+    file: PathBuf,
+    /// A `tokenizer.json` for token counts (else characters and words only).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn stats_cmd(a: StatsArgs) -> anyhow::Result<()> {
+    let s = crate::data::stats::compute(&a.file, a.tokenizer.as_deref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{s}");
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -209,6 +285,8 @@ fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
 pub fn run(a: DataArgs) -> anyhow::Result<()> {
     match a.command {
         DataCommand::Validate(v) => validate(v),
+        DataCommand::Import(i) => import_cmd(i),
         DataCommand::Synth(s) => synth_cmd(s),
+        DataCommand::Stats(s) => stats_cmd(s),
     }
 }

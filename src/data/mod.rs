@@ -5,3 +5,5 @@ pub mod mcq;
 pub mod trajectory;
 pub mod validate;
 pub mod synth;
+pub mod import;
+pub mod stats;

@@ -1,0 +1,148 @@
+//! PixelReasoner SFT rows: `{"message_list":[{"role":..,"content":[{"text":..,"image":..,"video":..}]}]}`
+//! from JSON, JSONL, or parquet (the column holds the list, nested or as a JSON string).
+//! As in Pearl: everything from `<tool_call>` on is cut from assistant text (the parsed calls go to
+//! `meta.tool_calls`), the crops stay as images, rows with video are dropped (counted).
+
+use crate::data::chat::{Message, Part, Role};
+use crate::data::import::{
+    ImportPaths, ImportReport, Skip, check_image, run_rows, skip, split_tool_calls,
+};
+use crate::data::trajectory::{Meta, Trajectory};
+use anyhow::Context;
+use serde_json::Value;
+use std::path::Path;
+
+pub fn import(paths: &ImportPaths) -> anyhow::Result<ImportReport> {
+    let rows = read_rows(&paths.input)?;
+    run_rows(paths, rows, |i, v| convert(i, v, paths))
+}
+
+/// Rows as JSON objects, whatever the container.
+fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
+    if path.extension().is_some_and(|e| e == "parquet") {
+        return read_parquet(path);
+    }
+    crate::data::import::read_json_rows(path)
+}
+
+fn read_parquet(path: &Path) -> anyhow::Result<Vec<Value>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a parquet file", path.display()))?;
+    let col = builder
+        .schema()
+        .index_of("message_list")
+        .map_err(|_| anyhow::anyhow!("{}: no `message_list` column", path.display()))?;
+    let mut rows = Vec::new();
+    for batch in builder.build()? {
+        let batch =
+            batch.with_context(|| format!("{}: cannot read a record batch", path.display()))?;
+        let array = batch.column(col);
+        for i in 0..batch.num_rows() {
+            let v = crate::data::import::arrow_json::value_at(array, i)
+                .with_context(|| format!("{}: row {}", path.display(), rows.len()))?;
+            // Some exports store the list as a JSON string.
+            let v = match v {
+                Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+                v => v,
+            };
+            rows.push(serde_json::json!({ "message_list": v }));
+        }
+    }
+    Ok(rows)
+}
+
+fn convert(i: usize, row: Value, paths: &ImportPaths) -> Result<Trajectory, Skip> {
+    let list = row
+        .get("message_list")
+        .and_then(Value::as_array)
+        .ok_or_else(|| skip("malformed row", "no message_list list"))?;
+    let mut messages = Vec::new();
+    let mut calls = Vec::new();
+    for (turn, m) in list.iter().enumerate() {
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("system") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some("tool") => Role::Tool,
+            other => return Err(skip("unknown role", format!("message {turn}: {other:?}"))),
+        };
+        let items: Vec<Value> = match m.get("content") {
+            Some(Value::Array(a)) => a.clone(),
+            Some(Value::String(s)) => vec![serde_json::json!({ "text": s })],
+            _ => {
+                return Err(skip(
+                    "malformed row",
+                    format!("message {turn} has no content list"),
+                ));
+            }
+        };
+        let mut parts = Vec::new();
+        for item in &items {
+            if item.get("video").is_some_and(|v| !v.is_null()) {
+                return Err(skip("video", format!("message {turn} holds a video")));
+            }
+            if let Some(img) = item.get("image").and_then(Value::as_str) {
+                let path = if img.starts_with("data:") {
+                    None
+                } else {
+                    Some(paths.images.join(img))
+                };
+                match path {
+                    Some(p) => {
+                        check_image(&p)?;
+                        parts.push(Part::Image {
+                            image: paths.reference(&p),
+                        });
+                    }
+                    None => parts.push(Part::Image {
+                        image: img.to_string(),
+                    }),
+                }
+            }
+            if let Some(text) = item.get("text").and_then(Value::as_str) {
+                let text = if role == Role::Assistant {
+                    let (kept, found) = split_tool_calls(text, turn)?;
+                    calls.extend(found);
+                    kept
+                } else {
+                    text.to_string()
+                };
+                if !text.trim().is_empty() {
+                    parts.push(Part::Text { text });
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err(skip(
+                "empty turn once the tool call is cut",
+                format!("message {turn} ({})", role.as_str()),
+            ));
+        }
+        messages.push(Message::new(role, parts));
+    }
+    let id = ["id", "qid", "question_id"]
+        .iter()
+        .find_map(|k| {
+            row.get(*k).map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("pixelreasoner-{i}"));
+    let mut extra = serde_json::Map::new();
+    extra.insert("source".into(), "pixelreasoner".into());
+    Ok(Trajectory {
+        id,
+        messages,
+        task: "pixelreasoner".into(),
+        meta: Meta {
+            tool_calls: calls,
+            category: None,
+            extra,
+        },
+    })
+}
