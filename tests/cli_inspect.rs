@@ -26,19 +26,37 @@ fn inspect_forward_matches_reference() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(st.status.success(), "{name}: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         let got = Tensors::read(&out);
         let want = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
         assert_eq!(got.i64("input_ids"), want.i64("input_ids"), "{name}");
-        assert_eq!(got.i64("attention_mask"), want.i64("attention_mask"), "{name}");
+        assert_eq!(
+            got.i64("attention_mask"),
+            want.i64("attention_mask"),
+            "{name}"
+        );
         let mask = want.i64("attention_mask");
         if want.has("image_grid_thw") {
-            assert_eq!(got.i64("image_grid_thw"), want.i64("image_grid_thw"), "{name}");
-            assert_eq!(got.shape("pixel_values"), want.shape("pixel_values"), "{name}");
+            assert_eq!(
+                got.i64("image_grid_thw"),
+                want.i64("image_grid_thw"),
+                "{name}"
+            );
+            assert_eq!(
+                got.shape("pixel_values"),
+                want.shape("pixel_values"),
+                "{name}"
+            );
             continue;
         }
         let v = want.shape("logits")[2];
-        let d = max_abs_diff(&got.f32("logits"), &want.f32("logits"), |i| mask[i / v] != 0);
+        let d = max_abs_diff(&got.f32("logits"), &want.f32("logits"), |i| {
+            mask[i / v] != 0
+        });
         assert!(d <= 1e-3, "{name}: logits differ by {d}");
     }
 }
@@ -59,10 +77,23 @@ fn bad_inputs_fail_cleanly() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("missing.png") && !err.contains("panicked"), "{err}");
-    assert!(!tmp.path().join("o.safetensors").exists(), "no output on failure");
+    assert!(
+        err.contains("missing.png") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("o.safetensors").exists(),
+        "no output on failure"
+    );
 
-    let out = pearl().args(["inspect", "params", "--config"]).arg(tmp.path().join("nope.json")).output().unwrap();
+    let out = pearl()
+        .args(["inspect", "params", "--config"])
+        .arg(tmp.path().join("nope.json"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("nope.json") && !err.contains("panicked"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("nope.json") && !err.contains("panicked"),
+        "{err}"
+    );
 }

@@ -38,7 +38,11 @@ enum What {
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     match a.what {
         What::Params { config, json } => params(config, json),
-        What::Forward { model, messages, out } => forward(model, messages, out),
+        What::Forward {
+            model,
+            messages,
+            out,
+        } => forward(model, messages, out),
     }
 }
 
@@ -86,9 +90,13 @@ fn forward(model_dir: PathBuf, messages: PathBuf, out: PathBuf) -> anyhow::Resul
         #[serde(default)]
         add_generation_prompt: Option<Vec<bool>>,
     }
-    let text = std::fs::read_to_string(&messages).with_context(|| format!("cannot read {}", messages.display()))?;
-    let conv: Conversations = serde_json::from_str(&text).with_context(|| format!("{} is not a conversations file", messages.display()))?;
-    let flags = conv.add_generation_prompt.unwrap_or_else(|| vec![false; conv.conversations.len()]);
+    let text = std::fs::read_to_string(&messages)
+        .with_context(|| format!("cannot read {}", messages.display()))?;
+    let conv: Conversations = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a conversations file", messages.display()))?;
+    let flags = conv
+        .add_generation_prompt
+        .unwrap_or_else(|| vec![false; conv.conversations.len()]);
     let base_dir = messages.parent().unwrap_or(std::path::Path::new("."));
     let processor = crate::processor::Processor::from_dir(&model_dir)?;
     let enc = processor.encode(&conv.conversations, &flags, base_dir)?;
@@ -104,7 +112,13 @@ fn forward(model_dir: PathBuf, messages: PathBuf, out: PathBuf) -> anyhow::Resul
     };
     let o = model.forward(&batch, true)?;
     let (b, s) = (enc.batch, enc.seq_len);
-    let f = |t: burn::tensor::Tensor<3>| -> anyhow::Result<(Vec<usize>, Vec<f32>)> { Ok((t.dims().to_vec(), t.try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?)) };
+    let f = |t: burn::tensor::Tensor<3>| -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
+        Ok((
+            t.dims().to_vec(),
+            t.try_into_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        ))
+    };
     let mut tensors = vec![
         RawTensor::i64("input_ids", vec![b, s], &enc.input_ids),
         RawTensor::i64("attention_mask", vec![b, s], &enc.attention_mask),
@@ -112,12 +126,27 @@ fn forward(model_dir: PathBuf, messages: PathBuf, out: PathBuf) -> anyhow::Resul
         RawTensor::i64("rope_deltas", vec![b, 1], &o.rope_deltas),
     ];
     if !enc.image_grid_thw.is_empty() {
-        let grid: Vec<i64> = enc.image_grid_thw.iter().flatten().map(|&x| x as i64).collect();
-        tensors.push(RawTensor::i64("image_grid_thw", vec![enc.image_grid_thw.len(), 3], &grid));
-        tensors.push(RawTensor::f32("pixel_values", vec![enc.num_patches(), enc.patch_dim], &enc.pixel_values));
+        let grid: Vec<i64> = enc
+            .image_grid_thw
+            .iter()
+            .flatten()
+            .map(|&x| x as i64)
+            .collect();
+        tensors.push(RawTensor::i64(
+            "image_grid_thw",
+            vec![enc.image_grid_thw.len(), 3],
+            &grid,
+        ));
+        tensors.push(RawTensor::f32(
+            "pixel_values",
+            vec![enc.num_patches(), enc.patch_dim],
+            &enc.pixel_values,
+        ));
         if let Some(img) = o.image_embeds.clone() {
             let dims = img.dims().to_vec();
-            let v = img.try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let v = img
+                .try_into_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             tensors.push(RawTensor::f32("image_embeds", dims, &v));
         }
     }

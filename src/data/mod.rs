@@ -1,9 +1,9 @@
 //! Trajectory data: the canonical chat schema, MCQ items, validation, importers, the synthetic world.
 
 pub mod chat;
+pub mod import;
 pub mod mcq;
+pub mod stats;
+pub mod synth;
 pub mod trajectory;
 pub mod validate;
-pub mod synth;
-pub mod import;
-pub mod stats;

@@ -74,15 +74,27 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// Writes f32 tensors to a safetensors file atomically (temp file + rename). Non-finite values are
 /// refused: a checkpoint with NaN or Inf is never written.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: Option<HashMap<String, String>>) -> anyhow::Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<HashMap<String, String>>,
+) -> anyhow::Result<()> {
     for (name, _, data) in tensors {
         if data.iter().any(|x| !x.is_finite()) {
-            anyhow::bail!("refusing to write {}: tensor `{name}` holds non-finite values", path.display());
+            anyhow::bail!(
+                "refusing to write {}: tensor `{name}` holds non-finite values",
+                path.display()
+            );
         }
     }
     let raw: Vec<RawTensor> = tensors
         .iter()
-        .map(|(n, s, d)| RawTensor { name: n.clone(), dtype: safetensors::Dtype::F32, shape: s.clone(), bytes: d.iter().flat_map(|x| x.to_le_bytes()).collect() })
+        .map(|(n, s, d)| RawTensor {
+            name: n.clone(),
+            dtype: safetensors::Dtype::F32,
+            shape: s.clone(),
+            bytes: d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        })
         .collect();
     write_raw_safetensors(path, &raw, metadata)
 }
@@ -97,18 +109,37 @@ pub struct RawTensor {
 
 impl RawTensor {
     pub fn f32(name: &str, shape: Vec<usize>, data: &[f32]) -> Self {
-        Self { name: name.into(), dtype: safetensors::Dtype::F32, shape, bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect() }
+        Self {
+            name: name.into(),
+            dtype: safetensors::Dtype::F32,
+            shape,
+            bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
     }
     pub fn i64(name: &str, shape: Vec<usize>, data: &[i64]) -> Self {
-        Self { name: name.into(), dtype: safetensors::Dtype::I64, shape, bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect() }
+        Self {
+            name: name.into(),
+            dtype: safetensors::Dtype::I64,
+            shape,
+            bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
     }
 }
 
 /// Writes encoded tensors of any dtype to a safetensors file atomically.
-pub fn write_raw_safetensors(path: &Path, tensors: &[RawTensor], metadata: Option<HashMap<String, String>>) -> anyhow::Result<()> {
+pub fn write_raw_safetensors(
+    path: &Path,
+    tensors: &[RawTensor],
+    metadata: Option<HashMap<String, String>>,
+) -> anyhow::Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|t| Ok((t.name.clone(), safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?)))
+        .map(|t| {
+            Ok((
+                t.name.clone(),
+                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?,
+            ))
+        })
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
     let data = safetensors::serialize(views, metadata).context("cannot serialize tensors")?;
     write_atomic(path, &data)

@@ -67,7 +67,10 @@ pub fn mrope_position_ids(
             })?;
             let (gh, gw) = (h / m, w / m);
             let n = t * gh * gw;
-            if i + n > ids.len() || ids[i..i + n].iter().any(|&x| x != vt.image_token_id) || ids.get(i + n) == Some(&vt.image_token_id) {
+            if i + n > ids.len()
+                || ids[i..i + n].iter().any(|&x| x != vt.image_token_id)
+                || ids.get(i + n) == Some(&vt.image_token_id)
+            {
                 anyhow::bail!(
                     "sequence {b}: image at token {i} should span {n} image tokens (grid {t}x{h}x{w})"
                 );
