@@ -186,7 +186,11 @@ fn expert_crops_contain_the_focus() {
                 for c in &t.meta.tool_calls {
                     let b = c.bbox().unwrap().unwrap();
                     let area = (b[2] - b[0]) * (b[3] - b[1]);
-                    assert!(area < 0.8, "{}: every zoom of a chain must narrow the view, got {b:?}", t.id);
+                    assert!(
+                        area < 0.8,
+                        "{}: every zoom of a chain must narrow the view, got {b:?}",
+                        t.id
+                    );
                 }
             }
             if task != Task::Position {
