@@ -201,7 +201,8 @@ fn pixelreasoner_parquet_with_nested_message_list() {
         vec![Box::new(StringBuilder::new()), Box::new(content_builder)],
     ));
     // One row: user [image, text], assistant [text with a call], user [image], assistant [text].
-    let messages: [(&str, Vec<(Option<&str>, Option<&str>)>); 4] = [
+    type Item<'a> = (Option<&'a str>, Option<&'a str>);
+    let messages: [(&str, Vec<Item>); 4] = [
         (
             "user",
             vec![(Some("a.png"), None), (None, Some("Find the dog."))],

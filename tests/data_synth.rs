@@ -182,6 +182,17 @@ fn expert_crops_contain_the_focus() {
                 "{}: crop {last:?} misses focus {focus:?}",
                 t.id
             );
+            if task == Task::Chain {
+                for c in &t.meta.tool_calls {
+                    let b = c.bbox().unwrap().unwrap();
+                    let area = (b[2] - b[0]) * (b[3] - b[1]);
+                    assert!(
+                        area < 0.8,
+                        "{}: every zoom of a chain must narrow the view, got {b:?}",
+                        t.id
+                    );
+                }
+            }
             if task != Task::Position {
                 assert!(
                     (last[2] - last[0]) < 0.6,

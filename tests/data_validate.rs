@@ -135,7 +135,7 @@ fn every_problem_kind_is_reported_on_its_line() {
         root: Some(dir.path().join("data")),
         ..Default::default()
     };
-    let (files, report) = validate_files(&[file.clone()], &opts);
+    let (files, report) = validate_files(std::slice::from_ref(&file), &opts);
     assert_eq!(report.examples, cases.len());
     assert_eq!(report.valid, 1);
     assert_eq!(files[0].items.len(), 1);
@@ -195,7 +195,7 @@ fn absurd_sizes_inline_images_and_unreadable_files() {
         max_side: 64,
         ..Default::default()
     };
-    let (_, report) = validate_files(&[file.clone()], &opts);
+    let (_, report) = validate_files(std::slice::from_ref(&file), &opts);
     assert_eq!(
         report
             .problems
@@ -206,7 +206,7 @@ fn absurd_sizes_inline_images_and_unreadable_files() {
         "{:#?}",
         report.problems
     );
-    let (_, report) = validate_files(&[file.clone()], &ValidateOptions::default());
+    let (_, report) = validate_files(std::slice::from_ref(&file), &ValidateOptions::default());
     assert!(report.is_clean(), "{:?}", report.problems);
 
     let (_, report) = validate_files(

@@ -384,11 +384,8 @@ fn check_tool_calls(t: &Trajectory, found: &mut Vec<(ProblemKind, String)>) {
             }
             _ => {}
         }
-        if !t
-            .messages
-            .get(call.turn + 1)
-            .is_some_and(|m| m.images().next().is_some())
-        {
+        let output = t.messages.get(call.turn + 1);
+        if output.is_none_or(|m| m.images().next().is_none()) {
             found.push((
                 ProblemKind::BadToolCall,
                 format!("{what}: the turn after it holds no output image"),
@@ -417,9 +414,12 @@ fn check_tool_calls(t: &Trajectory, found: &mut Vec<(ProblemKind, String)>) {
     }
 }
 
+/// An image's size, or the problem with it.
+type ImageVerdict = Result<(u32, u32), (ProblemKind, String)>;
+
 /// Image verdicts by resolved path: datasets reuse one image across many lines.
 #[derive(Default)]
-struct ImageCache(HashMap<PathBuf, Result<(u32, u32), (ProblemKind, String)>>);
+struct ImageCache(HashMap<PathBuf, ImageVerdict>);
 
 fn check_image(
     reference: &str,
@@ -427,7 +427,7 @@ fn check_image(
     opts: &ValidateOptions,
     root: Option<&Path>,
     cache: &mut ImageCache,
-) -> Result<(u32, u32), (ProblemKind, String)> {
+) -> ImageVerdict {
     let source = ImageSource::resolve(reference, base_dir)
         .map_err(|e| (ProblemKind::UndecodableImage, e.to_string()))?;
     match source {
@@ -470,7 +470,7 @@ fn inspect_image<R: std::io::BufRead + std::io::Seek>(
     open: impl Fn() -> std::io::Result<image::ImageReader<R>>,
     name: &str,
     opts: &ValidateOptions,
-) -> Result<(u32, u32), (ProblemKind, String)> {
+) -> ImageVerdict {
     let undecodable = |e: String| (ProblemKind::UndecodableImage, format!("{name}: {e}"));
     let reader = || -> Result<image::ImageReader<R>, (ProblemKind, String)> {
         let r = open()

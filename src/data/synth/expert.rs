@@ -161,9 +161,10 @@ pub fn chain(q: &Question, levels: usize, object: f64, rng: &mut ChaCha8Rng) -> 
     let finest = p.context(q.focus_union(), object, rng);
     let first_side = p.width.min(p.height) * rng.random_range(0.4..0.55);
     let finest_side = (finest[2] - finest[0]).max(finest[3] - finest[1]);
-    // Region sides shrink geometrically from the first region to the finest one.
+    // Region sides grow geometrically from the finest region (built first, each containing the
+    // previous one) to the first; the zooms then run in the reverse order.
     let mut regions = vec![finest];
-    for k in (1..levels).rev() {
+    for k in 1..levels {
         let t = k as f64 / (levels - 1) as f64;
         let side = finest_side * (first_side / finest_side).max(1.0).powf(t);
         let inner = *regions.last().unwrap_or(&finest);

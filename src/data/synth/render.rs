@@ -111,7 +111,7 @@ fn add_noise(img: &mut RgbImage, amplitude: u8, seed: u64) {
     let (w, h) = img.dimensions();
     let mut row = vec![0i16; w.div_ceil(2) as usize];
     for y in 0..h {
-        if y % 2 == 0 {
+        if y.is_multiple_of(2) {
             for v in row.iter_mut() {
                 *v = match rng.random_range(0..12u8) {
                     0 => -a,

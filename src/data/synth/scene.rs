@@ -38,7 +38,7 @@ impl Shape {
             Shape::Circle => u * u + v * v <= 1.0,
             Shape::Square => u.abs() <= 0.85 && v.abs() <= 0.85,
             // Apex up; base at v = 0.85, apex at v = -1.
-            Shape::Triangle => v <= 0.85 && v >= -1.0 && u.abs() <= (v + 1.0) / 1.85,
+            Shape::Triangle => (-1.0..=0.85).contains(&v) && u.abs() <= (v + 1.0) / 1.85,
             Shape::Diamond => u.abs() + v.abs() <= 1.0,
         }
     }
