@@ -81,7 +81,7 @@ fn check_case(processor: &Processor, name: &str) -> Result<()> {
         .collect();
     assert_eq!(batch.lengths, lengths, "{name}: lengths");
 
-    if st.names().iter().any(|n| *n == "pixel_values") {
+    if st.names().contains(&"pixel_values") {
         let grid = tensor(&st, "image_grid_thw")?;
         let ours: Vec<f64> = batch
             .image_grid_thw

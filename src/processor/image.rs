@@ -35,8 +35,11 @@ pub struct ImageProcessorConfig {
     pub resample: u32,
 }
 
-/// OpenAI CLIP statistics, transformers' defaults for this processor.
+/// OpenAI CLIP statistics, transformers' defaults for this processor, written as transformers
+/// writes them; like numpy we use them rounded to f32.
+#[allow(clippy::excessive_precision)]
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 impl Default for ImageProcessorConfig {
