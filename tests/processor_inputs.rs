@@ -269,3 +269,18 @@ fn vision_ids_label_each_picture() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn decode_inverts_encode() -> Result<()> {
+    let tok = QwenTokenizer::from_dir(&fixture().join("model"))?;
+    let text = "Hello world, it's 2026!  \u{4f60}\u{597d}";
+    let ids = tok.encode(&format!("<|im_start|>{text}<|im_end|>"))?;
+    assert_eq!(ids.first(), Some(&tok.special().im_start));
+    assert_eq!(ids.last(), Some(&tok.special().im_end));
+    assert_eq!(tok.decode(&ids, true)?, text);
+    assert_eq!(
+        tok.decode(&ids, false)?,
+        format!("<|im_start|>{text}<|im_end|>")
+    );
+    Ok(())
+}
