@@ -163,6 +163,62 @@ mod tests {
         assert!(msg.contains("broken.png"), "{msg}");
     }
 
+    /// A PNG whose header claims `w` x `h` pixels but carries no pixel data: what a
+    /// decompression bomb looks like before its (tiny, highly compressed) data is inflated.
+    fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+        // CRC-32 (ISO-HDLC), bitwise: a few lines of test code rather than a dependency.
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        (crc >> 1) ^ 0xEDB8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        // An empty IDAT and IEND: the decoder reads the header up to the first data chunk.
+        for chunk in [&b"IDAT"[..], &b"IEND"[..]] {
+            png.extend_from_slice(&0u32.to_be_bytes());
+            png.extend_from_slice(chunk);
+            png.extend_from_slice(&crc32(chunk).to_be_bytes());
+        }
+        png
+    }
+
+    #[test]
+    fn decompression_bomb_is_refused_before_decoding() {
+        let msg = format!(
+            "{:#}",
+            decode_bytes(&png_header_only(20_000, 20_000), "bomb.png").unwrap_err()
+        );
+        assert!(
+            msg.contains("bomb.png") && msg.contains("decompression bomb"),
+            "{msg}"
+        );
+        // The same header with a sane size gets past the size check and fails on the missing data.
+        let msg = format!(
+            "{:#}",
+            decode_bytes(&png_header_only(64, 64), "small.png").unwrap_err()
+        );
+        assert!(
+            msg.contains("small.png") && !msg.contains("decompression bomb"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn zero_and_huge_sizes_are_refused() {
         assert!(format!("{:#}", check_pixel_count(0, 10).unwrap_err()).contains("zero size"));

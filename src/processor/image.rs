@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-use super::decode::convert_to_rgb;
+use super::decode::{MAX_DECODED_PIXELS, convert_to_rgb};
 use super::resample::resize_bicubic;
 
 /// PIL's `Image.BICUBIC`, the only `resample` the Qwen-VL family uses (and the only one
@@ -35,8 +35,11 @@ pub struct ImageProcessorConfig {
     pub resample: u32,
 }
 
-/// OpenAI CLIP statistics, transformers' defaults for this processor.
+/// OpenAI CLIP statistics, transformers' defaults for this processor, written as transformers
+/// writes them; like numpy we use them rounded to f32.
+#[allow(clippy::excessive_precision)]
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 impl Default for ImageProcessorConfig {
@@ -153,6 +156,11 @@ impl ImageProcessorConfig {
         );
         ensure!(self.min_pixels > 0, "min_pixels must be positive");
         ensure!(
+            self.min_pixels as u64 <= MAX_DECODED_PIXELS,
+            "min_pixels ({}) is absurdly large (limit {MAX_DECODED_PIXELS})",
+            self.min_pixels
+        );
+        ensure!(
             self.min_pixels <= self.max_pixels,
             "min_pixels ({}) exceeds max_pixels ({})",
             self.min_pixels,
@@ -203,6 +211,12 @@ impl ImageProcessorConfig {
             );
             (h, w)
         };
+        // A huge patch size can round a small image up to an enormous one.
+        ensure!(
+            (rh as u64) * (rw as u64) <= MAX_DECODED_PIXELS,
+            "resizing {w}x{h} for patch x merge = {} gives {rw}x{rh}, absurdly large",
+            self.factor()
+        );
         let resized = if (rh, rw) != (h, w) {
             resize_bicubic(&rgb, rw as u32, rh as u32)
         } else {
@@ -402,6 +416,10 @@ mod tests {
             (r#"{"image_std": [1, 0, 1]}"#, "zero"),
             (r#"{"image_mean": [1, 2]}"#, "image_mean"),
             (r#"{"resample": 2}"#, "resample"),
+            (
+                r#"{"min_pixels": 1000000000000, "max_pixels": 1000000000000}"#,
+                "absurdly large",
+            ),
             (r#"{"patch_size": "big"}"#, "patch_size"),
         ] {
             let msg = format!(
@@ -410,6 +428,39 @@ mod tests {
             );
             assert!(msg.contains(needle), "{json}: {msg}");
         }
+    }
+
+    #[test]
+    fn absurd_patch_size_is_refused_not_allocated() {
+        let cfg = ImageProcessorConfig::from_json_str(r#"{"patch_size": 100000}"#).unwrap();
+        let img = DynamicImage::ImageRgb8(image::RgbImage::new(30, 20));
+        let msg = format!("{:#}", cfg.preprocess(&img).unwrap_err());
+        assert!(msg.contains("absurdly large"), "{msg}");
+    }
+
+    #[test]
+    fn preprocess_shapes_and_values_of_a_flat_image() {
+        // A uniform image stays uniform through the resize, so every value is the normalized
+        // colour: (v / 255 - mean) / std per channel.
+        let cfg = ImageProcessorConfig::default();
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            100,
+            60,
+            image::Rgb([255, 0, 128]),
+        ));
+        let out = cfg.preprocess(&img).unwrap();
+        // 60x100 rounds to 56x112 (within 3136..1003520): a 4x8 patch grid.
+        assert_eq!(out.grid_thw, [1, 4, 8]);
+        assert_eq!((out.rows, out.cols), (32, 1176));
+        assert_eq!(out.pixel_values.len(), 32 * 1176);
+        let expect = |c: usize, v: f32| (v / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+        let per_channel = 2 * 14 * 14;
+        for (i, &x) in out.pixel_values[..1176].iter().enumerate() {
+            let c = i / per_channel;
+            let want = expect(c, [255.0, 0.0, 128.0][c]);
+            assert!((x - want).abs() < 1e-6, "value {i}: {x} vs {want}");
+        }
+        assert_eq!(cfg.num_image_tokens(out.grid_thw), 8);
     }
 
     #[test]

@@ -166,17 +166,17 @@ pub enum PadToken {
 
 /// Reads the pad token from the model directory's configs, if any says one.
 fn configured_pad(dir: &Path) -> Result<Option<PadToken>> {
-    if let Some(cfg) = read_json_if_present(&dir.join("tokenizer_config.json"))? {
-        if let Some(text) = token_text(cfg.get("pad_token")) {
-            return Ok(Some(PadToken::Text(text)));
-        }
+    if let Some(cfg) = read_json_if_present(&dir.join("tokenizer_config.json"))?
+        && let Some(text) = token_text(cfg.get("pad_token"))
+    {
+        return Ok(Some(PadToken::Text(text)));
     }
-    if let Some(cfg) = read_json_if_present(&dir.join("generation_config.json"))? {
-        if let Some(id) = cfg.get("pad_token_id").and_then(Value::as_u64) {
-            let id = u32::try_from(id)
-                .context("pad_token_id of generation_config.json is out of range")?;
-            return Ok(Some(PadToken::Id(id)));
-        }
+    if let Some(cfg) = read_json_if_present(&dir.join("generation_config.json"))?
+        && let Some(id) = cfg.get("pad_token_id").and_then(Value::as_u64)
+    {
+        let id =
+            u32::try_from(id).context("pad_token_id of generation_config.json is out of range")?;
+        return Ok(Some(PadToken::Id(id)));
     }
     Ok(None)
 }
