@@ -1,8 +1,6 @@
 //! `pearl inspect forward` end to end: processor + model from the fixture's conversation files
-//! reproduce transformers' token ids, masks and image grids exactly, and its logits for text.
+//! reproduce transformers' token ids, masks, image grids and pixel values exactly, and its logits.
 //! Bad input exits non-zero with a message, never a panic.
-//! Not yet asserted: pixel values and image logits through the processor (PIL-exact resampling is
-//! still in progress; tests/model_fixture.rs checks the model on the reference pixel values).
 
 mod common;
 use common::*;
