@@ -7,23 +7,6 @@ use common::*;
 use pearl::model::lora::{LoraConfig, init_lora, load_peft_adapter, merge_lora, save_peft_adapter};
 use pearl::model::{Qwen2_5Vl, VlBatch};
 
-fn batch() -> VlBatch {
-    let t = Tensors::read(&fixture_dir().join("expected/forward_batch.safetensors"));
-    let shape = t.shape("input_ids");
-    VlBatch {
-        input_ids: t.i64("input_ids"),
-        attention_mask: t.i64("attention_mask"),
-        batch: shape[0],
-        seq_len: shape[1],
-        pixel_values: t.f32("pixel_values"),
-        image_grid_thw: t
-            .i64("image_grid_thw")
-            .chunks(3)
-            .map(|g| [g[0] as usize, g[1] as usize, g[2] as usize])
-            .collect(),
-    }
-}
-
 fn logits(m: &Qwen2_5Vl, b: &VlBatch) -> Vec<f32> {
     tensor_vec(m.logits(m.forward(b, false).unwrap().last_hidden))
 }
@@ -37,7 +20,7 @@ fn peft_adapter_round_trips_and_merges() {
     let adapter_dir = fixture_dir().join("adapter");
     let model = load_peft_adapter(base(), &adapter_dir).unwrap();
     assert_eq!(model.lora_count(), 36);
-    let b = batch();
+    let b = fixture_batch("forward_batch");
     let with_adapter = logits(&model, &b);
     assert!(
         max_abs_diff(&with_adapter, &logits(&base(), &b), |_| true) > 1e-4,
@@ -75,7 +58,7 @@ fn peft_adapter_round_trips_and_merges() {
 
 #[test]
 fn fresh_adapters_start_as_identity_and_respect_targets() {
-    let b = batch();
+    let b = fixture_batch("forward_batch");
     let cfg = LoraConfig {
         r: 2,
         lora_alpha: 4.0,

@@ -5,37 +5,13 @@
 
 mod common;
 use common::*;
-use pearl::model::{Qwen2_5Vl, VlBatch};
-
-fn batch_of(t: &Tensors) -> VlBatch {
-    let shape = t.shape("input_ids");
-    let grid = if t.has("image_grid_thw") {
-        t.i64("image_grid_thw")
-            .chunks(3)
-            .map(|g| [g[0] as usize, g[1] as usize, g[2] as usize])
-            .collect()
-    } else {
-        vec![]
-    };
-    VlBatch {
-        input_ids: t.i64("input_ids"),
-        attention_mask: t.i64("attention_mask"),
-        batch: shape[0],
-        seq_len: shape[1],
-        pixel_values: if t.has("pixel_values") {
-            t.f32("pixel_values")
-        } else {
-            vec![]
-        },
-        image_grid_thw: grid,
-    }
-}
+use pearl::model::Qwen2_5Vl;
 
 fn check(name: &str) {
     let device = burn::tensor::Device::flex();
     let model = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
     let t = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
-    let batch = batch_of(&t);
+    let batch = fixture_batch(name);
     let out = model.forward(&batch, true).unwrap();
     let mask = batch.attention_mask.clone();
     let d = model.cfg.text.hidden_size;

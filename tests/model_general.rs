@@ -12,30 +12,6 @@ fn fixture_model() -> Qwen2_5Vl {
     Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &Device::flex()).unwrap()
 }
 
-fn fixture_batch(name: &str) -> VlBatch {
-    let t = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
-    let shape = t.shape("input_ids");
-    VlBatch {
-        input_ids: t.i64("input_ids"),
-        attention_mask: t.i64("attention_mask"),
-        batch: shape[0],
-        seq_len: shape[1],
-        pixel_values: if t.has("pixel_values") {
-            t.f32("pixel_values")
-        } else {
-            vec![]
-        },
-        image_grid_thw: if t.has("image_grid_thw") {
-            t.i64("image_grid_thw")
-                .chunks(3)
-                .map(|g| [g[0] as usize, g[1] as usize, g[2] as usize])
-                .collect()
-        } else {
-            vec![]
-        },
-    }
-}
-
 fn logits(model: &Qwen2_5Vl, batch: &VlBatch) -> Vec<f32> {
     let out = model.forward(batch, false).unwrap();
     tensor_vec(model.logits(out.last_hidden))

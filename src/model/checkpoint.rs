@@ -3,6 +3,7 @@
 //! name and renamed, so a crash never leaves a half-written checkpoint behind.
 
 use super::names::{hub_name, named_params};
+use super::nn::transpose;
 use super::qwen2_5_vl::Qwen2_5Vl;
 use anyhow::Context;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
@@ -58,16 +59,6 @@ pub fn hub_tensors(model: &Qwen2_5Vl) -> Vec<(String, Vec<usize>, Vec<f32>)> {
             (p.dims.clone(), v.clone())
         };
         out.push((name, shape, data));
-    }
-    out
-}
-
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
     }
     out
 }

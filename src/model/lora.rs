@@ -5,7 +5,7 @@
 
 use super::checkpoint::{param_values, write_atomic, write_safetensors};
 use super::names::{named_params, parse_peft_name, peft_name};
-use super::nn::{Proj, tensor2};
+use super::nn::{Proj, tensor2, transpose};
 use super::qwen2_5_vl::Qwen2_5Vl;
 use super::weights::{ParamKind, RandomWeights, WeightSource, to_f32};
 use anyhow::{Context, bail};
@@ -111,16 +111,6 @@ fn peft_module(hub: &str) -> String {
     } else {
         hub.to_string()
     }
-}
-
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
 }
 
 /// The subset of PEFT's `adapter_config.json` that defines the adapter.

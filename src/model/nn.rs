@@ -16,7 +16,8 @@ pub fn tensor2(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> 
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// Row-major `[rows, cols]` -> row-major `[cols, rows]`.
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
     for r in 0..rows {
         for c in 0..cols {

@@ -151,25 +151,8 @@ impl WeightSource for SafetensorsWeights {
         let view = st
             .tensor(&raw_name)
             .with_context(|| format!("cannot read `{raw_name}` from {}", path.display()))?;
-        let data = view.data();
-        let out = match dtype {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => bail!(
-                "tensor `{raw_name}` in {} has dtype {other:?}; expected f32, bf16 or f16",
-                path.display()
-            ),
-        };
+        let out = to_f32(dtype, view.data())
+            .with_context(|| format!("tensor `{raw_name}` in {}", path.display()))?;
         self.taken.insert(name.to_string());
         Ok(out)
     }

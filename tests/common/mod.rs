@@ -64,3 +64,28 @@ pub fn max_abs_diff(a: &[f32], b: &[f32], keep: impl Fn(usize) -> bool) -> f32 {
 pub fn tensor_vec<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
     t.try_into_vec_as::<f32>().unwrap()
 }
+
+/// The model inputs stored in a fixture `expected/NAME.safetensors` file.
+pub fn fixture_batch(name: &str) -> pearl::model::VlBatch {
+    let t = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
+    let shape = t.shape("input_ids");
+    pearl::model::VlBatch {
+        input_ids: t.i64("input_ids"),
+        attention_mask: t.i64("attention_mask"),
+        batch: shape[0],
+        seq_len: shape[1],
+        pixel_values: if t.has("pixel_values") {
+            t.f32("pixel_values")
+        } else {
+            vec![]
+        },
+        image_grid_thw: if t.has("image_grid_thw") {
+            t.i64("image_grid_thw")
+                .chunks(3)
+                .map(|g| [g[0] as usize, g[1] as usize, g[2] as usize])
+                .collect()
+        } else {
+            vec![]
+        },
+    }
+}
