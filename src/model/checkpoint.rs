@@ -2,6 +2,7 @@
 //! key names and PyTorch layouts) that any Qwen2.5-VL runtime loads. Files are written to a temporary
 //! name and renamed, so a crash never leaves a half-written checkpoint behind.
 
+use super::config::VisionConfig;
 use super::names::{hub_name, named_params};
 use super::nn::transpose;
 use super::qwen2_5_vl::Qwen2_5Vl;
@@ -36,31 +37,37 @@ pub fn hub_tensors(model: &Qwen2_5Vl) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let Some(name) = hub_name(&p.path) else {
             continue;
         };
-        let v = &values[&p.id];
-        let (shape, data) = if name == "visual.patch_embed.proj.weight" {
-            let c = &model.cfg.vision;
-            let (din, dout) = (p.dims[0], p.dims[1]);
-            (
-                vec![
-                    dout,
-                    c.in_chans,
-                    c.temporal_patch_size,
-                    c.patch_size,
-                    c.patch_size,
-                ],
-                transpose(v, din, dout),
-            )
-        } else if p.dims.len() == 2 && !name.ends_with("embed_tokens.weight") {
-            (
-                vec![p.dims[1], p.dims[0]],
-                transpose(v, p.dims[0], p.dims[1]),
-            )
-        } else {
-            (p.dims.clone(), v.clone())
-        };
+        let (shape, data) = pytorch_layout(&name, &p.dims, &values[&p.id], &model.cfg.vision);
         out.push((name, shape, data));
     }
     out
+}
+
+/// A parameter (or its gradient) in burn's layout -> PyTorch's: linears `[in, out]` -> `[out, in]`,
+/// the patch embedding back to its Conv3d shape; embeddings and vectors unchanged.
+pub fn pytorch_layout(
+    name: &str,
+    dims: &[usize],
+    v: &[f32],
+    vision: &VisionConfig,
+) -> (Vec<usize>, Vec<f32>) {
+    if name == "visual.patch_embed.proj.weight" {
+        let (din, dout) = (dims[0], dims[1]);
+        (
+            vec![
+                dout,
+                vision.in_chans,
+                vision.temporal_patch_size,
+                vision.patch_size,
+                vision.patch_size,
+            ],
+            transpose(v, din, dout),
+        )
+    } else if dims.len() == 2 && !name.ends_with("embed_tokens.weight") {
+        (vec![dims[1], dims[0]], transpose(v, dims[0], dims[1]))
+    } else {
+        (dims.to_vec(), v.to_vec())
+    }
 }
 
 /// Writes f32 tensors to a safetensors file atomically (temp file + rename). Non-finite values are

@@ -87,7 +87,7 @@ impl Qwen2_5Vl {
         self.model.embed_tokens.weight.val().device()
     }
 
-    fn vision_tokens(&self) -> VisionTokens {
+    pub fn vision_tokens(&self) -> VisionTokens {
         VisionTokens {
             image_token_id: self.cfg.image_token_id as i64,
             vision_start_token_id: self.cfg.vision_start_token_id as i64,
@@ -186,6 +186,18 @@ impl Qwen2_5Vl {
         batch: &VlBatch,
         all_hidden: bool,
     ) -> anyhow::Result<(Tensor<3>, Vec<Tensor<3>>, Vec<i64>, Vec<i64>)> {
+        self.decode_cached(x, batch, all_hidden, None)
+    }
+
+    /// [`decode`](Self::decode) that also leaves every layer's keys and values in `cache` (empty
+    /// on entry), for continuations of the sequence.
+    pub fn decode_cached(
+        &self,
+        x: Tensor<3>,
+        batch: &VlBatch,
+        all_hidden: bool,
+        cache: Option<&mut KvCache>,
+    ) -> anyhow::Result<(Tensor<3>, Vec<Tensor<3>>, Vec<i64>, Vec<i64>)> {
         let device = self.device();
         let (b, s) = (batch.batch, batch.seq_len);
         let (pos, deltas) = mrope_position_ids(
@@ -200,7 +212,7 @@ impl Qwen2_5Vl {
         let bias = causal_padding_bias(&batch.attention_mask, b, s, 0, &device);
         let (last, mut hidden) = self
             .model
-            .forward(x.clone(), cos, sin, bias, None, all_hidden);
+            .forward(x.clone(), cos, sin, bias, cache, all_hidden);
         if all_hidden {
             hidden[0] = x;
         }

@@ -74,6 +74,15 @@ impl SafetensorsWeights {
                 model_dir.display()
             );
         };
+        Self::open_files(files)
+    }
+
+    /// One safetensors file (a dynamics head, a single-file checkpoint).
+    pub fn open_file(path: &Path) -> anyhow::Result<Self> {
+        Self::open_files(vec![path.to_path_buf()])
+    }
+
+    fn open_files(files: Vec<PathBuf>) -> anyhow::Result<Self> {
         let mut index = BTreeMap::new();
         for (i, f) in files.iter().enumerate() {
             if !f.exists() {

@@ -188,7 +188,7 @@ impl Processor {
 }
 
 /// Pads every sequence on the right to the longest one, with `pad_id` and attention mask 0.
-fn pad_right(
+pub fn pad_right(
     sequences: &[Vec<u32>],
     pad_id: u32,
     pixel_values: Vec<f32>,

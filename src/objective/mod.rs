@@ -1,0 +1,134 @@
+//! Training objectives on expert trajectories: plain SFT, and Pearl (SFT + JEPA + NextLat).
+//!
+//! Data flows through the files in this order: `views` (one chat -> full / input / trajectory
+//! chats and the full view's labels), `batch` (tokens and images of the three views for a batch),
+//! `sft` (L_vlm), `continuation` (running a view as a continuation of the full view's cache),
+//! `jepa` (predicted vs target trajectory embedding), `dynamics` + `nextlat` (L_nextlat), and
+//! `pearl` (the whole objective on a [`PearlModel`]).
+
+pub mod batch;
+pub mod continuation;
+pub mod dynamics;
+pub mod freeze;
+pub mod grads;
+pub mod jepa;
+pub mod nextlat;
+pub mod pearl;
+pub mod sft;
+pub mod views;
+
+use serde::{Deserialize, Serialize};
+
+pub use batch::TrainBatch;
+pub use dynamics::DynamicsHead;
+pub use pearl::{LossValues, Losses, PearlModel, compute_losses};
+
+/// Which assistant turns the full view's next-token loss supervises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Supervise {
+    /// Every assistant turn (ThinkMorph, PixelReasoner in the paper).
+    AllAssistant,
+    /// Only the final answer turn (LVR in the paper).
+    LastAssistant,
+}
+
+/// The JEPA distance between predicted and target trajectory embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    /// 1 - cos(pred, target): what produced the paper's numbers.
+    Cosine,
+    SmoothL1,
+    /// Euclidean norm of the difference.
+    L2,
+    Mse,
+}
+
+/// The objective and its ablation switches. `jepa = nextlat = false` is plain SFT on the same
+/// trajectories (the paper's SFT baseline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveConfig {
+    #[serde(default = "default_true")]
+    pub jepa: bool,
+    #[serde(default = "default_true")]
+    pub nextlat: bool,
+    /// K predictor tokens appended to the input view (1..=10).
+    #[serde(default = "default_predictors")]
+    pub predictors: usize,
+    #[serde(default = "default_lambda")]
+    pub lambda: f64,
+    #[serde(default = "default_distance")]
+    pub distance: Distance,
+    #[serde(default = "default_supervise")]
+    pub supervise: Supervise,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_predictors() -> usize {
+    4
+}
+fn default_lambda() -> f64 {
+    0.2
+}
+fn default_distance() -> Distance {
+    Distance::Cosine
+}
+fn default_supervise() -> Supervise {
+    Supervise::AllAssistant
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        Self::pearl()
+    }
+}
+
+impl ObjectiveConfig {
+    /// The paper's defaults: K = 4, lambda = 0.2, cosine distance.
+    pub fn pearl() -> Self {
+        Self {
+            jepa: true,
+            nextlat: true,
+            predictors: default_predictors(),
+            lambda: default_lambda(),
+            distance: default_distance(),
+            supervise: default_supervise(),
+        }
+    }
+
+    /// SFT on the same trajectories: only the next-token loss.
+    pub fn sft() -> Self {
+        Self {
+            jepa: false,
+            nextlat: false,
+            ..Self::pearl()
+        }
+    }
+
+    pub fn is_sft(&self) -> bool {
+        !self.jepa && !self.nextlat
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.jepa
+            && !(1..=crate::processor::tokenizer::MAX_PREDICTOR_TOKENS).contains(&self.predictors)
+        {
+            anyhow::bail!(
+                "predictors must be between 1 and {} (the added <|predictor_k|> tokens), got {}",
+                crate::processor::tokenizer::MAX_PREDICTOR_TOKENS,
+                self.predictors
+            );
+        }
+        if !self.lambda.is_finite() || self.lambda < 0.0 {
+            anyhow::bail!(
+                "lambda must be a finite non-negative number, got {}",
+                self.lambda
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! L_nextlat: the dynamics head predicts each next hidden state of the full view from the current
+//! one and the next token's embedding. Two terms, on the positions whose next token is supervised:
+//! SmoothL1 to the stop-gradient true state (mean per example over positions and features, then
+//! over examples), and the next-token cross-entropy of the prediction decoded by the language-model
+//! head with its weights frozen (the gradient reaches the dynamics head and the model, not the head).
+
+use super::dynamics::DynamicsHead;
+use super::sft::{NextTokens, cross_entropy, rows};
+use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
+use burn::nn::loss::SmoothL1LossConfig;
+use burn::tensor::{Int, Tensor, TensorData};
+
+pub struct NextLat {
+    pub state: Tensor<1>,
+    pub token: Tensor<1>,
+}
+
+pub fn nextlat_losses(
+    model: &Qwen2_5Vl,
+    head: &DynamicsHead,
+    full: &VlBatch,
+    hidden: &Tensor<3>,
+    next: &NextTokens,
+) -> NextLat {
+    let device = hidden.device();
+    let n = next.positions.len();
+    let h_t = rows(hidden, &next.positions);
+    let after: Vec<usize> = next.positions.iter().map(|p| p + 1).collect();
+    let h_next = rows(hidden, &after).detach();
+    let ids: Vec<i64> = after.iter().map(|&p| full.input_ids[p]).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+    let d = h_t.dims()[1];
+    let e_next = model.model.embed_tokens.forward(ids).reshape([n, d]);
+    let pred = head.forward(h_t, e_next);
+
+    // Mean per example, then over the examples that have supervised positions.
+    let mut count = vec![0usize; full.batch];
+    for &b in &next.example {
+        count[b] += 1;
+    }
+    let examples = count.iter().filter(|&&c| c > 0).count() as f32;
+    let weights: Vec<f32> = next
+        .example
+        .iter()
+        .map(|&b| 1.0 / (count[b] as f32 * examples))
+        .collect();
+    let per_position = SmoothL1LossConfig::new()
+        .init()
+        .forward(pred.clone(), h_next)
+        .mean_dim(1)
+        .reshape([n]);
+    let w = Tensor::<1>::from_data(TensorData::new(weights, [n]), &device);
+    let state = (per_position * w).sum();
+
+    let token = cross_entropy(frozen_logits(model, pred), &next.targets);
+    NextLat { state, token }
+}
+
+/// Logits through the language-model head with its weights cut from the graph.
+fn frozen_logits(model: &Qwen2_5Vl, h: Tensor<2>) -> Tensor<2> {
+    match &model.model.lm_head {
+        Some(head) => {
+            let out = h.matmul(head.base.weight.val().detach());
+            match &head.base.bias {
+                Some(b) => out + b.val().detach().unsqueeze(),
+                None => out,
+            }
+        }
+        None => h.matmul(model.model.embed_tokens.weight.val().detach().transpose()),
+    }
+}

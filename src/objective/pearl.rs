@@ -1,0 +1,147 @@
+//! The Pearl objective on one batch:
+//! `L = L_vlm + lambda * L_jepa + lambda * (L_nextlat_state + L_nextlat_token)`.
+//!
+//! One pass of the vision tower and one of the decoder over the full view (with gradients), whose
+//! keys/values then serve the two other views as continuations: the input view (prediction, with
+//! gradients) and the trajectory view (target, run on the plain backend: no autodiff graph at all).
+
+use super::ObjectiveConfig;
+use super::batch::TrainBatch;
+use super::continuation::{FullContext, view_embeddings};
+use super::dynamics::DynamicsHead;
+use super::jepa::jepa_loss;
+use super::nextlat::nextlat_losses;
+use super::sft::{next_tokens, vlm_loss};
+use crate::model::qwen2_5_vl::Qwen2_5Vl;
+use crate::model::text::KvCache;
+use anyhow::{Context, Result, ensure};
+use burn::module::Module;
+use burn::tensor::Tensor;
+use serde::Serialize;
+
+/// The model Pearl trains: the VLM and, for NextLat, the dynamics head.
+#[derive(Module, Debug)]
+pub struct PearlModel {
+    pub vlm: Qwen2_5Vl,
+    pub dynamics: Option<DynamicsHead>,
+}
+
+/// The loss terms as numbers (what logs and `pearl inspect loss` print).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LossValues {
+    pub vlm: f64,
+    pub jepa: Option<f64>,
+    pub nextlat_state: Option<f64>,
+    pub nextlat_token: Option<f64>,
+    pub total: f64,
+}
+
+pub struct Losses {
+    /// The scalar to differentiate.
+    pub total: Tensor<1>,
+    pub values: LossValues,
+    /// JEPA's predicted and target trajectory embeddings `[batch, d]` (target detached).
+    pub embeddings: Option<(Tensor<2>, Tensor<2>)>,
+}
+
+fn value(t: &Tensor<1>) -> f64 {
+    f64::from(t.clone().into_scalar::<f32>())
+}
+
+pub fn compute_losses(
+    model: &PearlModel,
+    batch: &TrainBatch,
+    cfg: &ObjectiveConfig,
+) -> Result<Losses> {
+    let vlm = &model.vlm;
+    let vocab = vlm.cfg.text.vocab_size as i64;
+    if let Some(&bad) = batch.full.input_ids.iter().find(|&&t| t < 0 || t >= vocab) {
+        anyhow::bail!(
+            "token id {bad} is outside the model's vocabulary ({vocab} rows): grow the embeddings for the added tokens first"
+        );
+    }
+    let full = &batch.full;
+    let image_embeds = if full.image_grid_thw.is_empty() {
+        None
+    } else {
+        Some(vlm.encode_images(&full.pixel_values, &full.image_grid_thw)?)
+    };
+    let x = vlm.embed(full, image_embeds.clone())?;
+    let mut cache = KvCache::new(vlm.cfg.text.num_hidden_layers);
+    let keep_cache = cfg.jepa.then_some(&mut cache);
+    let (hidden, ..) = vlm.decode_cached(x, full, false, keep_cache)?;
+
+    let next = next_tokens(&batch.labels, full.batch, full.seq_len);
+    ensure!(
+        !next.positions.is_empty(),
+        "the batch has no supervised tokens"
+    );
+    let l_vlm = vlm_loss(vlm, &hidden, &next);
+    let mut total = l_vlm.clone();
+    let mut values = LossValues {
+        vlm: value(&l_vlm),
+        jepa: None,
+        nextlat_state: None,
+        nextlat_token: None,
+        total: 0.0,
+    };
+
+    let mut embeddings = None;
+    if cfg.jepa {
+        let input = batch
+            .input
+            .as_ref()
+            .context("the batch was built without the input view")?;
+        let traj = batch
+            .trajectory
+            .as_ref()
+            .context("the batch was built without the trajectory view")?;
+        let ctx = FullContext {
+            batch: full,
+            cache: &cache,
+            image_embeds: image_embeds.as_ref(),
+        };
+        let pred = view_embeddings(vlm, full, &cache, image_embeds.as_ref(), input)?;
+        let target = {
+            let (plain_cache, plain_images) = ctx.without_autodiff();
+            view_embeddings(
+                &vlm.valid(),
+                full,
+                &plain_cache,
+                plain_images.as_ref(),
+                traj,
+            )?
+        };
+        let l = jepa_loss(pred.clone(), target.clone(), cfg.distance);
+        embeddings = Some((pred, target));
+        values.jepa = Some(value(&l));
+        total = total + l.mul_scalar(cfg.lambda);
+    }
+
+    if cfg.nextlat {
+        let head = model
+            .dynamics
+            .as_ref()
+            .context("NextLat needs a dynamics head")?;
+        let nl = nextlat_losses(vlm, head, full, &hidden, &next);
+        values.nextlat_state = Some(value(&nl.state));
+        values.nextlat_token = Some(value(&nl.token));
+        total = total + (nl.state + nl.token).mul_scalar(cfg.lambda);
+    }
+    values.total = value(&total);
+    Ok(Losses {
+        total,
+        values,
+        embeddings,
+    })
+}
+
+impl PearlModel {
+    /// The model for an objective: a fresh dynamics head (seeded) when NextLat is on.
+    pub fn new(vlm: Qwen2_5Vl, cfg: &ObjectiveConfig, seed: u64) -> Self {
+        let dynamics = cfg
+            .nextlat
+            .then(|| DynamicsHead::init(vlm.cfg.text.hidden_size, seed, &vlm.device()));
+        Self { vlm, dynamics }
+    }
+}

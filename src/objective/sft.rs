@@ -1,0 +1,56 @@
+//! L_vlm: next-token cross-entropy on the supervised tokens of the full view (mean over tokens,
+//! as transformers computes it). Logits are computed only at the supervised positions: with a
+//! 150k vocabulary the full `[batch, seq, vocab]` logits would dominate the step's memory.
+
+use crate::model::qwen2_5_vl::Qwen2_5Vl;
+use crate::model::vision::index_tensor;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::{Int, Tensor, TensorData};
+
+/// Positions whose next token is supervised: flat index `b * seq + t` of position `t`, the token
+/// at `t + 1` it must predict, and the example it belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct NextTokens {
+    pub positions: Vec<usize>,
+    pub targets: Vec<i64>,
+    pub example: Vec<usize>,
+}
+
+pub fn next_tokens(labels: &[i64], batch: usize, seq: usize) -> NextTokens {
+    let mut out = NextTokens::default();
+    for b in 0..batch {
+        for t in 0..seq.saturating_sub(1) {
+            let l = labels[b * seq + t + 1];
+            if l != -100 {
+                out.positions.push(b * seq + t);
+                out.targets.push(l);
+                out.example.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// Rows `positions` of `hidden: [batch, seq, d]` as `[n, d]`.
+pub fn rows(hidden: &Tensor<3>, positions: &[usize]) -> Tensor<2> {
+    let [b, s, d] = hidden.dims();
+    hidden
+        .clone()
+        .reshape([b * s, d])
+        .select(0, index_tensor(positions, &hidden.device()))
+}
+
+/// Mean cross-entropy of `logits: [n, vocab]` against `targets`.
+pub fn cross_entropy(logits: Tensor<2>, targets: &[i64]) -> Tensor<1> {
+    let device = logits.device();
+    let t =
+        Tensor::<1, Int>::from_data(TensorData::new(targets.to_vec(), [targets.len()]), &device);
+    CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(logits, t)
+}
+
+/// L_vlm from the full view's final hidden states `[batch, seq, d]`.
+pub fn vlm_loss(model: &Qwen2_5Vl, hidden: &Tensor<3>, next: &NextTokens) -> Tensor<1> {
+    cross_entropy(model.logits(rows(hidden, &next.positions)), &next.targets)
+}
