@@ -95,3 +95,69 @@ fn bad_inputs_fail_cleanly() {
         "{err}"
     );
 }
+
+/// `pearl inspect loss` on the fixture's trajectories: the five terms and the gradient file match
+/// the reference; a model dir without weights is a clear error.
+#[test]
+fn inspect_loss_prints_terms_and_writes_gradients() {
+    let f = fixture_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let grads = tmp.path().join("grads.safetensors");
+    let out = pearl()
+        .args(["inspect", "loss", "--model"])
+        .arg(f.join("model"))
+        .arg("--adapter")
+        .arg(f.join("adapter"))
+        .arg("--dynamics-head")
+        .arg(f.join("dynamics_head.safetensors"))
+        .arg("--data")
+        .arg(f.join("expected/pearl_trajectories.jsonl"))
+        .arg("--grads-out")
+        .arg(&grads)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.join("expected/pearl_loss.json")).unwrap())
+            .unwrap();
+    for k in ["vlm", "jepa", "nextlat_state", "nextlat_token", "total"] {
+        let (a, b) = (
+            got[k].as_f64().unwrap(),
+            want["losses"][k].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() / b < 1e-4, "{k}: {a} vs {b}");
+    }
+    let ours = Tensors::read(&grads);
+    let reference = Tensors::read(&f.join("expected/pearl_grads.safetensors"));
+    for n in want["grad_names"].as_array().unwrap() {
+        let n = n.as_str().unwrap();
+        let (a, b) = (ours.f32(n), reference.f32(n));
+        let err: f32 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        let norm: f32 = b.iter().map(|y| y * y).sum::<f32>().sqrt();
+        assert!(err <= 1e-3 * norm, "{n}: relative error {}", err / norm);
+    }
+
+    let out = pearl()
+        .args(["inspect", "loss", "--model"])
+        .arg(tmp.path())
+        .arg("--data")
+        .arg(f.join("expected/pearl_trajectories.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && err.contains("preprocessor_config.json"),
+        "{err}"
+    );
+}

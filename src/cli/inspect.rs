@@ -33,6 +33,8 @@ enum What {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The objective's five loss terms on a batch of chats (JSON), optionally with gradients.
+    Loss(super::inspect_loss::LossArgs),
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
@@ -43,6 +45,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             messages,
             out,
         } => forward(model, messages, out),
+        What::Loss(args) => super::inspect_loss::run(args),
     }
 }
 

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod data;
 pub mod eval;
 pub mod inspect;
+pub mod inspect_loss;
 
 #[derive(Parser)]
 #[command(

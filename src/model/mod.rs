@@ -9,6 +9,7 @@ pub mod qwen2_5_vl;
 pub mod rope;
 pub mod text;
 pub mod vision;
+pub mod vocab;
 pub mod weights;
 
 pub use config::Qwen2_5VlConfig;

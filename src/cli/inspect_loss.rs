@@ -1,0 +1,110 @@
+//! `pearl inspect loss`: the five loss terms of the objective on a file of chats (all lines form
+//! one batch), as JSON, and optionally the gradients under PEFT / authors' names.
+
+use crate::data::trajectory::load_jsonl;
+use crate::model::Qwen2_5Vl;
+use crate::model::checkpoint::write_safetensors;
+use crate::model::lora::load_peft_adapter;
+use crate::objective::batch::Example;
+use crate::objective::freeze::lora_only;
+use crate::objective::grads::named_gradients;
+use crate::objective::{
+    Distance, DynamicsHead, ObjectiveConfig, PearlModel, Supervise, TrainBatch, compute_losses,
+};
+use crate::processor::Processor;
+use anyhow::{Context, ensure};
+use burn::optim::GradientsParams;
+use burn::tensor::Device;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct LossArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// PEFT LoRA adapter directory (without one, every weight is trainable: full fine-tuning).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Dynamics head (`dynamics_head.*` safetensors); without one a fresh head (seed 0) is used.
+    #[arg(long)]
+    dynamics_head: Option<PathBuf>,
+    /// JSONL of `{"id", "messages"}` chats, image paths relative to the file; all lines form one batch.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    predictors: usize,
+    #[arg(long, value_enum, default_value = "cosine")]
+    jepa_loss: Distance,
+    #[arg(long, default_value_t = 0.2)]
+    lambda: f64,
+    #[arg(long, value_enum, default_value = "all-assistant")]
+    supervise: Supervise,
+    #[arg(long)]
+    no_jepa: bool,
+    #[arg(long)]
+    no_nextlat: bool,
+    /// Write d(total)/d(param) of every trainable tensor here.
+    #[arg(long)]
+    grads_out: Option<PathBuf>,
+}
+
+pub fn run(a: LossArgs) -> anyhow::Result<()> {
+    let cfg = ObjectiveConfig {
+        jepa: !a.no_jepa,
+        nextlat: !a.no_nextlat,
+        predictors: a.predictors,
+        lambda: a.lambda,
+        distance: a.jepa_loss,
+        supervise: a.supervise,
+    };
+    cfg.validate()?;
+    let device = Device::default().autodiff();
+    let mut processor = Processor::from_dir(&a.model)?;
+    processor.tokenizer.add_pearl_tokens();
+    let mut vlm = Qwen2_5Vl::from_dir(&a.model, &device)?;
+    vlm.ensure_vocab(processor.tokenizer.vocab_size());
+    let lora = a.adapter.is_some();
+    if let Some(dir) = &a.adapter {
+        vlm = load_peft_adapter(vlm, dir)?;
+    }
+    let d = vlm.cfg.text.hidden_size;
+    let dynamics = match (&a.dynamics_head, cfg.nextlat) {
+        (_, false) => None,
+        (Some(p), true) => Some(DynamicsHead::load(p, d, &device)?),
+        (None, true) => Some(DynamicsHead::init(d, 0, &device)),
+    };
+    let mut model = PearlModel { vlm, dynamics };
+    if lora {
+        model = lora_only(model);
+    }
+    let file = load_jsonl(&a.data)?;
+    ensure!(
+        !file.items.is_empty(),
+        "{} holds no chats",
+        a.data.display()
+    );
+    let examples: Vec<Example> = file
+        .items
+        .iter()
+        .map(|n| Example {
+            id: &n.trajectory.id,
+            chat: &n.trajectory.messages,
+            base_dir: &file.base_dir,
+        })
+        .collect();
+    let batch = TrainBatch::build(&processor, &examples, &cfg)?;
+    let losses = compute_losses(&model, &batch, &cfg)?;
+    println!("{}", serde_json::to_string_pretty(&losses.values)?);
+    if let Some(out) = a.grads_out {
+        let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+        let named = named_gradients(&model, &grads);
+        write_safetensors(&out, &named, None)
+            .with_context(|| format!("cannot write the gradients to {}", out.display()))?;
+        eprintln!(
+            "wrote {} gradient tensors to {}",
+            named.len(),
+            out.display()
+        );
+    }
+    Ok(())
+}
