@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod inspect;
@@ -26,6 +27,8 @@ enum Command {
     Data(data::DataArgs),
     /// Paired comparison of two evaluation runs on the same items.
     Compare(eval::CompareArgs),
+    /// Speed and memory benchmarks.
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Data(a) => data::run(a),
         Command::Compare(a) => eval::run_compare(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -1,0 +1,252 @@
+//! `pearl bench train`: the cost of one training step, SFT vs Pearl, on a random-initialised model
+//! of a given config with LoRA, on a fixed batch (the workload of `../shared/bench`). Medians over
+//! timed steps after warm-up, with the step split into forward (all loss terms), backward and
+//! optimizer, tokens/s and peak memory per objective; printed as a table and as JSON.
+
+use super::memory::{peak_rss_mib, reset_peak};
+use crate::data::trajectory::load_jsonl;
+use crate::model::lora::{LoraConfig, init_lora};
+use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
+use crate::objective::batch::Example;
+use crate::objective::freeze::lora_only;
+use crate::objective::{ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
+use crate::processor::Processor;
+use anyhow::{Context, Result, ensure};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::Device;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainBenchArgs {
+    /// A model directory or its `config.json` (weights are not read: random initialisation).
+    /// The tokenizer, chat template and preprocessor come from the same directory.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Trajectories (JSONL); all lines form the batch.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Objectives to time, comma-separated: sft, pearl (JEPA + NextLat), jepa (JEPA only).
+    #[arg(long, value_delimiter = ',', default_value = "sft,pearl,jepa")]
+    pub objective: Vec<String>,
+    /// Timed steps per objective (after one warm-up step).
+    #[arg(long, default_value_t = 4)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 8)]
+    pub lora_r: usize,
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// Supervise every non-pad token of the full view, as `torch_reference.py` does, instead of
+    /// the assistant turns only (same arithmetic as the reference, for the comparison).
+    #[arg(long)]
+    pub all_tokens: bool,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub objective: String,
+    pub step_s: f64,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+    pub tokens_per_s: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub loss: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBench {
+    pub params: usize,
+    pub trainable_params: usize,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub tokens: usize,
+    pub supervised_tokens: usize,
+    pub threads: usize,
+    pub results: Vec<StepTiming>,
+    /// Step time of each objective over the SFT step, when SFT was timed.
+    pub over_sft: Vec<(String, f64)>,
+}
+
+fn objective_of(name: &str) -> Result<ObjectiveConfig> {
+    Ok(match name {
+        "sft" => ObjectiveConfig::sft(),
+        "pearl" => ObjectiveConfig::pearl(),
+        "jepa" => ObjectiveConfig {
+            nextlat: false,
+            ..ObjectiveConfig::pearl()
+        },
+        "nextlat" => ObjectiveConfig {
+            jepa: false,
+            ..ObjectiveConfig::pearl()
+        },
+        other => anyhow::bail!("unknown objective {other:?} (expected sft, pearl, jepa or nextlat)"),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn model_dir(config: &Path) -> PathBuf {
+    if config.is_dir() {
+        config.to_path_buf()
+    } else {
+        config.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
+    ensure!(a.steps > 0, "--steps must be at least 1");
+    let dir = model_dir(&a.config);
+    let cfg = Qwen2_5VlConfig::from_file(&dir.join("config.json"))?;
+    let mut processor = Processor::from_dir(&dir)?;
+    processor.tokenizer.add_pearl_tokens();
+    let file = load_jsonl(&a.data)?;
+    ensure!(!file.items.is_empty(), "{} holds no trajectories", a.data.display());
+    let examples: Vec<Example> = file
+        .items
+        .iter()
+        .map(|n| Example {
+            id: &n.trajectory.id,
+            chat: &n.trajectory.messages,
+            base_dir: &file.base_dir,
+        })
+        .collect();
+    let device = Device::default().autodiff();
+    let lora = LoraConfig {
+        r: a.lora_r,
+        lora_alpha: a.lora_alpha,
+        lora_dropout: 0.0,
+        target_regex: None,
+    };
+    let mut results = Vec::new();
+    let mut shape = None;
+    for name in &a.objective {
+        let obj = objective_of(name)?;
+        let mut batch = TrainBatch::build(&processor, &examples, &obj)?;
+        if a.all_tokens {
+            batch.labels = batch
+                .full
+                .input_ids
+                .iter()
+                .zip(&batch.full.attention_mask)
+                .map(|(&t, &m)| if m != 0 { t } else { -100 })
+                .collect();
+        }
+        // A fresh model per objective: same seed, same weights, same optimizer state.
+        let mut vlm = Qwen2_5Vl::random(&cfg, 0, &device)?;
+        vlm.ensure_vocab(processor.tokenizer.vocab_size());
+        let vlm = init_lora(vlm, &lora, 1)?;
+        let mut model = lora_only(PearlModel::new(vlm, &obj, 2));
+        let params = model.num_params();
+        let trainable: usize = crate::model::names::named_params(&model)
+            .iter()
+            .filter(|p| p.require_grad)
+            .map(|p| p.dims.iter().product::<usize>())
+            .sum();
+        shape = Some((params, trainable, batch.full.batch, batch.full.seq_len, batch.tokens(), batch.supervised_tokens()));
+        let mut optim = AdamWConfig::new().init();
+        let (mut fw, mut bw, mut op, mut total) = (vec![], vec![], vec![], vec![]);
+        let mut loss = 0.0;
+        reset_peak();
+        for step in 0..=a.steps {
+            let t0 = Instant::now();
+            let losses = compute_losses(&model, &batch, &obj)
+                .with_context(|| format!("objective {name}"))?;
+            loss = losses.values.total; // reading the value waits for the forward pass
+            let t1 = Instant::now();
+            let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+            let t2 = Instant::now();
+            model = optim.step(1e-4, model, grads);
+            device
+                .sync()
+                .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+            let t3 = Instant::now();
+            if step > 0 {
+                fw.push((t1 - t0).as_secs_f64());
+                bw.push((t2 - t1).as_secs_f64());
+                op.push((t3 - t2).as_secs_f64());
+                total.push((t3 - t0).as_secs_f64());
+            }
+        }
+        let step_s = median(total);
+        results.push(StepTiming {
+            objective: name.clone(),
+            step_s,
+            forward_s: median(fw),
+            backward_s: median(bw),
+            optimizer_s: median(op),
+            tokens_per_s: batch.tokens() as f64 / step_s,
+            peak_rss_mib: peak_rss_mib(),
+            loss,
+        });
+    }
+    let (params, trainable_params, b, s, tokens, supervised_tokens) =
+        shape.context("no objective to time")?;
+    let sft = results.iter().find(|r| r.objective == "sft").map(|r| r.step_s);
+    let over_sft = match sft {
+        Some(base) => results
+            .iter()
+            .map(|r| (r.objective.clone(), r.step_s / base))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(TrainBench {
+        params,
+        trainable_params,
+        batch: b,
+        seq_len: s,
+        tokens,
+        supervised_tokens,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        results,
+        over_sft,
+    })
+}
+
+pub fn print(r: &TrainBench) {
+    println!(
+        "model {:.1} M params ({:.2} M trainable), batch {} x {} ({} tokens, {} supervised), {} threads",
+        r.params as f64 / 1e6,
+        r.trainable_params as f64 / 1e6,
+        r.batch,
+        r.seq_len,
+        r.tokens,
+        r.supervised_tokens,
+        r.threads
+    );
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8}",
+        "objective", "step s", "fwd s", "bwd s", "optim s", "tok/s", "peak MiB", "x SFT"
+    );
+    for t in &r.results {
+        let ratio = r
+            .over_sft
+            .iter()
+            .find(|(n, _)| *n == t.objective)
+            .map(|(_, x)| format!("{x:.2}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.0} {:>10} {:>8}",
+            t.objective,
+            t.step_s,
+            t.forward_s,
+            t.backward_s,
+            t.optimizer_s,
+            t.tokens_per_s,
+            t.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+            ratio
+        );
+    }
+}
