@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod infer;
 pub mod model;
 pub mod processor;
 pub mod tools;
