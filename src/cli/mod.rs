@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod data;
 pub mod eval;
+pub mod generate;
 pub mod inspect;
 
 #[derive(Parser)]
@@ -25,6 +26,10 @@ enum Command {
     Data(data::DataArgs),
     /// Paired comparison of two evaluation runs on the same items.
     Compare(eval::CompareArgs),
+    /// Evaluate a model on a benchmark under the fixed protocol (or with the tool agent).
+    Eval(eval::EvalArgs),
+    /// Generate one answer to a prompt (and images) with a model directory.
+    Generate(generate::GenerateArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -33,5 +38,10 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Data(a) => data::run(a),
         Command::Compare(a) => eval::run_compare(a),
+        Command::Eval(a) => eval::run_eval(a, |a| {
+            let model = generate::load_chat_model(&a.model, a.adapter.as_deref())?;
+            Ok(Box::new(model))
+        }),
+        Command::Generate(a) => generate::run(a),
     }
 }
