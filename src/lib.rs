@@ -7,4 +7,5 @@ pub mod eval;
 pub mod infer;
 pub mod model;
 pub mod processor;
+pub mod serve;
 pub mod tools;

@@ -6,6 +6,7 @@ pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
+pub mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Generate one answer to a prompt (and images) with a model directory.
     Generate(generate::GenerateArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -43,5 +46,6 @@ pub fn main() -> anyhow::Result<()> {
             Ok(Box::new(model))
         }),
         Command::Generate(a) => generate::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
