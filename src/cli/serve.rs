@@ -58,7 +58,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         local_images: a.allow_local_images.clone(),
     };
     if let Some(dir) = &cfg.local_images {
-        anyhow::ensure!(dir.is_dir(), "--allow-local-images {} is not a directory", dir.display());
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--allow-local-images {} is not a directory",
+            dir.display()
+        );
     }
     let model = super::generate::load_chat_model(&a.model, a.adapter.as_deref())?;
     let router = app(model, cfg)?;
@@ -68,7 +72,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("serving {} on http://{}", a.model.display(), listener.local_addr()?);
+        eprintln!(
+            "serving {} on http://{}",
+            a.model.display(),
+            listener.local_addr()?
+        );
         serve(listener, router, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -58,11 +58,15 @@ fn admit_data_url(url: &str, rest: &str, cfg: &ServeConfig) -> Result<String, Ap
 }
 
 fn admit_local(path: &str, root: &Path, cfg: &ServeConfig) -> Result<String, ApiError> {
-    let unreadable = |e: std::io::Error| ApiError::invalid(None, format!("cannot read image {path:?}: {e}"));
+    let unreadable =
+        |e: std::io::Error| ApiError::invalid(None, format!("cannot read image {path:?}: {e}"));
     // Canonical paths on both sides, so `..` and symbolic links cannot leave the root.
     let file = Path::new(path).canonicalize().map_err(unreadable)?;
     let root = root.canonicalize().map_err(|e| {
-        ApiError::internal(format!("the allowed image directory {} is unusable: {e}", root.display()))
+        ApiError::internal(format!(
+            "the allowed image directory {} is unusable: {e}",
+            root.display()
+        ))
     })?;
     if !file.starts_with(&root) {
         return Err(ApiError::invalid(
@@ -91,7 +95,10 @@ fn too_many_bytes(n: usize, cfg: &ServeConfig) -> ApiError {
 }
 
 /// Reads the image header only: format and size, not the pixels.
-fn check_pixels<R: BufRead + Seek>(reader: ImageReader<R>, cfg: &ServeConfig) -> Result<(), ApiError> {
+fn check_pixels<R: BufRead + Seek>(
+    reader: ImageReader<R>,
+    cfg: &ServeConfig,
+) -> Result<(), ApiError> {
     let unreadable = |e: String| {
         ApiError::invalid(
             None,

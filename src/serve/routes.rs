@@ -61,7 +61,11 @@ pub async fn chat_completions(
     match events.recv().await {
         Some(Event::Started { .. }) => {}
         Some(Event::Failed(e)) => return Err(e),
-        Some(other) => return Err(ApiError::internal(format!("unexpected worker event {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::internal(format!(
+                "unexpected worker event {other:?}"
+            )));
+        }
         None => return Err(ApiError::internal("the model worker stopped")),
     }
     let meta = Meta {

@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum Event {
     /// The prompt was accepted and generation begins.
-    Started { prompt_tokens: usize },
+    Started {
+        prompt_tokens: usize,
+    },
     /// New answer text (streaming requests only).
     Delta(String),
     Done(Finished),
@@ -44,8 +46,15 @@ pub struct Queue {
 
 impl Queue {
     /// Starts the worker thread. It ends when the queue is dropped.
-    pub fn spawn(model: LocalModel, capacity: usize, max_prompt_tokens: usize) -> anyhow::Result<Self> {
-        anyhow::ensure!(capacity > 0, "the request queue needs room for at least one request");
+    pub fn spawn(
+        model: LocalModel,
+        capacity: usize,
+        max_prompt_tokens: usize,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            capacity > 0,
+            "the request queue needs room for at least one request"
+        );
         let (tx, mut rx) = mpsc::channel::<Job>(capacity);
         let busy = Arc::new(AtomicBool::new(false));
         let flag = busy.clone();
@@ -67,13 +76,17 @@ impl Queue {
     /// Queues a request; its events arrive on the returned channel.
     pub fn submit(&self, request: Prepared) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
         let (events, rx) = mpsc::unbounded_channel();
-        self.tx.try_send(Job { request, events }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::unavailable(format!(
-                "the server is busy: {} requests are already waiting; retry later",
-                self.tx.max_capacity()
-            )),
-            mpsc::error::TrySendError::Closed(_) => ApiError::unavailable("the model worker has stopped"),
-        })?;
+        self.tx
+            .try_send(Job { request, events })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ApiError::unavailable(format!(
+                    "the server is busy: {} requests are already waiting; retry later",
+                    self.tx.max_capacity()
+                )),
+                mpsc::error::TrySendError::Closed(_) => {
+                    ApiError::unavailable("the model worker has stopped")
+                }
+            })?;
         Ok(rx)
     }
 
@@ -143,7 +156,12 @@ fn run(model: &LocalModel, job: Job, max_prompt_tokens: usize) {
         }
         !events.is_closed()
     };
-    let result = model.complete(&enc, request.max_new_tokens, request.sampling, &mut on_token);
+    let result = model.complete(
+        &enc,
+        request.max_new_tokens,
+        request.sampling,
+        &mut on_token,
+    );
     let event = match result.map(|mut g| g.pop()) {
         Ok(Some(g)) => {
             if request.stream && g.text.len() > sent.len() && g.text.starts_with(&sent) {
