@@ -1,6 +1,7 @@
 //! pearl: train vision-language models to reason in latent space from expert tool-use
 //! trajectories (Pearl, arXiv 2604.08065), evaluate them, and serve them as ordinary models.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod eval;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod generate;
@@ -33,6 +34,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Benchmarks (latency, memory).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -47,5 +51,6 @@ pub fn main() -> anyhow::Result<()> {
         }),
         Command::Generate(a) => generate::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Bench(c) => bench::run(c),
     }
 }
