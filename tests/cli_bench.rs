@@ -22,7 +22,11 @@ fn bench_generate_reports_latency_and_answer_cost() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("| time to first token |"), "{stdout}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -30,7 +34,11 @@ fn bench_generate_reports_latency_and_answer_cost() {
     assert_eq!(g["image_tokens"], 35);
     assert_eq!(g["new_tokens"], 3);
     assert_eq!(g["params"], 356_400);
-    for k in ["first_token_seconds", "per_token_seconds", "answer_4_tokens_seconds"] {
+    for k in [
+        "first_token_seconds",
+        "per_token_seconds",
+        "answer_4_tokens_seconds",
+    ] {
         assert!(g[k].as_f64().unwrap() > 0.0, "{k}: {g}");
     }
     assert!(g["peak_rss_mib"].as_f64().unwrap() > 1.0);

@@ -22,7 +22,10 @@ fn fixture_model() -> LocalModel {
 
 /// Starts a server with `cfg` on a free loopback port; returns its base URL.
 fn start(cfg: ServeConfig) -> String {
-    let router = app(fixture_model(), cfg).unwrap();
+    spawn_router(app(fixture_model(), cfg).unwrap())
+}
+
+fn spawn_router(router: axum::Router) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -395,4 +398,45 @@ fn a_full_queue_answers_503_and_a_dropped_stream_frees_the_worker() {
     let (s, v) = b.join().unwrap();
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 2);
+}
+
+#[test]
+fn remote_images_are_fetched_only_when_allowed() {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let small = fixture_image("scene1_crop.png");
+    let big = fixture_image("scene0.png");
+    let images = spawn_router(
+        axum::Router::new()
+            .route("/small.png", get(move || async move { small.clone() }))
+            .route("/big.png", get(move || async move { big.clone() }))
+            .route("/gone.png", get(|| async { StatusCode::NOT_FOUND })),
+    );
+    let ask = |url: &str, image: String| {
+        post(
+            url,
+            json!({"messages": user(json!([{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": "?"}])), "max_tokens": 1}),
+        )
+    };
+    let refusing = start(ServeConfig::default());
+    let (s, v) = ask(&refusing, format!("{images}/small.png"));
+    assert_error(s, &v, 400, "--allow-remote-images");
+
+    let url = start(ServeConfig {
+        allow_remote_images: true,
+        max_image_bytes: 40_000,
+        ..ServeConfig::default()
+    });
+    let (s, v) = ask(&url, format!("{images}/small.png"));
+    assert_eq!(s, 200, "{v}");
+    // The fetched image reached the model: the same prompt tokens as sending it inline.
+    let (_, inline) = ask(&url, data_url(&fixture_image("scene1_crop.png")));
+    assert_eq!(
+        v["usage"]["prompt_tokens"],
+        inline["usage"]["prompt_tokens"]
+    );
+    let (s, v) = ask(&url, format!("{images}/big.png"));
+    assert_error(s, &v, 413, "more than 40000 bytes");
+    let (s, v) = ask(&url, format!("{images}/gone.png"));
+    assert_error(s, &v, 400, "404");
 }

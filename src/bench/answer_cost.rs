@@ -47,7 +47,11 @@ pub fn run(
 ) -> anyhow::Result<AnswerCostReport> {
     ensure!(runs >= 1, "need at least one run");
     let file = load_jsonl(path)?;
-    ensure!(!file.items.is_empty(), "{} holds no trajectories", path.display());
+    ensure!(
+        !file.items.is_empty(),
+        "{} holds no trajectories",
+        path.display()
+    );
     let mut items = Vec::with_capacity(file.items.len());
     for n in &file.items {
         let t = &n.trajectory;

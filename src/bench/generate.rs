@@ -52,8 +52,12 @@ pub struct GenerateReport {
 pub fn random_local_model(config: &Path, seed: u64) -> anyhow::Result<LocalModel> {
     let cfg = Qwen2_5VlConfig::from_file(config)?;
     let dir = config.parent().unwrap_or(Path::new("."));
-    let processor = Processor::from_dir(dir)
-        .with_context(|| format!("the directory of {} needs the processor files", config.display()))?;
+    let processor = Processor::from_dir(dir).with_context(|| {
+        format!(
+            "the directory of {} needs the processor files",
+            config.display()
+        )
+    })?;
     let device = burn::tensor::Device::flex();
     let model = Qwen2_5Vl::random(&cfg, seed, &device)?;
     Ok(LocalModel::new(model, processor, vec![]))
@@ -63,7 +67,8 @@ pub fn random_local_model(config: &Path, seed: u64) -> anyhow::Result<LocalModel
 pub fn user_turn(prompt: &str, images: &[PathBuf]) -> anyhow::Result<Vec<Message>> {
     let mut content = Vec::new();
     for p in images {
-        let abs = std::path::absolute(p).with_context(|| format!("bad image path {}", p.display()))?;
+        let abs =
+            std::path::absolute(p).with_context(|| format!("bad image path {}", p.display()))?;
         ensure!(abs.is_file(), "image {} does not exist", p.display());
         content.push(Part::Image {
             image: abs.to_string_lossy().into_owned(),
@@ -76,7 +81,10 @@ pub fn user_turn(prompt: &str, images: &[PathBuf]) -> anyhow::Result<Vec<Message
 }
 
 pub fn run(b: &GenerateBench) -> anyhow::Result<GenerateReport> {
-    ensure!(b.runs >= 1 && b.new_tokens >= 2, "need at least 1 run of at least 2 tokens");
+    ensure!(
+        b.runs >= 1 && b.new_tokens >= 2,
+        "need at least 1 run of at least 2 tokens"
+    );
     let started = Instant::now();
     let mut local = random_local_model(&b.config, b.seed)?;
     let init_seconds = started.elapsed().as_secs_f64();
@@ -111,7 +119,11 @@ pub fn run(b: &GenerateBench) -> anyhow::Result<GenerateReport> {
         init_seconds,
         first_token_seconds: median(&ttft),
         per_token_seconds: per_token,
-        tokens_per_second: if per_token > 0.0 { 1.0 / per_token } else { 0.0 },
+        tokens_per_second: if per_token > 0.0 {
+            1.0 / per_token
+        } else {
+            0.0
+        },
         answer_4_tokens_seconds: median(&answers),
         peak_rss_mib: peak_rss_bytes().map(|b| b as f64 / (1 << 20) as f64),
     })
@@ -129,8 +141,14 @@ impl GenerateReport {
                 "prompt tokens",
                 format!("{} ({} image)", self.prompt_tokens, self.image_tokens),
             ),
-            ("timed runs", format!("{} x {} tokens", self.runs, self.new_tokens)),
-            ("time to first token", format!("{:.1} ms", self.first_token_seconds * 1e3)),
+            (
+                "timed runs",
+                format!("{} x {} tokens", self.runs, self.new_tokens),
+            ),
+            (
+                "time to first token",
+                format!("{:.1} ms", self.first_token_seconds * 1e3),
+            ),
             (
                 "per-token latency",
                 format!(
@@ -139,7 +157,10 @@ impl GenerateReport {
                     self.tokens_per_second
                 ),
             ),
-            ("4-token answer", format!("{:.1} ms", self.answer_4_tokens_seconds * 1e3)),
+            (
+                "4-token answer",
+                format!("{:.1} ms", self.answer_4_tokens_seconds * 1e3),
+            ),
             ("peak RSS", rss),
         ];
         let mut s = String::from("| measure | value |\n|---|---|\n");

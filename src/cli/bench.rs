@@ -69,7 +69,8 @@ fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&json)?;
     println!("\n{text}");
     if let Some(out) = &a.json {
-        std::fs::write(out, text + "\n").with_context(|| format!("cannot write {}", out.display()))?;
+        std::fs::write(out, text + "\n")
+            .with_context(|| format!("cannot write {}", out.display()))?;
     }
     Ok(())
 }

@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Accept local image paths and file:// URLs, but only under this directory.
     #[arg(long)]
     pub allow_local_images: Option<PathBuf>,
+    /// Fetch http(s) image URLs (lets clients make the server connect anywhere it can reach).
+    #[arg(long)]
+    pub allow_remote_images: bool,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -56,6 +59,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_image_bytes: a.max_image_bytes,
         max_image_pixels: a.max_image_pixels,
         local_images: a.allow_local_images.clone(),
+        allow_remote_images: a.allow_remote_images,
     };
     if let Some(dir) = &cfg.local_images {
         anyhow::ensure!(

@@ -1,6 +1,7 @@
 //! Admitting the images of a request: `data:` URLs always, local files only under the directory
-//! the server was started with (`--allow-local-images DIR`), remote URLs never (fetching them
-//! would let any client make the server open connections on its behalf). Every image is checked
+//! the server was started with (`--allow-local-images DIR`), remote `http(s)://` URLs only with
+//! `--allow-remote-images` (fetching lets any client make the server open connections on its
+//! behalf, so it is off unless the operator asks for it). Every image is checked
 //! against the byte and pixel limits by reading its header only, so a small file that decodes to
 //! a huge bitmap is refused before it is decoded.
 
@@ -19,10 +20,14 @@ pub fn admit_image(url: &str, cfg: &ServeConfig) -> Result<String, ApiError> {
         return admit_data_url(url, rest, cfg);
     }
     if url.starts_with("http://") || url.starts_with("https://") {
-        return Err(ApiError::invalid(
-            None,
-            "remote image URLs are refused by this server: send the image as a data: URL",
-        ));
+        if !cfg.allow_remote_images {
+            return Err(ApiError::invalid(
+                None,
+                "remote image URLs are refused by this server (it was not started with \
+                 --allow-remote-images): send the image as a data: URL",
+            ));
+        }
+        return admit_remote(url, cfg);
     }
     let path = url.strip_prefix("file://").unwrap_or(url);
     match &cfg.local_images {
@@ -45,13 +50,16 @@ fn admit_data_url(url: &str, rest: &str, cfg: &ServeConfig) -> Result<String, Ap
     let payload = payload.trim();
     // Refuse from the encoded length first: no need to decode what is too large anyway.
     if payload.len() / 4 * 3 > cfg.max_image_bytes + 3 {
-        return Err(too_many_bytes(payload.len() / 4 * 3, cfg));
+        return Err(too_large(
+            format!("about {} bytes", payload.len() / 4 * 3),
+            cfg,
+        ));
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(payload)
         .map_err(|e| ApiError::invalid(None, format!("image data: URL has invalid base64: {e}")))?;
     if bytes.len() > cfg.max_image_bytes {
-        return Err(too_many_bytes(bytes.len(), cfg));
+        return Err(too_large(format!("{} bytes", bytes.len()), cfg));
     }
     check_pixels(ImageReader::new(Cursor::new(&bytes)), cfg)?;
     Ok(url.to_string())
@@ -76,17 +84,55 @@ fn admit_local(path: &str, root: &Path, cfg: &ServeConfig) -> Result<String, Api
     }
     let len = std::fs::metadata(&file).map_err(unreadable)?.len();
     if len > cfg.max_image_bytes as u64 {
-        return Err(too_many_bytes(len as usize, cfg));
+        return Err(too_large(format!("{len} bytes"), cfg));
     }
     check_pixels(ImageReader::open(&file).map_err(unreadable)?, cfg)?;
     Ok(file.to_string_lossy().into_owned())
 }
 
-fn too_many_bytes(n: usize, cfg: &ServeConfig) -> ApiError {
+/// Downloads the image (at most the byte limit, within a time limit) and hands it on as a
+/// `data:` URL, so the model worker never does network I/O.
+fn admit_remote(url: &str, cfg: &ServeConfig) -> Result<String, ApiError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(REMOTE_TIMEOUT))
+        .http_status_as_error(false)
+        .max_redirects(3)
+        .build()
+        .into();
+    let failed = |e: String| ApiError::invalid(None, format!("cannot fetch image {url}: {e}"));
+    let mut resp = agent.get(url).call().map_err(|e| failed(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(failed(format!(
+            "the server answered HTTP {}",
+            resp.status()
+        )));
+    }
+    let limit = cfg.max_image_bytes as u64;
+    let bytes = match resp.body_mut().with_config().limit(limit + 1).read_to_vec() {
+        Ok(b) => b,
+        Err(ureq::Error::BodyExceedsLimit(_)) => {
+            return Err(too_large(format!("more than {limit} bytes"), cfg));
+        }
+        Err(e) => return Err(failed(e.to_string())),
+    };
+    if bytes.len() > cfg.max_image_bytes {
+        return Err(too_large(format!("{} bytes", bytes.len()), cfg));
+    }
+    check_pixels(ImageReader::new(Cursor::new(&bytes)), cfg)?;
+    Ok(format!(
+        "data:image;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    ))
+}
+
+/// How long fetching one remote image may take.
+const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn too_large(size: String, cfg: &ServeConfig) -> ApiError {
     ApiError::invalid(
         None,
         format!(
-            "image is {n} bytes, more than this server's limit of {} bytes",
+            "image is {size}, more than this server's limit of {} bytes",
             cfg.max_image_bytes
         ),
     )

@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub max_image_pixels: u64,
     /// Local image paths (and `file://` URLs) are read only under this directory.
     pub local_images: Option<PathBuf>,
+    /// Fetch `http(s)://` image URLs (off: the server makes no outgoing connections).
+    pub allow_remote_images: bool,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +52,7 @@ impl Default for ServeConfig {
             // Far above what the processor keeps (it resizes to its max_pixels), yet bounded.
             max_image_pixels: 50_000_000,
             local_images: None,
+            allow_remote_images: false,
         }
     }
 }
