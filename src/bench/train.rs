@@ -3,7 +3,7 @@
 //! timed steps after warm-up, with the step split into forward (all loss terms), backward and
 //! optimizer, tokens/s and peak memory per objective; printed as a table and as JSON.
 
-use super::memory::{peak_rss_mib, reset_peak};
+use super::{median, peak_rss_bytes, reset_peak_rss};
 use crate::data::trajectory::load_jsonl;
 use crate::model::lora::{LoraConfig, init_lora};
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
@@ -12,7 +12,8 @@ use crate::objective::freeze::lora_only;
 use crate::objective::{ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
 use crate::processor::Processor;
 use anyhow::{Context, Result, ensure};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -84,18 +85,10 @@ fn objective_of(name: &str) -> Result<ObjectiveConfig> {
             jepa: false,
             ..ObjectiveConfig::pearl()
         },
-        other => anyhow::bail!("unknown objective {other:?} (expected sft, pearl, jepa or nextlat)"),
+        other => {
+            anyhow::bail!("unknown objective {other:?} (expected sft, pearl, jepa or nextlat)")
+        }
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn model_dir(config: &Path) -> PathBuf {
@@ -113,7 +106,11 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     let mut processor = Processor::from_dir(&dir)?;
     processor.tokenizer.add_pearl_tokens();
     let file = load_jsonl(&a.data)?;
-    ensure!(!file.items.is_empty(), "{} holds no trajectories", a.data.display());
+    ensure!(
+        !file.items.is_empty(),
+        "{} holds no trajectories",
+        a.data.display()
+    );
     let examples: Vec<Example> = file
         .items
         .iter()
@@ -155,11 +152,18 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
             .filter(|p| p.require_grad)
             .map(|p| p.dims.iter().product::<usize>())
             .sum();
-        shape = Some((params, trainable, batch.full.batch, batch.full.seq_len, batch.tokens(), batch.supervised_tokens()));
+        shape = Some((
+            params,
+            trainable,
+            batch.full.batch,
+            batch.full.seq_len,
+            batch.tokens(),
+            batch.supervised_tokens(),
+        ));
         let mut optim = AdamWConfig::new().init();
         let (mut fw, mut bw, mut op, mut total) = (vec![], vec![], vec![], vec![]);
         let mut loss = 0.0;
-        reset_peak();
+        reset_peak_rss();
         for step in 0..=a.steps {
             let t0 = Instant::now();
             let losses = compute_losses(&model, &batch, &obj)
@@ -180,21 +184,24 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
                 total.push((t3 - t0).as_secs_f64());
             }
         }
-        let step_s = median(total);
+        let step_s = median(&total);
         results.push(StepTiming {
             objective: name.clone(),
             step_s,
-            forward_s: median(fw),
-            backward_s: median(bw),
-            optimizer_s: median(op),
+            forward_s: median(&fw),
+            backward_s: median(&bw),
+            optimizer_s: median(&op),
             tokens_per_s: batch.tokens() as f64 / step_s,
-            peak_rss_mib: peak_rss_mib(),
+            peak_rss_mib: peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
             loss,
         });
     }
     let (params, trainable_params, b, s, tokens, supervised_tokens) =
         shape.context("no objective to time")?;
-    let sft = results.iter().find(|r| r.objective == "sft").map(|r| r.step_s);
+    let sft = results
+        .iter()
+        .find(|r| r.objective == "sft")
+        .map(|r| r.step_s);
     let over_sft = match sft {
         Some(base) => results
             .iter()
@@ -209,7 +216,9 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         seq_len: s,
         tokens,
         supervised_tokens,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         results,
         over_sft,
     })
@@ -245,7 +254,9 @@ pub fn print(r: &TrainBench) {
             t.backward_s,
             t.optimizer_s,
             t.tokens_per_s,
-            t.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+            t.peak_rss_mib
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "-".into()),
             ratio
         );
     }

@@ -5,8 +5,10 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod generate;
 pub mod inspect;
 pub mod inspect_loss;
+pub mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -27,8 +29,15 @@ enum Command {
     Data(data::DataArgs),
     /// Paired comparison of two evaluation runs on the same items.
     Compare(eval::CompareArgs),
-    /// Speed and memory benchmarks.
-    Bench(bench::BenchArgs),
+    /// Evaluate a model on a benchmark under the fixed protocol (or with the tool agent).
+    Eval(eval::EvalArgs),
+    /// Generate one answer to a prompt (and images) with a model directory.
+    Generate(generate::GenerateArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
+    /// Benchmarks (latency, memory).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -37,6 +46,12 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Data(a) => data::run(a),
         Command::Compare(a) => eval::run_compare(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Eval(a) => eval::run_eval(a, |a| {
+            let model = generate::load_chat_model(&a.model, a.adapter.as_deref())?;
+            Ok(Box::new(model))
+        }),
+        Command::Generate(a) => generate::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Bench(c) => bench::run(c),
     }
 }
