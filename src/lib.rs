@@ -8,3 +8,4 @@ pub mod model;
 pub mod objective;
 pub mod processor;
 pub mod tools;
+pub mod train;

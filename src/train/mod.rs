@@ -1,0 +1,8 @@
+//! Training: a run file (`config`), the optimizer with its schedule, global-norm clipping and
+//! gradient accumulation (`optim`), one optimizer step (`step`), checkpoints that survive a crash
+//! (`checkpoint`), the data order (`data`), metrics and the loss curve (`metrics`), and the loop
+//! that ties them together (`loop`).
+
+pub mod config;
+
+pub use config::RunConfig;
