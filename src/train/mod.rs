@@ -4,5 +4,6 @@
 //! that ties them together (`loop`).
 
 pub mod config;
+pub mod optim;
 
 pub use config::RunConfig;
