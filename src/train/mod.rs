@@ -5,5 +5,7 @@
 
 pub mod config;
 pub mod optim;
+pub mod param_ids;
+pub mod step;
 
 pub use config::RunConfig;
