@@ -1,11 +1,15 @@
-//! Training: a run file (`config`), the optimizer with its schedule, global-norm clipping and
-//! gradient accumulation (`optim`), one optimizer step (`step`), checkpoints that survive a crash
-//! (`checkpoint`), the data order (`data`), metrics and the loss curve (`metrics`), and the loop
-//! that ties them together (`loop`).
+//! Training: a run file (`config`), the optimizer with its schedule and global-norm clipping
+//! (`optim`), one optimizer step over micro-batches (`step`), ids that make optimizer state
+//! resumable (`param_ids`), checkpoints that survive a crash (`checkpoint`), the data order
+//! (`data`), metrics and the loss curve (`metrics`), and the loop that ties them together (`loop`).
 
+pub mod checkpoint;
 pub mod config;
+pub mod data;
+pub mod metrics;
 pub mod optim;
 pub mod param_ids;
 pub mod step;
 
 pub use config::RunConfig;
+pub use step::{StepReport, train_step};
