@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod data;
 pub mod eval;
 pub mod inspect;
+pub mod train;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,10 @@ enum Command {
     Data(data::DataArgs),
     /// Paired comparison of two evaluation runs on the same items.
     Compare(eval::CompareArgs),
+    /// Train with the Pearl objective (or plain SFT) from a TOML run file.
+    Train(train::TrainArgs),
+    /// Fold a LoRA adapter into its base model: a plain hub-layout checkpoint.
+    Merge(train::MergeArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -33,5 +38,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Data(a) => data::run(a),
         Command::Compare(a) => eval::run_compare(a),
+        Command::Train(a) => train::run(a),
+        Command::Merge(a) => train::run_merge(a),
     }
 }

@@ -138,12 +138,18 @@ fn draw(
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
-    let max_loss = rows
-        .iter()
-        .flat_map(|r| r.terms().into_iter().map(|(_, v)| v))
-        .fold(0.0_f64, f64::max)
-        .max(1e-6)
-        * 1.05;
+    // Log scale: the terms differ by orders of magnitude (a cosine distance near 0.01 next to
+    // a cross-entropy near 6).
+    let positive = || {
+        rows.iter()
+            .flat_map(|r| r.terms().into_iter().map(|(_, v)| v))
+            .filter(|v| *v > 0.0)
+    };
+    let max_loss = positive().fold(1e-6_f64, f64::max) * 1.2;
+    let min_loss = positive()
+        .fold(f64::INFINITY, f64::min)
+        .min(max_loss / 10.0)
+        * 0.8;
     let mut builder = ChartBuilder::on(&root);
     builder.margin(20);
     if text {
@@ -152,10 +158,10 @@ fn draw(
             .x_label_area_size(40)
             .y_label_area_size(60);
     }
-    let mut chart = builder.build_cartesian_2d(0.0..max_step, 0.0..max_loss)?;
+    let mut chart = builder.build_cartesian_2d(0.0..max_step, (min_loss..max_loss).log_scale())?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("step").y_desc("loss");
+        mesh.x_desc("step").y_desc("loss (log scale)");
     } else {
         mesh.disable_x_axis().disable_y_axis();
     }
@@ -170,6 +176,7 @@ fn draw(
                     r.terms()
                         .into_iter()
                         .find(|(k, _)| k == term)
+                        .filter(|(_, v)| *v > 0.0)
                         .map(|(_, v)| (r.step as f64, v))
                 })
                 .collect();

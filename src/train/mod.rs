@@ -6,10 +6,13 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod r#loop;
+pub mod merge;
 pub mod metrics;
 pub mod optim;
 pub mod param_ids;
 pub mod step;
 
 pub use config::RunConfig;
+pub use r#loop::{Options, Resume, Summary, run};
 pub use step::{StepReport, train_step};
