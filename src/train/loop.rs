@@ -206,6 +206,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
             })
             .collect::<Result<_>>()?;
         // Dropout draws from the device RNG: seed it from the step so a resume draws the same.
+        // That RNG is process-wide: two runs in one process (threads) would disturb each other.
         device.seed(step_seed(cfg.seed, state.step));
         let lr = schedule.lr_at(state.step);
         let report: StepReport;
