@@ -356,7 +356,7 @@ pub fn total_steps(cfg: &RunConfig, n_train: usize) -> usize {
 }
 
 fn every(n: usize, step: usize) -> bool {
-    n > 0 && step % n == 0
+    n > 0 && step.is_multiple_of(n)
 }
 
 /// The device RNG seed of a step (SplitMix64 of seed and step: nearby steps get unrelated seeds).
