@@ -11,3 +11,4 @@ pub mod objective;
 pub mod processor;
 pub mod serve;
 pub mod tools;
+pub mod train;

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod inspect;
 pub mod inspect_loss;
 pub mod serve;
+pub mod train;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,10 @@ enum Command {
     /// Benchmarks (latency, memory).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Train with the Pearl objective (or plain SFT) from a TOML run file.
+    Train(train::TrainArgs),
+    /// Fold a LoRA adapter into its base model: a plain hub-layout checkpoint.
+    Merge(train::MergeArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -53,5 +58,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Train(a) => train::run(a),
+        Command::Merge(a) => train::run_merge(a),
     }
 }

@@ -1,0 +1,163 @@
+//! Training data: validated trajectory files turned into chats to train on, and the seeded order
+//! in which micro-batches visit them. The order of epoch `e` is a permutation drawn from
+//! `(seed, e)` alone, so a resumed run needs only the cursor (epoch, position) to continue it.
+
+use crate::data::chat::Message;
+use crate::data::validate::{ValidateOptions, load_validated};
+use crate::objective::batch::Example;
+use anyhow::{Context, Result};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// One training chat (rendered for Pearl) and where its relative image paths resolve.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: String,
+    pub chat: Vec<Message>,
+    pub base_dir: PathBuf,
+}
+
+impl Item {
+    pub fn example(&self) -> Example<'_> {
+        Example {
+            id: &self.id,
+            chat: &self.chat,
+            base_dir: &self.base_dir,
+        }
+    }
+}
+
+/// Loads and validates trajectory files (`load_validated`: invalid data is refused, or with
+/// `skip_invalid` dropped and reported on stderr).
+pub fn load_items(paths: &[PathBuf], skip_invalid: bool, what: &str) -> Result<Vec<Item>> {
+    let opts = ValidateOptions {
+        skip_invalid,
+        ..ValidateOptions::default()
+    };
+    let (files, report) =
+        load_validated(paths, &opts).with_context(|| format!("cannot load the {what} data"))?;
+    if !report.is_clean() {
+        eprintln!(
+            "{what} data: skipped {} invalid example(s)\n{}",
+            report.invalid(),
+            report.summary()
+        );
+    }
+    Ok(files
+        .into_iter()
+        .flat_map(|f| {
+            let base = f.base_dir.clone();
+            f.items.into_iter().map(move |n| Item {
+                id: n.trajectory.id.clone(),
+                chat: n.trajectory.render_for_pearl(),
+                base_dir: base.clone(),
+            })
+        })
+        .collect())
+}
+
+/// Where the data order stands: `pos` examples of epoch `epoch` have been used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Cursor {
+    pub epoch: usize,
+    pub pos: usize,
+}
+
+/// The seeded visiting order of `n` examples.
+#[derive(Debug, Clone)]
+pub struct DataOrder {
+    n: usize,
+    seed: u64,
+    epoch: usize,
+    order: Vec<usize>,
+}
+
+impl DataOrder {
+    pub fn new(n: usize, seed: u64) -> Self {
+        let mut o = Self {
+            n,
+            seed,
+            epoch: usize::MAX,
+            order: Vec::new(),
+        };
+        o.set_epoch(0);
+        o
+    }
+
+    fn set_epoch(&mut self, epoch: usize) {
+        if self.epoch == epoch {
+            return;
+        }
+        // A stream of its own per epoch: the permutation does not depend on earlier epochs.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(epoch as u64);
+        self.order = (0..self.n).collect();
+        self.order.shuffle(&mut rng);
+        self.epoch = epoch;
+    }
+
+    /// The next up to `size` example indices from `cursor`, advancing it; a micro-batch never
+    /// spans two epochs (the last one of an epoch may be smaller).
+    pub fn next_batch(&mut self, cursor: &mut Cursor, size: usize) -> Vec<usize> {
+        if cursor.pos >= self.n {
+            *cursor = Cursor {
+                epoch: cursor.epoch + 1,
+                pos: 0,
+            };
+        }
+        self.set_epoch(cursor.epoch);
+        let end = (cursor.pos + size).min(self.n);
+        let out = self.order[cursor.pos..end].to_vec();
+        cursor.pos = end;
+        out
+    }
+}
+
+/// Micro-batches in one epoch of `n` examples.
+pub fn batches_per_epoch(n: usize, micro_batch: usize) -> usize {
+    n.div_ceil(micro_batch)
+}
+
+/// A list of paths for messages.
+pub fn describe(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_a_seeded_permutation_per_epoch_and_resumable() {
+        let mut o = DataOrder::new(10, 7);
+        let mut c = Cursor::default();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.extend(o.next_batch(&mut c, 3));
+        }
+        // 3 + 3 + 3 + 1: the last micro-batch of the epoch is short.
+        assert_eq!(seen.len(), 10);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(seen, (0..10).collect::<Vec<_>>(), "not shuffled");
+        let e1 = o.next_batch(&mut c, 3);
+        assert_eq!(c, Cursor { epoch: 1, pos: 3 });
+        assert_ne!(e1, seen[..3].to_vec(), "epochs share an order");
+        // A fresh order resumed at the cursor continues identically.
+        let mut resumed = DataOrder::new(10, 7);
+        let mut rc = c;
+        let mut oc = c;
+        assert_eq!(resumed.next_batch(&mut rc, 4), o.next_batch(&mut oc, 4));
+        // Another seed, another order.
+        let mut other = DataOrder::new(10, 8);
+        assert_ne!(other.next_batch(&mut Cursor::default(), 10), seen);
+        assert_eq!(batches_per_epoch(10, 3), 4);
+    }
+}

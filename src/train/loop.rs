@@ -1,0 +1,466 @@
+//! The training loop, top to bottom: set up (processor, data, model, optimizer, or all of it
+//! restored from a checkpoint), then per step: take `grad_accum` micro-batches in the seeded data
+//! order, [`train_step`] them, count non-finite steps, log, validate, checkpoint.
+//!
+//! Crash safety comes from the checkpoints (written atomically, see `checkpoint`): a run killed
+//! at any moment resumes from its last complete checkpoint, and continues bit for bit because
+//! every source of variation is a function of the seed and the step (data order, dropout) or is
+//! in the checkpoint (weights, AdamW moments, counters).
+
+use super::checkpoint::{self, BEST, Contents, TrainState, Trainable};
+use super::config::RunConfig;
+use super::data::{Cursor, DataOrder, Item, batches_per_epoch, load_items};
+use super::metrics::{MetricsLog, Row, plot_loss_curve};
+use super::optim::{AdamW, Schedule};
+use super::param_ids::ids_from_paths;
+use super::step::{StepReport, mean_values, train_step};
+use crate::model::lora::{LoraConfig, init_lora};
+use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
+use crate::objective::compute_losses;
+use crate::objective::freeze::{lora_only, set_trainable};
+use crate::objective::{DynamicsHead, LossValues, ObjectiveConfig, PearlModel, TrainBatch};
+use crate::processor::Processor;
+use anyhow::{Context, Result, bail, ensure};
+use burn::module::Module;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where to resume from.
+#[derive(Debug, Clone)]
+pub enum Resume {
+    /// The newest step checkpoint of the run directory.
+    Latest,
+    Dir(PathBuf),
+}
+
+/// Knobs for tests and tools, not for run files.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub resume: Option<Resume>,
+    /// Return after this many steps of this invocation, without the end-of-run validation,
+    /// checkpoint or plot: what a kill at that moment leaves behind.
+    pub stop_after: Option<usize>,
+    /// Show the progress bar (on a terminal).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Steps done (all invocations), and the total planned.
+    pub step: usize,
+    pub total_steps: usize,
+    pub skipped: usize,
+    /// Best validation loss and its step.
+    pub best: Option<(usize, f64)>,
+    /// Validation losses at the end of the run (when there is validation data).
+    pub final_val: Option<LossValues>,
+    pub metrics: Vec<Row>,
+}
+
+pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
+    cfg.validate()?;
+    let out = &cfg.output;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    checkpoint::remove_partial(out)?;
+    let resume_dir = match &opts.resume {
+        None => {
+            if let Some(last) = checkpoint::latest(out)? {
+                bail!(
+                    "{} already holds checkpoints ({}): pass --resume to continue that run, or choose another output",
+                    out.display(),
+                    last.display()
+                );
+            }
+            None
+        }
+        Some(Resume::Dir(d)) => Some(d.clone()),
+        Some(Resume::Latest) => Some(checkpoint::latest(out)?.with_context(|| {
+            format!("nothing to resume: {} holds no checkpoint", out.display())
+        })?),
+    };
+    let run_toml = cfg.to_toml()?;
+    let restored = match &resume_dir {
+        Some(d) => {
+            let r = checkpoint::read(d)
+                .with_context(|| format!("cannot resume from {}", d.display()))?;
+            ensure!(
+                r.run_toml == run_toml,
+                "the run configuration differs from the one {} was trained with ({}): resume with the same configuration",
+                d.display(),
+                d.join("run.toml").display()
+            );
+            Some(r)
+        }
+        None => None,
+    };
+
+    // Processor and data.
+    let mut processor = Processor::from_dir(cfg.processor_dir()?)?;
+    processor.set_pixel_limits(cfg.min_pixels, cfg.max_pixels)?;
+    if cfg.objective.jepa {
+        processor.tokenizer.add_pearl_tokens();
+    }
+    let train = load_items(&cfg.train, cfg.skip_invalid, "training")?;
+    let val = if cfg.val.is_empty() {
+        Vec::new()
+    } else {
+        load_items(&cfg.val, cfg.skip_invalid, "validation")?
+    };
+
+    // Model and optimizer: fresh, or the checkpoint's.
+    let device = Device::default().autodiff();
+    let (mut base, mut config_json) = base_model(cfg, &device)?;
+    // Released checkpoints have spare rows for Pearl's added tokens; a model without them grows.
+    let grown = base.ensure_vocab(processor.tokenizer.vocab_size());
+    if grown > 0 {
+        eprintln!("note: grew the embeddings by {grown} rows for the added tokens");
+        if let Some(json) = config_json.as_mut() {
+            let rows = serde_json::json!(base.cfg.text.vocab_size);
+            json["vocab_size"] = rows.clone();
+            if let Some(text) = json.get_mut("text_config").filter(|t| t.is_object()) {
+                text["vocab_size"] = rows;
+            }
+        }
+    }
+    let lora_cfg = cfg.lora.to_lora_config();
+    let model = match &resume_dir {
+        Some(d) => {
+            let vlm = checkpoint::restore_vlm(d, base)?;
+            let dynamics = checkpoint::restore_head(d, &vlm)?;
+            ensure!(
+                dynamics.is_some() == cfg.objective.nextlat,
+                "{}: the checkpoint's dynamics head does not match the objective",
+                d.display()
+            );
+            PearlModel { vlm, dynamics }
+        }
+        None => fresh_model(cfg, base, &lora_cfg)?,
+    };
+    let model = ids_from_paths(model);
+    let mut model = if cfg.full {
+        set_trainable(model, |_| true)
+    } else {
+        lora_only(model)
+    };
+    let mut optim = AdamW::new(&cfg.optimizer);
+    let mut state = TrainState {
+        step: 0,
+        total_steps: total_steps(cfg, train.len()),
+        cursor: Cursor::default(),
+        bad_in_a_row: 0,
+        skipped: 0,
+        best: None,
+        elapsed_s: 0.0,
+    };
+    let mut log = MetricsLog::reset(&out.join("metrics.jsonl"), &[])?;
+    if let Some(r) = restored {
+        optim = optim.load_state(r.optimizer)?;
+        state = r.state;
+        log = MetricsLog::reset(&out.join("metrics.jsonl"), &r.metrics)?;
+    }
+    let schedule = Schedule::new(&cfg.optimizer, &cfg.schedule, state.total_steps);
+    let mut order = DataOrder::new(train.len(), cfg.seed);
+    let base_name = cfg
+        .model
+        .as_ref()
+        .or(cfg.random_config.as_ref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let trainable = || match &config_json {
+        Some(c) => Trainable::Full { config_json: c },
+        None => Trainable::Lora {
+            cfg: &lora_cfg,
+            base_model: &base_name,
+        },
+    };
+
+    if state.step == 0 && !val.is_empty() {
+        // The starting point of the validation curve (and a candidate for `best/`).
+        let t = Instant::now();
+        let v = validate(&model, &processor, &val, cfg.micro_batch, &cfg.objective)?;
+        log.push(Row::new("val", 0, &v, t.elapsed().as_secs_f64()))?;
+        if v.total.is_finite() {
+            state.best = Some((0, v.total));
+            write(
+                out,
+                BEST,
+                &model,
+                trainable(),
+                &optim,
+                &state,
+                &run_toml,
+                &log,
+            )?;
+        }
+    }
+    let bar = progress_bar(state.total_steps, state.step, opts.progress);
+    let mut final_val = None;
+    let mut done_here = 0;
+    while state.step < state.total_steps {
+        if opts.stop_after.is_some_and(|n| done_here >= n) {
+            bar.abandon();
+            return Ok(summary(&state, None, &log));
+        }
+        let started = Instant::now();
+        let batches: Vec<TrainBatch> = (0..cfg.grad_accum)
+            .map(|_| {
+                let idx = order.next_batch(&mut state.cursor, cfg.micro_batch);
+                let examples: Vec<_> = idx.iter().map(|&i| train[i].example()).collect();
+                TrainBatch::build(&processor, &examples, &cfg.objective)
+            })
+            .collect::<Result<_>>()?;
+        // Dropout draws from the device RNG: seed it from the step so a resume draws the same.
+        // That RNG is process-wide: two runs in one process (threads) would disturb each other.
+        device.seed(step_seed(cfg.seed, state.step));
+        let lr = schedule.lr_at(state.step);
+        let report: StepReport;
+        (model, report) = train_step(
+            model,
+            &mut optim,
+            &batches,
+            &cfg.objective,
+            lr,
+            cfg.max_grad_norm,
+        )
+        .with_context(|| format!("step {}", state.step + 1))?;
+        state.step += 1;
+        done_here += 1;
+        let seconds = started.elapsed().as_secs_f64();
+        state.elapsed_s += seconds;
+
+        let mut row = Row::new("train", state.step, &report.losses, seconds);
+        row.lr = Some(lr);
+        row.grad_norm = report.grad_norm.is_finite().then_some(report.grad_norm);
+        row.tokens_per_s = Some(report.tokens as f64 / seconds.max(1e-9));
+        row.skipped = !report.applied;
+        log.push(row)?;
+        bar.set_position(state.step as u64);
+        bar.set_message(live_losses(&report, lr));
+
+        if report.applied {
+            state.bad_in_a_row = 0;
+        } else {
+            state.skipped += 1;
+            state.bad_in_a_row += 1;
+            bar.println(format!(
+                "step {}: non-finite loss or gradient (loss {}, grad norm {}), update skipped ({} in a row)",
+                state.step, report.losses.total, report.grad_norm, state.bad_in_a_row
+            ));
+            if state.bad_in_a_row >= cfg.max_bad_steps {
+                bar.abandon();
+                let last = checkpoint::latest(out)?
+                    .map(|p| format!("the last checkpoint, {}, is intact", p.display()))
+                    .unwrap_or_else(|| "no checkpoint was written".into());
+                bail!(
+                    "stopping at step {}: {} consecutive steps had a non-finite loss or gradient (max_bad_steps = {}); {last}. Lower the learning rate or check the data.",
+                    state.step,
+                    state.bad_in_a_row,
+                    cfg.max_bad_steps
+                );
+            }
+        }
+
+        let last = state.step == state.total_steps;
+        if !val.is_empty() && (last || every(cfg.eval_every, state.step)) {
+            let t = Instant::now();
+            let v = validate(&model, &processor, &val, cfg.micro_batch, &cfg.objective)?;
+            log.push(Row::new("val", state.step, &v, t.elapsed().as_secs_f64()))?;
+            bar.println(format!(
+                "step {}: validation {}",
+                state.step,
+                format_losses(&v)
+            ));
+            if v.total.is_finite() && state.best.is_none_or(|(_, b)| v.total < b) {
+                state.best = Some((state.step, v.total));
+                write(
+                    out,
+                    BEST,
+                    &model,
+                    trainable(),
+                    &optim,
+                    &state,
+                    &run_toml,
+                    &log,
+                )?;
+            }
+            final_val = Some(v);
+        }
+        if last || every(cfg.save_every, state.step) {
+            let name = checkpoint::step_name(state.step);
+            write(
+                out,
+                &name,
+                &model,
+                trainable(),
+                &optim,
+                &state,
+                &run_toml,
+                &log,
+            )?;
+            checkpoint::prune(out, cfg.keep_last)?;
+        }
+    }
+    bar.finish();
+    if let Err(e) = plot_loss_curve(&log.rows, &out.join("loss.png")) {
+        eprintln!("warning: no loss curve: {e:#}");
+    }
+    Ok(summary(&state, final_val, &log))
+}
+
+/// The VLM before adapters, and for full fine-tuning the `config.json` its checkpoints carry.
+fn base_model(cfg: &RunConfig, device: &Device) -> Result<(Qwen2_5Vl, Option<serde_json::Value>)> {
+    let config_path = match (&cfg.model, &cfg.random_config) {
+        (Some(dir), _) => dir.join("config.json"),
+        (None, Some(file)) => file.clone(),
+        (None, None) => bail!("set `model` or `random_config`"),
+    };
+    let vlm = match &cfg.model {
+        Some(dir) => Qwen2_5Vl::from_dir(dir, device)?,
+        None => Qwen2_5Vl::random(&Qwen2_5VlConfig::from_file(&config_path)?, cfg.seed, device)?,
+    };
+    let config_json = if cfg.full {
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("cannot read {}", config_path.display()))?;
+        Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", config_path.display()))?,
+        )
+    } else {
+        None
+    };
+    Ok((vlm, config_json))
+}
+
+/// A new run's model: fresh LoRA adapters (unless full fine-tuning) and dynamics head (NextLat).
+fn fresh_model(cfg: &RunConfig, base: Qwen2_5Vl, lora: &LoraConfig) -> Result<PearlModel> {
+    let vlm = if cfg.full {
+        base
+    } else {
+        init_lora(base, lora, cfg.seed.wrapping_add(1))?
+    };
+    let d = vlm.cfg.text.hidden_size;
+    let dynamics = match (&cfg.dynamics_head, cfg.objective.nextlat) {
+        (_, false) => None,
+        (Some(p), true) => Some(DynamicsHead::load(p, d, &vlm.device())?),
+        (None, true) => Some(DynamicsHead::init(
+            d,
+            cfg.seed.wrapping_add(2),
+            &vlm.device(),
+        )),
+    };
+    Ok(PearlModel { vlm, dynamics })
+}
+
+/// Optimizer steps of the run: `steps`, or enough for `epochs` (one by default).
+pub fn total_steps(cfg: &RunConfig, n_train: usize) -> usize {
+    cfg.steps.unwrap_or_else(|| {
+        let micro = batches_per_epoch(n_train, cfg.micro_batch) * cfg.epochs.unwrap_or(1);
+        micro.div_ceil(cfg.grad_accum).max(1)
+    })
+}
+
+fn every(n: usize, step: usize) -> bool {
+    n > 0 && step.is_multiple_of(n)
+}
+
+/// The device RNG seed of a step (SplitMix64 of seed and step: nearby steps get unrelated seeds).
+fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Validation losses over `items` (each term averaged over examples), without autodiff.
+pub fn validate(
+    model: &PearlModel,
+    processor: &Processor,
+    items: &[Item],
+    micro_batch: usize,
+    objective: &ObjectiveConfig,
+) -> Result<LossValues> {
+    let plain = model.valid();
+    let mut parts = Vec::new();
+    for chunk in items.chunks(micro_batch) {
+        let examples: Vec<_> = chunk.iter().map(Item::example).collect();
+        let batch = TrainBatch::build(processor, &examples, objective)?;
+        let v = compute_losses(&plain, &batch, objective)?.values;
+        // Weight by examples: repeat the chunk's values once per example.
+        parts.extend(std::iter::repeat_n(v, chunk.len()));
+    }
+    Ok(mean_values(&parts))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write(
+    out: &Path,
+    name: &str,
+    model: &PearlModel,
+    trainable: Trainable,
+    optim: &AdamW,
+    state: &TrainState,
+    run_toml: &str,
+    log: &MetricsLog,
+) -> Result<()> {
+    let metrics = log.bytes()?;
+    checkpoint::write(
+        out,
+        name,
+        &Contents {
+            model,
+            trainable,
+            optimizer: optim,
+            state,
+            run_toml,
+            metrics: &metrics,
+        },
+    )
+    .with_context(|| format!("at step {}", state.step))?;
+    Ok(())
+}
+
+fn summary(state: &TrainState, final_val: Option<LossValues>, log: &MetricsLog) -> Summary {
+    Summary {
+        step: state.step,
+        total_steps: state.total_steps,
+        skipped: state.skipped,
+        best: state.best,
+        final_val,
+        metrics: log.rows.clone(),
+    }
+}
+
+fn progress_bar(total: usize, at: usize, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    let style = ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} steps [{elapsed_precise}, ETA {eta_precise}] {msg}",
+    )
+    .expect("static progress template");
+    bar.set_style(style);
+    bar.set_position(at as u64);
+    bar.reset_eta();
+    bar
+}
+
+fn format_losses(v: &LossValues) -> String {
+    let mut s = format!("total {:.4} vlm {:.4}", v.total, v.vlm);
+    for (k, x) in [
+        ("jepa", v.jepa),
+        ("nl_state", v.nextlat_state),
+        ("nl_token", v.nextlat_token),
+    ] {
+        if let Some(x) = x {
+            s.push_str(&format!(" {k} {x:.4}"));
+        }
+    }
+    s
+}
+
+fn live_losses(r: &StepReport, lr: f64) -> String {
+    format!("{} lr {lr:.2e}", format_losses(&r.losses))
+}

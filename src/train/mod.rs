@@ -1,0 +1,18 @@
+//! Training: a run file (`config`), the optimizer with its schedule and global-norm clipping
+//! (`optim`), one optimizer step over micro-batches (`step`), ids that make optimizer state
+//! resumable (`param_ids`), checkpoints that survive a crash (`checkpoint`), the data order
+//! (`data`), metrics and the loss curve (`metrics`), and the loop that ties them together (`loop`).
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod r#loop;
+pub mod merge;
+pub mod metrics;
+pub mod optim;
+pub mod param_ids;
+pub mod step;
+
+pub use config::RunConfig;
+pub use r#loop::{Options, Resume, Summary, run};
+pub use step::{StepReport, train_step};

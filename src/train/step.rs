@@ -1,0 +1,91 @@
+//! One optimizer step on a list of micro-batches: forward, backward and accumulate each, clip the
+//! global gradient norm, apply AdamW. A step whose loss or gradient is not finite is skipped (the
+//! model and optimizer state are left as they were) and reported, so the caller can count it.
+//! This is the function `pearl bench train` times.
+
+use super::optim::{AdamW, clip_global_norm};
+use crate::objective::{LossValues, ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
+use anyhow::{Result, ensure};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Each loss term, averaged over the micro-batches.
+    pub losses: LossValues,
+    /// Global gradient norm before clipping (NaN when the step was skipped before backward).
+    pub grad_norm: f64,
+    /// False when a loss or gradient was not finite and the update was skipped.
+    pub applied: bool,
+    /// Tokens of the full views (no padding) and supervised tokens, over all micro-batches.
+    pub tokens: usize,
+    pub supervised_tokens: usize,
+}
+
+/// Forward + backward over `micro_batches` (gradients summed, each loss weighted `1 / n` so the
+/// step sees their mean), global-norm clipping at `max_grad_norm` (0 = none), one AdamW update
+/// with rate `lr`. `model` must live on an autodiff device.
+pub fn train_step(
+    model: PearlModel,
+    optim: &mut AdamW,
+    micro_batches: &[TrainBatch],
+    objective: &ObjectiveConfig,
+    lr: f64,
+    max_grad_norm: f64,
+) -> Result<(PearlModel, StepReport)> {
+    ensure!(
+        !micro_batches.is_empty(),
+        "a step needs at least one micro-batch"
+    );
+    let n = micro_batches.len() as f64;
+    let mut acc = GradientsAccumulator::<PearlModel>::new();
+    let mut values = Vec::with_capacity(micro_batches.len());
+    let mut finite = true;
+    for batch in micro_batches {
+        let losses = compute_losses(&model, batch, objective)?;
+        values.push(losses.values);
+        if !losses.values.total.is_finite() {
+            // Backward through a non-finite loss only produces non-finite gradients.
+            finite = false;
+            break;
+        }
+        let grads = losses.total.div_scalar(n).backward();
+        acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
+    }
+    let mut report = StepReport {
+        losses: mean_values(&values),
+        grad_norm: f64::NAN,
+        applied: false,
+        tokens: micro_batches.iter().map(TrainBatch::tokens).sum(),
+        supervised_tokens: micro_batches
+            .iter()
+            .map(TrainBatch::supervised_tokens)
+            .sum(),
+    };
+    if !finite {
+        return Ok((model, report));
+    }
+    let mut grads = acc.grads();
+    report.grad_norm = clip_global_norm(&model, &mut grads, max_grad_norm);
+    if !report.grad_norm.is_finite() {
+        return Ok((model, report));
+    }
+    report.applied = true;
+    Ok((optim.step(lr, model, grads), report))
+}
+
+/// Term-by-term mean of loss values (terms absent in every entry stay absent).
+pub fn mean_values(values: &[LossValues]) -> LossValues {
+    let n = values.len().max(1) as f64;
+    let mean = |f: fn(&LossValues) -> Option<f64>| -> Option<f64> {
+        let v: Vec<f64> = values.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    LossValues {
+        vlm: values.iter().map(|v| v.vlm).sum::<f64>() / n,
+        jepa: mean(|v| v.jepa),
+        nextlat_state: mean(|v| v.nextlat_state),
+        nextlat_token: mean(|v| v.nextlat_token),
+        total: values.iter().map(|v| v.total).sum::<f64>() / n,
+    }
+}
