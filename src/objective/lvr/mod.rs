@@ -7,12 +7,13 @@
 //!
 //! Data flows through the files in this order: `example` (trajectory -> prompt, crop box, answer),
 //! `region` (box -> I0's merged tokens), `batch` (tokens, labels, latent slots), `loss` (the
-//! objective, with the teacher-forcing convention), `decode` (latent decoding step by step) and
+//! objective, with the teacher-forcing convention), `freeze` (what trains), `decode` (latent decoding step by step) and
 //! `generate` (answers, and the evaluation harness's `ChatModel`).
 
 pub mod batch;
 pub mod decode;
 pub mod example;
+pub mod freeze;
 pub mod generate;
 pub mod loss;
 pub mod region;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::LvrBatch;
 pub use decode::{LatentDecoder, MAX_LATENT_STEPS};
 pub use example::{LvrExample, LvrExamples, Skipped};
+pub use freeze::lvr_lora_only;
 pub use generate::{LvrChatModel, lvr_generate};
 pub use loss::{LvrLosses, lvr_losses};
 pub use region::region_tokens;
