@@ -41,9 +41,7 @@ fn processor() -> Processor {
 }
 
 fn examples(file: &TrajectoryFile) -> Vec<LvrExample> {
-    let out =
-        LvrExamples::from_trajectories(file.items.iter().map(|n| &n.trajectory), &file.base_dir)
-            .unwrap();
+    let out = LvrExamples::from_file(file).unwrap();
     assert!(out.skipped.is_empty(), "{:?}", out.skipped);
     out.examples
 }
@@ -137,7 +135,7 @@ fn the_latent_loss_regresses_each_region_token_from_the_position_before_its_slot
     let mut x = m.embed(t, Some(img.clone())).unwrap();
     for (&q, &r) in batch.latent_positions.iter().zip(&batch.latent_rows) {
         let (b, s) = (q / t.seq_len, q % t.seq_len);
-        let z: Tensor<2> = img.clone().slice([r..r + 1]);
+        let z: Tensor<2> = img.clone().narrow(0, r, 1);
         x = x.slice_assign([b..b + 1, s..s + 1], z.unsqueeze());
     }
     let (hidden, ..) = m.decode(x, t, false).unwrap();

@@ -7,7 +7,7 @@
 //! (no image in the first user turn, no final answer, a broken box) is an error.
 
 use crate::data::chat::{Message, Part, Role};
-use crate::data::trajectory::{ToolCall, Trajectory};
+use crate::data::trajectory::{ToolCall, Trajectory, TrajectoryFile};
 use crate::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -66,6 +66,7 @@ impl LvrExample {
                 .with_context(|| format!("{} call at turn {} has no bbox_2d", call.name, call.turn))
                 .with_context(ctx)?
                 .with_context(ctx)?;
+            // The crop tool's own check (inside [0, 1], not empty); the size does not matter.
             crate::tools::crop::pixel_box(b, 1000, 1000)
                 .with_context(|| format!("{} call at turn {}", call.name, call.turn))
                 .with_context(ctx)?;
@@ -145,6 +146,12 @@ impl LvrExample {
 }
 
 impl LvrExamples {
+    /// The examples of a loaded trajectory file.
+    pub fn from_file(file: &TrajectoryFile) -> Result<Self> {
+        Self::from_trajectories(file.items.iter().map(|n| &n.trajectory), &file.base_dir)
+            .with_context(|| format!("{}", file.path.display()))
+    }
+
     /// Builds the examples of `trajectories` (image paths relative to `base_dir`); the first
     /// malformed trajectory is an error.
     pub fn from_trajectories<'a>(

@@ -3,8 +3,9 @@
 //! varies), `<|lvr_end|>` is fed, and the answer is decoded greedily as text.
 //!
 //! `Generation::new_tokens` counts the answer's tokens only (latent steps are not tokens, and the
-//! two delimiters are written by the decoder, not generated); `seconds` covers everything from
-//! preprocessing to the last answer token, latent steps included.
+//! two delimiters are written by the decoder, not generated); `prompt_tokens` includes the
+//! appended `<|lvr_start|>`; `seconds` covers everything from preprocessing to the last answer
+//! token, latent steps included (the batch's wall time, as the harness's contract says).
 
 use super::decode::{LatentDecoder, MAX_LATENT_STEPS};
 use crate::data::chat::{Message, Role};
