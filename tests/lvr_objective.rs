@@ -5,6 +5,7 @@
 
 mod common;
 
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 use common::{fixture_dir, tensor_vec};
@@ -22,8 +23,13 @@ use pearl::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START};
 
 /// A few synthetic single-crop trajectories (small scenes: fast to load and encode).
 fn synth(dir: &std::path::Path, n: usize) -> TrajectoryFile {
+    synth_split(dir, n, 0)
+}
+
+/// `n` training trajectories and `test` held-out MCQ items (`test_mcq.jsonl`).
+fn synth_split(dir: &std::path::Path, n: usize, test: usize) -> TrajectoryFile {
     let mut cfg = SynthConfig::new(Task::Attribute, 7, 0);
-    (cfg.train, cfg.val, cfg.test) = (n, 0, 0);
+    (cfg.train, cfg.val, cfg.test) = (n, 0, test);
     cfg.scene.width = 240;
     cfg.scene.height = 200;
     cfg.scene.object_size = 8.0;
@@ -343,4 +349,66 @@ fn unusable_inputs_are_clear_errors() {
     .unwrap()
     .to_string();
     assert!(err.contains("latent_weight"), "{err}");
+}
+
+/// The seam the lead's `pearl eval` uses: a briefly trained LVR model answers held-out synthetic
+/// items through the harness, at two latent step counts, exactly as `lvr_generate` answers them.
+#[test]
+fn a_trained_lvr_model_goes_through_the_evaluation_harness() {
+    use pearl::eval::run::{Mode, RunConfig, evaluate};
+    let dir = tempfile::tempdir().unwrap();
+    let file = synth_split(dir.path(), 3, 4);
+    let items = pearl::eval::bench::jsonl::load(&dir.path().join("test_mcq.jsonl")).unwrap();
+    let p = processor();
+    let device = Device::default().autodiff();
+    let lora = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.0,
+        target_regex: None,
+    };
+    let mut m = lvr_lora_only(init_lora(model(&p, &device), &lora, 5).unwrap());
+    let batch = LvrBatch::build(&p, &examples(&file)).unwrap();
+    let mut optim = AdamWConfig::new().init();
+    for _ in 0..5 {
+        let l = lvr_losses(&m, &batch, &LvrConfig::default()).unwrap();
+        let g = GradientsParams::from_grads(l.total.backward(), &m);
+        m = optim.step(1e-2, m, g);
+    }
+    let m = m.valid();
+    let mut lvr = pearl::objective::lvr::LvrChatModel {
+        model: m,
+        processor: p,
+        latent_steps: 1,
+    };
+    let cfg = RunConfig {
+        bench: "synth".into(),
+        batch_size: 3,
+        bootstrap: Default::default(),
+        progress: false,
+    };
+    for steps in [1, 8] {
+        lvr.latent_steps = steps;
+        let out = dir.path().join(format!("run_{steps}"));
+        let summary = evaluate(&mut lvr, &items, &Mode::Direct, &cfg, &out).unwrap();
+        assert_eq!(summary.overall.n, items.len());
+        let records: Vec<pearl::eval::record::ItemRecord> =
+            std::fs::read_to_string(out.join("items.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        let chats: Vec<_> = items.iter().map(pearl::eval::protocol::chat_for).collect();
+        let direct = pearl::objective::lvr::lvr_generate(
+            &lvr.model,
+            &lvr.processor,
+            &chats,
+            steps,
+            pearl::eval::protocol::MAX_NEW_TOKENS,
+        )
+        .unwrap();
+        for (r, g) in records.iter().zip(&direct) {
+            assert_eq!(r.raw_output, g.text, "S={steps}, item {}", r.id);
+        }
+    }
 }
