@@ -8,7 +8,7 @@
 
 use crate::data::chat::{Message, Part, Role};
 use crate::data::trajectory::{ToolCall, Trajectory, TrajectoryFile};
-use crate::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START};
+use crate::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START, lvr_tokens};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 
@@ -100,7 +100,7 @@ impl LvrExample {
             "{}: the final answer turn is empty",
             ctx()
         );
-        for token in [LVR_START, LVR_END, LVR_LATENT] {
+        for token in lvr_tokens() {
             ensure!(
                 !t.messages.iter().any(|m| m.joined_text().contains(token)),
                 "{}: its text contains LVR's reserved token {token}",
