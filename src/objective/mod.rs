@@ -12,6 +12,7 @@ pub mod dynamics;
 pub mod freeze;
 pub mod grads;
 pub mod jepa;
+pub mod lvr;
 pub mod nextlat;
 pub mod pearl;
 pub mod sft;

@@ -37,6 +37,17 @@ pub fn pearl_tokens() -> Vec<String> {
     tokens
 }
 
+/// The tokens of the LVR-style reconstruction baseline: the delimiters of the latent span and
+/// the placeholder that holds one latent slot (its embedding is replaced, never trained as text).
+pub const LVR_START: &str = "<|lvr_start|>";
+pub const LVR_END: &str = "<|lvr_end|>";
+pub const LVR_LATENT: &str = "<|lvr_latent|>";
+
+/// All tokens the LVR baseline adds, in id order.
+pub fn lvr_tokens() -> [&'static str; 3] {
+    [LVR_START, LVR_END, LVR_LATENT]
+}
+
 /// Ids of the special tokens the processor and the model look for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
@@ -131,6 +142,22 @@ impl QwenTokenizer {
             .collect();
         self.inner.add_special_tokens(&missing);
         tokens
+            .iter()
+            .filter_map(|t| self.inner.token_to_id(t))
+            .collect()
+    }
+
+    /// Adds the LVR baseline's 3 special tokens after the last id, skipping any already present,
+    /// and returns their ids in `lvr_tokens()` order. Independent of Pearl's tokens: a tokenizer
+    /// may carry both.
+    pub fn add_lvr_tokens(&mut self) -> Vec<u32> {
+        let missing: Vec<AddedToken> = lvr_tokens()
+            .iter()
+            .filter(|t| self.inner.token_to_id(t).is_none())
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
+        self.inner.add_special_tokens(&missing);
+        lvr_tokens()
             .iter()
             .filter_map(|t| self.inner.token_to_id(t))
             .collect()
