@@ -170,3 +170,74 @@ fn eval_runs_the_fixture_model_directly_and_with_tools() {
         assert!(r.new_tokens <= 16 && !t.turns.is_empty(), "{r:?}");
     }
 }
+
+/// The LVR baseline end to end through the CLI: `pearl train --lvr` writes an adapter, and
+/// `pearl eval --latent-steps` answers with latent decoding (the latent steps cost time but no
+/// answer tokens).
+#[test]
+fn lvr_trains_and_evaluates_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = pearl::data::synth::SynthConfig::new(pearl::data::synth::Task::Chain, 5, 6);
+    (cfg.train, cfg.val, cfg.test) = (4, 1, 1);
+    cfg.scene.width = 112;
+    cfg.scene.height = 112;
+    cfg.scene.object_size = 8.0;
+    cfg.scene.clutter = 2;
+    cfg.threads = 1;
+    let data_dir = tmp.path().join("data");
+    pearl::data::synth::generate(&cfg, &data_dir).unwrap();
+    let run_dir = tmp.path().join("lvr");
+    let (model, train, out) = (
+        model_dir(),
+        data_dir.join("train.jsonl").display().to_string(),
+        run_dir.display().to_string(),
+    );
+    let o = pearl(&[
+        "train",
+        "--lvr",
+        "--model",
+        &model,
+        "--train",
+        &train,
+        "--output",
+        &out,
+        "--steps",
+        "2",
+        "--quiet",
+        "--set",
+        "max_pixels=12544",
+        "--set",
+        "lora.r=4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let adapter = run_dir.join("step-0000002/adapter");
+    assert!(adapter.join("adapter_model.safetensors").is_file());
+
+    let items = write_items(tmp.path()).display().to_string();
+    let eval_out = tmp.path().join("eval").display().to_string();
+    let adapter_s = adapter.display().to_string();
+    let o = pearl(&[
+        "eval",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter_s,
+        "--bench",
+        "jsonl",
+        "--data",
+        &items,
+        "--out",
+        &eval_out,
+        "--latent-steps",
+        "3",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let records = read_run(Path::new(&eval_out)).unwrap();
+    assert_eq!(records.len(), 3);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.new_tokens <= 4 && r.latency_s > 0.0)
+    );
+}

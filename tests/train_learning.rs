@@ -1,11 +1,12 @@
 //! Training lowers the validation loss: SFT (full fine-tuning) from the random tiny model, then
 //! Pearl (LoRA) from the SFT model lowers every term. Pearl starts from a trained model because on
 //! a random one the NextLat state target moves faster than the head learns (as the hidden states
-//! turn from noise into features), which would say nothing about the loop.
+//! turn from noise into features), which would say nothing about the loop. The LVR baseline
+//! (LoRA, vision tower frozen) trained from the same SFT model lowers its text and latent terms.
 
 mod train_common;
 
-use pearl::objective::ObjectiveConfig;
+use pearl::objective::{MethodKind, ObjectiveConfig};
 use pearl::train::metrics::Row;
 use pearl::train::{Options, run};
 use train_common::{fixture_dir, run_config, synth_data};
@@ -44,6 +45,32 @@ fn sft_then_pearl_lower_every_validation_term() {
     assert_eq!(s.best.map(|b| b.0), Some(100));
     let sft_model = dir.path().join("sft/step-0000100/model");
     assert!(sft_model.join("model.safetensors").is_file());
+
+    // LVR, LoRA (vision tower frozen), on top of the same SFT model: text and latent terms fall.
+    let mut lvr = run_config(dir.path(), train.clone(), val.clone(), 60);
+    lvr.output = dir.path().join("lvr");
+    lvr.model = Some(sft_model.clone());
+    lvr.processor = Some(fixture_dir().join("model"));
+    lvr.method = MethodKind::Lvr;
+    lvr.lvr.latent_weight = 1.0;
+    lvr.micro_batch = 1;
+    lvr.optimizer.lr = 5e-3;
+    let l = run(&lvr, &Options::default()).unwrap();
+    let (a, b) = first_and_last_val(&l.metrics);
+    let names: Vec<&str> = a.terms().iter().map(|t| t.0).collect();
+    assert_eq!(
+        names,
+        ["vlm", "latent", "total"],
+        "LVR reports text, latent, total"
+    );
+    for ((name, x), (_, y)) in a.terms().iter().zip(&b.terms()) {
+        assert!(y < &(0.95 * x), "LVR: validation {name} went {x} -> {y}");
+    }
+    assert!(
+        !dir.path()
+            .join("lvr/best/dynamics_head.safetensors")
+            .exists()
+    );
 
     // Pearl, LoRA, on top of the SFT model (the fixture directory supplies the processor files).
     let mut pearl = run_config(dir.path(), train, val, 150);

@@ -9,7 +9,7 @@ use crate::model::lora::{LoraConfig, init_lora};
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
-use crate::objective::{ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
+use crate::objective::{Batch, Method, ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
 use crate::processor::Processor;
 use crate::train::config::OptimizerConfig;
 use crate::train::optim::AdamW;
@@ -162,6 +162,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
             batch.tokens(),
             batch.supervised_tokens(),
         ));
+        let wrapped = Batch::Pearl(batch.clone());
         let mut optim = AdamW::new(&OptimizerConfig::default());
         let (mut fw, mut total) = (vec![], vec![]);
         let mut loss = 0.0;
@@ -172,8 +173,8 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
             let (next, report) = train_step(
                 model,
                 &mut optim,
-                std::slice::from_ref(&batch),
-                &obj,
+                std::slice::from_ref(&wrapped),
+                Method::Pearl(&obj),
                 1e-4,
                 1.0,
             )

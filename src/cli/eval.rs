@@ -29,6 +29,10 @@ pub struct EvalArgs {
     /// How the model answers: `none` (the fixed protocol) or `tools` (the tool-using agent).
     #[arg(long, value_enum, default_value = "none")]
     pub agent: AgentKind,
+    /// Answer with LVR's latent decoding: this many latent steps before the answer (a model
+    /// trained with `pearl train --lvr`).
+    #[arg(long)]
+    pub latent_steps: Option<usize>,
     /// Prompts per generate call. Keep 1 when latencies will be compared.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,

@@ -51,9 +51,17 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Data(a) => data::run(a),
         Command::Compare(a) => eval::run_compare(a),
-        Command::Eval(a) => eval::run_eval(a, |a| {
-            let model = generate::load_chat_model(&a.model, a.adapter.as_deref())?;
-            Ok(Box::new(model))
+        Command::Eval(a) => eval::run_eval(a, |a| match a.latent_steps {
+            None => Ok(Box::new(generate::load_chat_model(
+                &a.model,
+                a.adapter.as_deref(),
+            )?)),
+            Some(steps) => Ok(Box::new(crate::objective::lvr::LvrChatModel::load(
+                &a.model,
+                a.adapter.as_deref(),
+                steps,
+                &burn::tensor::Device::flex(),
+            )?)),
         }),
         Command::Generate(a) => generate::run(a),
         Command::Serve(a) => serve::run(a),

@@ -41,6 +41,9 @@ pub struct TrainArgs {
     /// Plain SFT on the same trajectories (no JEPA, no NextLat).
     #[arg(long)]
     sft: bool,
+    /// The LVR-style reconstruction baseline instead of Pearl (settings in `[lvr]`).
+    #[arg(long, conflicts_with = "sft")]
+    lvr: bool,
     /// Full fine-tuning instead of LoRA.
     #[arg(long)]
     full: bool,
@@ -89,6 +92,9 @@ impl TrainArgs {
         if self.sft {
             o.push("objective.jepa=false".into());
             o.push("objective.nextlat=false".into());
+        }
+        if self.lvr {
+            o.push("method=\"lvr\"".into());
         }
         if self.full {
             o.push("full=true".into());

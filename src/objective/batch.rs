@@ -11,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use std::path::Path;
 
 /// One chat to train on, with the directory its relative image paths resolve against.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Example<'a> {
     pub id: &'a str,
     pub chat: &'a [Message],

@@ -13,6 +13,7 @@ pub mod freeze;
 pub mod grads;
 pub mod jepa;
 pub mod lvr;
+pub mod method;
 pub mod nextlat;
 pub mod pearl;
 pub mod sft;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::TrainBatch;
 pub use dynamics::DynamicsHead;
+pub use method::{Batch, Method, MethodExample, MethodKind, method_losses, prepare_tokenizer};
 pub use pearl::{LossValues, Losses, PearlModel, compute_losses};
 
 /// Which assistant turns the full view's next-token loss supervises.

@@ -27,12 +27,19 @@ pub struct PearlModel {
 }
 
 /// The loss terms as numbers (what logs and `pearl inspect loss` print).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct LossValues {
+    /// Next-token cross-entropy (for LVR: on the answer).
     pub vlm: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jepa: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nextlat_state: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nextlat_token: Option<f64>,
+    /// LVR's latent regression (MSE to the region's vision embeddings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latent: Option<f64>,
     pub total: f64,
 }
 
@@ -83,6 +90,7 @@ pub fn compute_losses(
         jepa: None,
         nextlat_state: None,
         nextlat_token: None,
+        latent: None,
         total: 0.0,
     };
 

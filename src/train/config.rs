@@ -4,7 +4,8 @@
 //! TOML table before it is read, so they go through exactly the same checks.
 
 use crate::model::lora::LoraConfig;
-use crate::objective::ObjectiveConfig;
+use crate::objective::lvr::LvrConfig;
+use crate::objective::{Method, MethodKind, ObjectiveConfig};
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -59,7 +60,11 @@ pub struct RunConfig {
     pub min_pixels: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_pixels: Option<usize>,
+    /// `pearl` (Pearl, SFT or an ablation, per `[objective]`) or `lvr` (the reconstruction
+    /// baseline, per `[lvr]`).
+    pub method: MethodKind,
     pub objective: ObjectiveConfig,
+    pub lvr: LvrConfig,
     pub lora: LoraSection,
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
@@ -124,6 +129,8 @@ impl Default for RunConfig {
             min_pixels: None,
             max_pixels: None,
             objective: ObjectiveConfig::pearl(),
+            method: MethodKind::Pearl,
+            lvr: LvrConfig::default(),
             lora: LoraSection::default(),
             optimizer: OptimizerConfig::default(),
             schedule: ScheduleConfig::default(),
@@ -175,6 +182,19 @@ impl LoraSection {
 }
 
 impl RunConfig {
+    /// The method this run trains with, and its settings.
+    pub fn method(&self) -> Method<'_> {
+        match self.method {
+            MethodKind::Pearl => Method::Pearl(&self.objective),
+            MethodKind::Lvr => Method::Lvr(&self.lvr),
+        }
+    }
+
+    /// Whether the run trains a NextLat dynamics head.
+    pub fn has_dynamics_head(&self) -> bool {
+        self.method == MethodKind::Pearl && self.objective.nextlat
+    }
+
     /// Reads a run file, applies `overrides` (`key=value`, dotted keys for sections, values in
     /// TOML syntax, bare words taken as strings), resolves relative paths of the file against the
     /// file's directory, and validates the result.
@@ -285,6 +305,7 @@ impl RunConfig {
             );
         }
         self.objective.validate().context("in [objective]")?;
+        self.lvr.validate().context("in [lvr]")?;
         if !self.full {
             let l = &self.lora;
             ensure!(l.r >= 1, "[lora] `r` must be at least 1");

@@ -3,8 +3,11 @@
 //! `(seed, e)` alone, so a resumed run needs only the cursor (epoch, position) to continue it.
 
 use crate::data::chat::Message;
+use crate::data::trajectory::Trajectory;
 use crate::data::validate::{ValidateOptions, load_validated};
 use crate::objective::batch::Example;
+use crate::objective::lvr::LvrExample;
+use crate::objective::{MethodExample, MethodKind};
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -17,6 +20,8 @@ pub struct Item {
     pub id: String,
     pub chat: Vec<Message>,
     pub base_dir: PathBuf,
+    /// The trajectory as loaded (tool-call metadata included: LVR reads its crop box).
+    pub trajectory: Trajectory,
 }
 
 impl Item {
@@ -53,6 +58,7 @@ pub fn load_items(paths: &[PathBuf], skip_invalid: bool, what: &str) -> Result<V
                 id: n.trajectory.id.clone(),
                 chat: n.trajectory.render_for_pearl(),
                 base_dir: base.clone(),
+                trajectory: n.trajectory,
             })
         })
         .collect())
@@ -159,5 +165,62 @@ mod tests {
         let mut other = DataOrder::new(10, 8);
         assert_ne!(other.next_batch(&mut Cursor::default(), 10), seen);
         assert_eq!(batches_per_epoch(10, 3), 4);
+    }
+}
+
+/// The examples a method trains on: every item for Pearl; for LVR the items with a crop of the
+/// first image (the others are counted and reported, never dropped silently).
+pub enum Examples {
+    Pearl(Vec<Item>),
+    Lvr(Vec<LvrExample>),
+}
+
+impl Examples {
+    pub fn new(items: Vec<Item>, method: MethodKind, what: &str) -> Result<Self> {
+        match method {
+            MethodKind::Pearl => Ok(Examples::Pearl(items)),
+            MethodKind::Lvr => {
+                let mut out = Vec::new();
+                let mut skipped = 0;
+                for it in &items {
+                    match LvrExample::from_trajectory(&it.trajectory, &it.base_dir)
+                        .with_context(|| format!("{what} example {:?}", it.id))?
+                    {
+                        Some(e) => out.push(e),
+                        None => skipped += 1,
+                    }
+                }
+                if skipped > 0 {
+                    eprintln!(
+                        "{what} data: {skipped} of {} trajectories have no crop of the first image; LVR trains on the other {}",
+                        items.len(),
+                        out.len()
+                    );
+                }
+                anyhow::ensure!(
+                    !out.is_empty() || items.is_empty(),
+                    "none of the {what} trajectories has a crop of the first image: LVR has nothing to reconstruct"
+                );
+                Ok(Examples::Lvr(out))
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Examples::Pearl(v) => v.len(),
+            Examples::Lvr(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, i: usize) -> MethodExample<'_> {
+        match self {
+            Examples::Pearl(v) => MethodExample::Pearl(v[i].example()),
+            Examples::Lvr(v) => MethodExample::Lvr(&v[i]),
+        }
     }
 }

@@ -9,16 +9,19 @@
 
 use super::checkpoint::{self, BEST, Contents, TrainState, Trainable};
 use super::config::RunConfig;
-use super::data::{Cursor, DataOrder, Item, batches_per_epoch, load_items};
+use super::data::{Cursor, DataOrder, Examples, batches_per_epoch, load_items};
 use super::metrics::{MetricsLog, Row, plot_loss_curve};
 use super::optim::{AdamW, Schedule};
 use super::param_ids::ids_from_paths;
 use super::step::{StepReport, mean_values, train_step};
 use crate::model::lora::{LoraConfig, init_lora};
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
-use crate::objective::compute_losses;
 use crate::objective::freeze::{lora_only, set_trainable};
-use crate::objective::{DynamicsHead, LossValues, ObjectiveConfig, PearlModel, TrainBatch};
+use crate::objective::lvr::lvr_lora_only;
+use crate::objective::{
+    Batch, DynamicsHead, LossValues, Method, MethodKind, PearlModel, method_losses,
+    prepare_tokenizer,
+};
 use crate::processor::Processor;
 use anyhow::{Context, Result, bail, ensure};
 use burn::module::Module;
@@ -99,14 +102,20 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
     // Processor and data.
     let mut processor = Processor::from_dir(cfg.processor_dir()?)?;
     processor.set_pixel_limits(cfg.min_pixels, cfg.max_pixels)?;
-    if cfg.objective.jepa {
-        processor.tokenizer.add_pearl_tokens();
-    }
-    let train = load_items(&cfg.train, cfg.skip_invalid, "training")?;
+    prepare_tokenizer(&mut processor.tokenizer, cfg.method());
+    let train = Examples::new(
+        load_items(&cfg.train, cfg.skip_invalid, "training")?,
+        cfg.method,
+        "training",
+    )?;
     let val = if cfg.val.is_empty() {
-        Vec::new()
+        Examples::new(Vec::new(), cfg.method, "validation")?
     } else {
-        load_items(&cfg.val, cfg.skip_invalid, "validation")?
+        Examples::new(
+            load_items(&cfg.val, cfg.skip_invalid, "validation")?,
+            cfg.method,
+            "validation",
+        )?
     };
 
     // Model and optimizer: fresh, or the checkpoint's.
@@ -130,7 +139,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
             let vlm = checkpoint::restore_vlm(d, base)?;
             let dynamics = checkpoint::restore_head(d, &vlm)?;
             ensure!(
-                dynamics.is_some() == cfg.objective.nextlat,
+                dynamics.is_some() == cfg.has_dynamics_head(),
                 "{}: the checkpoint's dynamics head does not match the objective",
                 d.display()
             );
@@ -139,10 +148,11 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         None => fresh_model(cfg, base, &lora_cfg)?,
     };
     let model = ids_from_paths(model);
-    let mut model = if cfg.full {
-        set_trainable(model, |_| true)
-    } else {
-        lora_only(model)
+    let mut model = match (cfg.full, cfg.method) {
+        (true, _) => set_trainable(model, |_| true),
+        (false, MethodKind::Pearl) => lora_only(model),
+        // LVR's targets are the vision tower's own output: it trains with that tower frozen.
+        (false, MethodKind::Lvr) => lvr_lora_only(model),
     };
     let mut optim = AdamW::new(&cfg.optimizer);
     let mut state = TrainState {
@@ -179,7 +189,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
     if state.step == 0 && !val.is_empty() {
         // The starting point of the validation curve (and a candidate for `best/`).
         let t = Instant::now();
-        let v = validate(&model, &processor, &val, cfg.micro_batch, &cfg.objective)?;
+        let v = validate(&model, &processor, &val, cfg.micro_batch, cfg.method())?;
         log.push(Row::new("val", 0, &v, t.elapsed().as_secs_f64()))?;
         if v.total.is_finite() {
             state.best = Some((0, v.total));
@@ -204,11 +214,11 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
             return Ok(summary(&state, None, &log));
         }
         let started = Instant::now();
-        let batches: Vec<TrainBatch> = (0..cfg.grad_accum)
+        let batches: Vec<Batch> = (0..cfg.grad_accum)
             .map(|_| {
                 let idx = order.next_batch(&mut state.cursor, cfg.micro_batch);
-                let examples: Vec<_> = idx.iter().map(|&i| train[i].example()).collect();
-                TrainBatch::build(&processor, &examples, &cfg.objective)
+                let examples: Vec<_> = idx.iter().map(|&i| train.get(i)).collect();
+                Batch::build(&processor, &examples, cfg.method())
             })
             .collect::<Result<_>>()?;
         // Dropout draws from the device RNG: seed it from the step so a resume draws the same.
@@ -220,7 +230,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
             model,
             &mut optim,
             &batches,
-            &cfg.objective,
+            cfg.method(),
             lr,
             cfg.max_grad_norm,
         )
@@ -265,7 +275,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         let last = state.step == state.total_steps;
         if !val.is_empty() && (last || every(cfg.eval_every, state.step)) {
             let t = Instant::now();
-            let v = validate(&model, &processor, &val, cfg.micro_batch, &cfg.objective)?;
+            let v = validate(&model, &processor, &val, cfg.micro_batch, cfg.method())?;
             log.push(Row::new("val", state.step, &v, t.elapsed().as_secs_f64()))?;
             bar.println(format!(
                 "step {}: validation {}",
@@ -341,7 +351,7 @@ fn fresh_model(cfg: &RunConfig, base: Qwen2_5Vl, lora: &LoraConfig) -> Result<Pe
         init_lora(base, lora, cfg.seed.wrapping_add(1))?
     };
     let d = vlm.cfg.text.hidden_size;
-    let dynamics = match (&cfg.dynamics_head, cfg.objective.nextlat) {
+    let dynamics = match (&cfg.dynamics_head, cfg.has_dynamics_head()) {
         (_, false) => None,
         (Some(p), true) => Some(DynamicsHead::load(p, d, &vlm.device())?),
         (None, true) => Some(DynamicsHead::init(
@@ -377,16 +387,17 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 pub fn validate(
     model: &PearlModel,
     processor: &Processor,
-    items: &[Item],
+    items: &Examples,
     micro_batch: usize,
-    objective: &ObjectiveConfig,
+    method: Method,
 ) -> Result<LossValues> {
     let plain = model.valid();
     let mut parts = Vec::new();
-    for chunk in items.chunks(micro_batch) {
-        let examples: Vec<_> = chunk.iter().map(Item::example).collect();
-        let batch = TrainBatch::build(processor, &examples, objective)?;
-        let v = compute_losses(&plain, &batch, objective)?.values;
+    let idx: Vec<usize> = (0..items.len()).collect();
+    for chunk in idx.chunks(micro_batch.max(1)) {
+        let examples: Vec<_> = chunk.iter().map(|&i| items.get(i)).collect();
+        let batch = Batch::build(processor, &examples, method)?;
+        let v = method_losses(&plain, &batch, method)?.values;
         // Weight by examples: repeat the chunk's values once per example.
         parts.extend(std::iter::repeat_n(v, chunk.len()));
     }
@@ -453,6 +464,7 @@ fn format_losses(v: &LossValues) -> String {
         ("jepa", v.jepa),
         ("nl_state", v.nextlat_state),
         ("nl_token", v.nextlat_token),
+        ("latent", v.latent),
     ] {
         if let Some(x) = x {
             s.push_str(&format!(" {k} {x:.4}"));

@@ -20,6 +20,8 @@ pub struct Row {
     pub nextlat_state: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nextlat_token: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<f64>,
     pub total: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
@@ -46,6 +48,7 @@ impl Row {
             jepa: v.jepa.and_then(finite),
             nextlat_state: v.nextlat_state.and_then(finite),
             nextlat_token: v.nextlat_token.and_then(finite),
+            latent: v.latent.and_then(finite),
             total: finite(v.total),
             lr: None,
             grad_norm: None,
@@ -62,6 +65,7 @@ impl Row {
             ("jepa", self.jepa),
             ("nextlat_state", self.nextlat_state),
             ("nextlat_token", self.nextlat_token),
+            ("latent", self.latent),
             ("total", self.total),
         ]
         .into_iter()
@@ -128,7 +132,14 @@ pub fn plot_loss_curve(rows: &[Row], path: &Path) -> Result<()> {
         .with_context(|| format!("cannot draw {}", path.display()))
 }
 
-const TERMS: [&str; 5] = ["vlm", "jepa", "nextlat_state", "nextlat_token", "total"];
+const TERMS: [&str; 6] = [
+    "vlm",
+    "jepa",
+    "nextlat_state",
+    "nextlat_token",
+    "latent",
+    "total",
+];
 
 fn draw(
     rows: &[Row],

@@ -4,7 +4,7 @@
 //! This is the function `pearl bench train` times.
 
 use super::optim::{AdamW, clip_global_norm};
-use crate::objective::{LossValues, ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
+use crate::objective::{Batch, LossValues, Method, PearlModel, method_losses};
 use anyhow::{Result, ensure};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 
@@ -28,8 +28,8 @@ pub struct StepReport {
 pub fn train_step(
     model: PearlModel,
     optim: &mut AdamW,
-    micro_batches: &[TrainBatch],
-    objective: &ObjectiveConfig,
+    micro_batches: &[Batch],
+    method: Method,
     lr: f64,
     max_grad_norm: f64,
 ) -> Result<(PearlModel, StepReport)> {
@@ -42,7 +42,7 @@ pub fn train_step(
     let mut values = Vec::with_capacity(micro_batches.len());
     let mut finite = true;
     for batch in micro_batches {
-        let losses = compute_losses(&model, batch, objective)?;
+        let losses = method_losses(&model, batch, method)?;
         values.push(losses.values);
         if !losses.values.total.is_finite() {
             // Backward through a non-finite loss only produces non-finite gradients.
@@ -56,11 +56,8 @@ pub fn train_step(
         losses: mean_values(&values),
         grad_norm: f64::NAN,
         applied: false,
-        tokens: micro_batches.iter().map(TrainBatch::tokens).sum(),
-        supervised_tokens: micro_batches
-            .iter()
-            .map(TrainBatch::supervised_tokens)
-            .sum(),
+        tokens: micro_batches.iter().map(Batch::tokens).sum(),
+        supervised_tokens: micro_batches.iter().map(Batch::supervised_tokens).sum(),
     };
     if !finite {
         return Ok((model, report));
@@ -86,6 +83,7 @@ pub fn mean_values(values: &[LossValues]) -> LossValues {
         jepa: mean(|v| v.jepa),
         nextlat_state: mean(|v| v.nextlat_state),
         nextlat_token: mean(|v| v.nextlat_token),
+        latent: mean(|v| v.latent),
         total: values.iter().map(|v| v.total).sum::<f64>() / n,
     }
 }

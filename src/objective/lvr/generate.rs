@@ -169,6 +169,40 @@ pub struct LvrChatModel {
     pub latent_steps: usize,
 }
 
+impl LvrChatModel {
+    /// A model directory (plus an LVR-trained adapter, merged in) ready for latent decoding: the
+    /// tokenizer gets Pearl's then LVR's tokens, as in training, and the embeddings grow the same
+    /// way when the checkpoint has no rows for them.
+    pub fn load(
+        model_dir: &std::path::Path,
+        adapter: Option<&std::path::Path>,
+        latent_steps: usize,
+        device: &burn::tensor::Device,
+    ) -> Result<Self> {
+        anyhow::ensure!(
+            latent_steps <= super::MAX_LATENT_STEPS,
+            "at most {} latent steps, got {latent_steps}",
+            super::MAX_LATENT_STEPS
+        );
+        let mut processor = Processor::from_dir(model_dir)?;
+        crate::objective::prepare_tokenizer(
+            &mut processor.tokenizer,
+            crate::objective::Method::Lvr(&super::LvrConfig::default()),
+        );
+        let mut model = Qwen2_5Vl::from_dir(model_dir, device)?;
+        model.ensure_vocab(processor.tokenizer.vocab_size());
+        if let Some(dir) = adapter {
+            model =
+                crate::model::lora::merge_lora(crate::model::lora::load_peft_adapter(model, dir)?);
+        }
+        Ok(Self {
+            model,
+            processor,
+            latent_steps,
+        })
+    }
+}
+
 impl ChatModel for LvrChatModel {
     fn generate(
         &mut self,
