@@ -156,17 +156,6 @@ pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::cat(vec![x2.neg(), x1], D - 1)
 }
 
-/// Softmax attention over `[batch, heads, q, hd] x [batch, heads, k, hd]`, with an additive bias
-/// broadcast over heads (`[batch, 1, q, k]`, 0 or a large negative number for masked keys).
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
-    let hd = q.dims()[3];
-    let scores = q
-        .matmul(k.swap_dims(2, 3))
-        .mul_scalar(1.0 / (hd as f64).sqrt())
-        + bias;
-    burn::tensor::activation::softmax(scores, 3).matmul(v)
-}
-
 /// The additive value used for masked attention entries (large negative; exp underflows to 0 and an
 /// all-masked row cannot produce NaN).
 pub const MASKED: f32 = -1e30;
