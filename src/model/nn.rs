@@ -5,6 +5,7 @@
 use super::weights::{ParamKind, WeightSource};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm};
+use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 pub fn tensor1(data: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -110,12 +111,16 @@ impl Proj {
         match &self.lora {
             None => self.base.forward(x),
             Some(l) => {
-                let delta = l
-                    .dropout
-                    .forward(x.clone())
-                    .matmul(l.a.val().unsqueeze())
-                    .matmul(l.b.val().unsqueeze());
-                self.base.forward(x) + delta.mul_scalar(l.scale)
+                // The scale goes on the `[r, out]` factor rather than on the `[.., out]` product:
+                // one tiny multiplication instead of a pass (and its backward) over activations.
+                // `linear` folds the batch dimensions into rows: one matrix product per factor.
+                let b = l.b.val().mul_scalar(l.scale);
+                let delta = linear(
+                    linear(l.dropout.forward(x.clone()), l.a.val(), None),
+                    b,
+                    None,
+                );
+                self.base.forward(x) + delta
             }
         }
     }
