@@ -231,7 +231,10 @@ mod tests {
     fn fused_forward_matches_the_composed_ops() {
         let device = Device::default();
         let (q, k, v, bias) = inputs(&device);
-        assert!(fused_on::<Flex>(&q, &k, &v, &bias).is_some(), "the CPU path is fused");
+        assert!(
+            fused_on::<Flex>(&q, &k, &v, &bias).is_some(),
+            "the CPU path is fused"
+        );
         let fused = attention(q.clone(), k.clone(), v.clone(), bias.clone());
         let reference = composed(q, k, v, bias);
         fused
