@@ -6,6 +6,7 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod infer;
+pub mod malloc;
 pub mod model;
 pub mod objective;
 pub mod processor;

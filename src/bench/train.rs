@@ -3,7 +3,7 @@
 //! timed steps after warm-up of the step `pearl train` runs (`train::step::train_step`), its
 //! forward pass timed apart, tokens/s and peak memory per objective; printed as a table and as JSON.
 
-use super::{median, peak_rss_bytes, reset_peak_rss};
+use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
 use crate::data::trajectory::load_jsonl;
 use crate::model::lora::{LoraConfig, init_lora};
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
@@ -53,6 +53,8 @@ pub struct TrainBenchArgs {
 pub struct StepTiming {
     pub objective: String,
     pub step_s: f64,
+    /// CPU seconds (all threads) of a step: steadier than `step_s` on a shared machine.
+    pub step_cpu_s: Option<f64>,
     pub forward_s: f64,
     /// The rest of the step: backward, clipping, AdamW.
     pub backward_and_optimizer_s: f64,
@@ -156,12 +158,12 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         ));
         let wrapped = Batch::Pearl(batch.clone());
         let mut optim = AdamW::new(&OptimizerConfig::default());
-        let (mut fw, mut total) = (vec![], vec![]);
+        let (mut fw, mut total, mut cpu) = (vec![], vec![], vec![]);
         let mut loss = 0.0;
         reset_peak_rss();
+        // The training step itself (what `pearl train` runs: clipping and AdamW included)...
         for step in 0..=a.steps {
-            // The training step itself (what `pearl train` runs: clipping and AdamW included)...
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), process_cpu_seconds());
             let (next, report) = train_step(
                 model,
                 &mut optim,
@@ -175,26 +177,36 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
             device
                 .sync()
                 .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
-            let t1 = Instant::now();
-            // ...and its forward pass alone (every loss term; reading a value waits for it).
-            let forward = compute_losses(&model, &batch, &obj)?;
-            let _ = forward.values.total;
-            let t2 = Instant::now();
-            drop(forward);
             loss = report.losses.total;
             if step > 0 {
-                total.push((t1 - t0).as_secs_f64());
-                fw.push((t2 - t1).as_secs_f64());
+                total.push(t0.elapsed().as_secs_f64());
+                if let (Some(c0), Some(c1)) = (c0, process_cpu_seconds()) {
+                    cpu.push(c1 - c0);
+                }
             }
+        }
+        // Read before the forward-only passes below: a graph recorded without a backward pass
+        // is freed lazily, so those passes would count in the peak though training never runs them.
+        let peak = peak_rss_bytes();
+        // ...and its forward pass alone (every loss term; reading a value waits for it).
+        for _ in 0..a.steps {
+            let t1 = Instant::now();
+            let forward = compute_losses(&model, &batch, &obj)?;
+            let _ = forward.values.total;
+            fw.push(t1.elapsed().as_secs_f64());
+            // Untimed: the backward pass releases the recorded graph, so the next pass does not
+            // run beside it (the gradients are dropped).
+            drop(forward.total.backward());
         }
         let step_s = median(&total);
         results.push(StepTiming {
             objective: name.clone(),
             step_s,
+            step_cpu_s: (!cpu.is_empty()).then(|| median(&cpu)),
             forward_s: median(&fw),
             backward_and_optimizer_s: step_s - median(&fw),
             tokens_per_s: batch.tokens() as f64 / step_s,
-            peak_rss_mib: peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+            peak_rss_mib: peak.map(|b| b as f64 / (1024.0 * 1024.0)),
             loss,
         });
     }
@@ -238,8 +250,8 @@ pub fn print(r: &TrainBench) {
         r.threads
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>12} {:>9} {:>10} {:>8}",
-        "objective", "step s", "fwd s", "bwd+optim s", "tok/s", "peak MiB", "x SFT"
+        "{:<10} {:>9} {:>9} {:>9} {:>12} {:>9} {:>10} {:>8}",
+        "objective", "step s", "cpu s", "fwd s", "bwd+optim s", "tok/s", "peak MiB", "x SFT"
     );
     for t in &r.results {
         let ratio = r
@@ -249,9 +261,12 @@ pub fn print(r: &TrainBench) {
             .map(|(_, x)| format!("{x:.2}"))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<10} {:>9.3} {:>9.3} {:>12.3} {:>9.0} {:>10} {:>8}",
+            "{:<10} {:>9.3} {:>9} {:>9.3} {:>12.3} {:>9.0} {:>10} {:>8}",
             t.objective,
             t.step_s,
+            t.step_cpu_s
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "-".into()),
             t.forward_s,
             t.backward_and_optimizer_s,
             t.tokens_per_s,

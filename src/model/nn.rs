@@ -5,6 +5,7 @@
 use super::weights::{ParamKind, WeightSource};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm};
+use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 pub fn tensor1(data: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -110,12 +111,16 @@ impl Proj {
         match &self.lora {
             None => self.base.forward(x),
             Some(l) => {
-                let delta = l
-                    .dropout
-                    .forward(x.clone())
-                    .matmul(l.a.val().unsqueeze())
-                    .matmul(l.b.val().unsqueeze());
-                self.base.forward(x) + delta.mul_scalar(l.scale)
+                // The scale goes on the `[r, out]` factor rather than on the `[.., out]` product:
+                // one tiny multiplication instead of a pass (and its backward) over activations.
+                // `linear` folds the batch dimensions into rows: one matrix product per factor.
+                let b = l.b.val().mul_scalar(l.scale);
+                let delta = linear(
+                    linear(l.dropout.forward(x.clone()), l.a.val(), None),
+                    b,
+                    None,
+                );
+                self.base.forward(x) + delta
             }
         }
     }
@@ -154,17 +159,6 @@ pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let x1 = x.clone().narrow(D - 1, 0, d / 2);
     let x2 = x.narrow(D - 1, d / 2, d / 2);
     Tensor::cat(vec![x2.neg(), x1], D - 1)
-}
-
-/// Softmax attention over `[batch, heads, q, hd] x [batch, heads, k, hd]`, with an additive bias
-/// broadcast over heads (`[batch, 1, q, k]`, 0 or a large negative number for masked keys).
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
-    let hd = q.dims()[3];
-    let scores = q
-        .matmul(k.swap_dims(2, 3))
-        .mul_scalar(1.0 / (hd as f64).sqrt())
-        + bias;
-    burn::tensor::activation::softmax(scores, 3).matmul(v)
 }
 
 /// The additive value used for masked attention entries (large negative; exp underflows to 0 and an

@@ -1,8 +1,9 @@
 //! The Qwen2 text decoder of Qwen2.5-VL: grouped-query attention with q/k/v biases and M-RoPE,
 //! RMSNorm, SwiGLU MLP, final norm and the language-model head (tied to the embeddings or not).
 
+use super::attention::attention;
 use super::config::TextConfig;
-use super::nn::{Proj, attention, load_embedding, load_rms_norm, rotate_half};
+use super::nn::{Proj, load_embedding, load_rms_norm, rotate_half};
 use super::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::{Embedding, RmsNorm};
@@ -221,18 +222,8 @@ impl TextAttention {
                 (k, v)
             }
         };
-        let out = attention(q, repeat_kv(k, h / kvh), repeat_kv(v, h / kvh), bias);
+        // Grouped-query attention: each key/value head serves its group of query heads.
+        let out = attention(q, k, v, bias);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))
     }
-}
-
-/// `[b, kv, s, hd] -> [b, kv * n_rep, s, hd]`, each KV head repeated for its group of query heads.
-fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, kv, s, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kv, n_rep, s, hd])
-        .reshape([b, kv * n_rep, s, hd])
 }

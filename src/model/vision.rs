@@ -2,8 +2,9 @@
 //! in `fullatt_block_indexes`), and the patch merger that turns 2x2 patches into one LLM token.
 //! Follows transformers' `Qwen2_5_VisionTransformerPretrainedModel` in the order data flows.
 
+use super::attention::attention;
 use super::config::VisionConfig;
-use super::nn::{MASKED, Proj, attention, load_rms_norm, rotate_half};
+use super::nn::{MASKED, Proj, load_rms_norm, rotate_half};
 use super::rope::{vision_cos_sin, vision_patch_coords};
 use super::weights::WeightSource;
 use burn::module::Module;

@@ -2,12 +2,13 @@
 //!
 //! Data flows through the files in this order: `views` (one chat -> full / input / trajectory
 //! chats and the full view's labels), `batch` (tokens and images of the three views for a batch),
-//! `sft` (L_vlm), `continuation` (running a view as a continuation of the full view's cache),
+//! `sft` (L_vlm, through the fused `cross_entropy`), `continuation` (running a view as a continuation of the full view's cache),
 //! `jepa` (predicted vs target trajectory embedding), `dynamics` + `nextlat` (L_nextlat), and
 //! `pearl` (the whole objective on a [`PearlModel`]).
 
 pub mod batch;
 pub mod continuation;
+pub mod cross_entropy;
 pub mod dynamics;
 pub mod freeze;
 pub mod grads;

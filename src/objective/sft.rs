@@ -4,8 +4,9 @@
 
 use crate::model::qwen2_5_vl::Qwen2_5Vl;
 use crate::model::vision::index_tensor;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
+
+pub use super::cross_entropy::cross_entropy;
 
 /// Positions whose next token is supervised: flat index `b * seq + t` of position `t`, the token
 /// at `t + 1` it must predict, and the example it belongs to.
@@ -38,16 +39,6 @@ pub fn rows(hidden: &Tensor<3>, positions: &[usize]) -> Tensor<2> {
         .clone()
         .reshape([b * s, d])
         .select(0, index_tensor(positions, &hidden.device()))
-}
-
-/// Mean cross-entropy of `logits: [n, vocab]` against `targets`.
-pub fn cross_entropy(logits: Tensor<2>, targets: &[i64]) -> Tensor<1> {
-    let device = logits.device();
-    let t =
-        Tensor::<1, Int>::from_data(TensorData::new(targets.to_vec(), [targets.len()]), &device);
-    CrossEntropyLossConfig::new()
-        .init(&device)
-        .forward(logits, t)
 }
 
 /// L_vlm from the full view's final hidden states `[batch, seq, d]`.

@@ -1,0 +1,270 @@
+//! Scaled dot-product attention, `softmax(q k^T / sqrt(hd) + bias) v`, with grouped key/value
+//! heads, as ONE differentiable op with a hand-written backward pass.
+//!
+//! Why by hand: burn 0.22's autodiff runs attention (and softmax) as their decomposition into
+//! elementwise ops, each of which allocates and several of which keep a `[batch, heads, q, k]`
+//! tensor for the backward pass; at 1k tokens that was most of a training step's memory and a
+//! large share of its time. Here the forward pass keeps only the probabilities `p` (plus the small
+//! `q`, `k`, `v`, output), uses the backend's fused softmax, and the backward pass is the usual
+//! `dS = p * (dP - rowsum(dO * O))` in a handful of large passes. Grouped-query attention needs
+//! no repeated keys: the query heads of one group are stacked as rows of one matrix product.
+//!
+//! The op runs on the CPU backend (with or without autodiff); other backends (CUDA) take the
+//! composed path, which computes the same function with burn's differentiable ops.
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
+use burn::tensor::{BackendPrimitive, Float, Shape, Tensor};
+
+type Prim<B> = FloatTensor<B>;
+
+/// Attention of queries `q: [batch, heads, q_len, hd]` over keys and values
+/// `k, v: [batch, kv_heads, k_len, hd]` (`heads` a multiple of `kv_heads`; query head `j` uses
+/// key/value head `j / (heads / kv_heads)`), with an additive `bias: [batch, 1, q_len, k_len]`
+/// broadcast over heads (0, or [`super::nn::MASKED`] for masked keys). No gradient flows to `bias`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    if let Some(out) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&q, &k, &v, &bias) {
+        return out;
+    }
+    if let Some(out) = fused_on::<Autodiff<Flex, BalancedCheckpointing>>(&q, &k, &v, &bias) {
+        return out;
+    }
+    if let Some(out) = fused_on::<Flex>(&q, &k, &v, &bias) {
+        return out;
+    }
+    composed(q, k, v, bias)
+}
+
+/// The same function from burn's differentiable tensor ops (any backend).
+pub fn composed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    let [b, h, sq, hd] = q.dims();
+    let [_, kvh, sk, _] = k.dims();
+    let g = h / kvh;
+    let q = q
+        .mul_scalar(1.0 / (hd as f64).sqrt())
+        .reshape([b, kvh, g * sq, hd]);
+    let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, h, sq, sk]) + bias;
+    let p = burn::tensor::activation::softmax(scores, 3).reshape([b, kvh, g * sq, sk]);
+    p.matmul(v).reshape([b, h, sq, hd])
+}
+
+/// Runs the fused op if all four tensors live on backend `B` (the conversion fails otherwise).
+fn fused_on<B: FusedAttention>(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    bias: &Tensor<4>,
+) -> Option<Tensor<4>>
+where
+    Float: BackendPrimitive<B, Primitive = Prim<B>>,
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    let q = q.clone().try_into_primitive::<B>().ok()?;
+    let k = k.clone().try_into_primitive::<B>().ok()?;
+    let v = v.clone().try_into_primitive::<B>().ok()?;
+    let bias = bias.clone().try_into_primitive::<B>().ok()?;
+    Some(Tensor::from_primitive::<B>(B::fused_attention(
+        q, k, v, bias,
+    )))
+}
+
+/// The fused op on one backend.
+trait FusedAttention: Backend {
+    fn fused_attention(q: Prim<Self>, k: Prim<Self>, v: Prim<Self>, bias: Prim<Self>)
+    -> Prim<Self>;
+}
+
+impl FusedAttention for Flex {
+    fn fused_attention(
+        q: Prim<Self>,
+        k: Prim<Self>,
+        v: Prim<Self>,
+        bias: Prim<Self>,
+    ) -> Prim<Self> {
+        forward::<Flex>(q, k, v, bias).0
+    }
+}
+
+impl<B: Backend, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
+    fn fused_attention(
+        q: Prim<Self>,
+        k: Prim<Self>,
+        v: Prim<Self>,
+        bias: Prim<Self>,
+    ) -> Prim<Self> {
+        // Guards first: they keep the inputs' graph nodes registered while the primitives are used.
+        let nodes = [q.node(), k.node(), v.node()];
+        let prep = AttentionBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful();
+        let (out, saved) = forward::<B>(
+            q.into_primitive(),
+            k.into_primitive(),
+            v.into_primitive(),
+            bias.into_primitive(),
+        );
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+/// What the backward pass needs: the scaled queries grouped `[b, kvh, g*sq, hd]`, keys, values,
+/// probabilities grouped `[b, kvh, g*sq, sk]` and the output `[b, h, sq, hd]`.
+#[derive(Clone, Debug)]
+struct Saved<B: Backend> {
+    q: Prim<B>,
+    k: Prim<B>,
+    v: Prim<B>,
+    p: Prim<B>,
+    out: Prim<B>,
+    scale: f64,
+}
+
+fn dims4<B: Backend>(t: &Prim<B>) -> [usize; 4] {
+    t.shape().dims::<4>()
+}
+
+fn forward<B: Backend>(q: Prim<B>, k: Prim<B>, v: Prim<B>, bias: Prim<B>) -> (Prim<B>, Saved<B>) {
+    let [b, h, sq, hd] = dims4::<B>(&q);
+    let [_, kvh, sk, _] = dims4::<B>(&k);
+    let g = h / kvh;
+    let scale = 1.0 / (hd as f64).sqrt();
+    // Scaling the queries costs `sq * hd` multiplications instead of `sq * sk`.
+    let q = B::float_reshape(
+        B::float_mul_scalar(q, scale.into()),
+        Shape::new([b, kvh, g * sq, hd]),
+    );
+    let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3));
+    let scores = B::float_add(B::float_reshape(scores, Shape::new([b, h, sq, sk])), bias);
+    let p = B::float_reshape(B::softmax(scores, 3), Shape::new([b, kvh, g * sq, sk]));
+    let out = B::float_reshape(
+        B::float_matmul(p.clone(), v.clone()),
+        Shape::new([b, h, sq, hd]),
+    );
+    let saved = Saved {
+        q,
+        k,
+        v,
+        p,
+        out: out.clone(),
+        scale,
+    };
+    (out, saved)
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: Backend> Backward<B, 3> for AttentionBackward {
+    type State = Saved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let d_out = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let [b, h, sq, hd] = dims4::<B>(&s.out);
+        let kvh = dims4::<B>(&s.k)[1];
+        let rows = h / kvh * sq;
+        // rowsum(dP * p) = rowsum(dO * O): the small tensors give the softmax correction.
+        let correction = B::float_reshape(
+            B::float_sum_dim(B::float_mul(d_out.clone(), s.out), 3),
+            Shape::new([b, kvh, rows, 1]),
+        );
+        let d_out = B::float_reshape(d_out, Shape::new([b, kvh, rows, hd]));
+        if let Some(node) = node_v {
+            let dv = B::float_matmul(B::float_swap_dims(s.p.clone(), 2, 3), d_out.clone());
+            grads.register::<B>(node.id, dv);
+        }
+        if node_q.is_none() && node_k.is_none() {
+            return;
+        }
+        let dp = B::float_matmul(d_out, B::float_swap_dims(s.v, 2, 3));
+        let ds = B::float_mul(B::float_sub(dp, correction), s.p);
+        if let Some(node) = node_k {
+            let dk = B::float_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q);
+            grads.register::<B>(node.id, dk);
+        }
+        if let Some(node) = node_q {
+            let dq = B::float_mul_scalar(B::float_matmul(ds, s.k), s.scale.into());
+            grads.register::<B>(node.id, B::float_reshape(dq, Shape::new([b, h, sq, hd])));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, TensorData, Tolerance};
+
+    fn inputs(device: &Device) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) {
+        let (b, h, kvh, sq, sk, hd) = (2, 4, 2, 5, 7, 8);
+        let n = Distribution::Normal(0.0, 1.0);
+        let q = Tensor::random([b, h, sq, hd], n, device);
+        let k = Tensor::random([b, kvh, sk, hd], n, device);
+        let v = Tensor::random([b, kvh, sk, hd], n, device);
+        // Mask the last two keys of the second sequence, and key j > i + 2 (a shifted causal mask).
+        let mut bias = vec![0f32; b * sq * sk];
+        for bi in 0..b {
+            for i in 0..sq {
+                for j in 0..sk {
+                    if j > i + 2 || (bi == 1 && j >= sk - 2) {
+                        bias[(bi * sq + i) * sk + j] = super::super::nn::MASKED;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::from_data(TensorData::new(bias, [b, 1, sq, sk]), device);
+        (q, k, v, bias)
+    }
+
+    #[test]
+    fn fused_forward_matches_the_composed_ops() {
+        let device = Device::default();
+        let (q, k, v, bias) = inputs(&device);
+        assert!(
+            fused_on::<Flex>(&q, &k, &v, &bias).is_some(),
+            "the CPU path is fused"
+        );
+        let fused = attention(q.clone(), k.clone(), v.clone(), bias.clone());
+        let reference = composed(q, k, v, bias);
+        fused
+            .into_data()
+            .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn fused_gradients_match_autodiff_of_the_composed_ops() {
+        let device = Device::default().autodiff();
+        let (q, k, v, bias) = inputs(&device);
+        assert!(fused_on::<Autodiff<Flex>>(&q, &k, &v, &bias).is_some());
+        // A loss that weights every output element differently.
+        let w: Tensor<4> = Tensor::random(q.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let grads_of = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+            let (q, k, v) = (
+                q.clone().detach().require_grad(),
+                k.clone().detach().require_grad(),
+                v.clone().detach().require_grad(),
+            );
+            let grads = (f(q.clone(), k.clone(), v.clone(), bias.clone()) * w.clone())
+                .sum()
+                .backward();
+            [q.grad(&grads), k.grad(&grads), v.grad(&grads)].map(|g| g.expect("gradient"))
+        };
+        let fused = grads_of(attention);
+        let reference = grads_of(composed);
+        for (f, r) in fused.into_iter().zip(reference) {
+            f.into_data()
+                .assert_approx_eq::<f32>(&r.into_data(), Tolerance::absolute(1e-5));
+        }
+    }
+}
