@@ -11,7 +11,11 @@ fn png_ok(path: &Path) {
     assert!(bytes.len() > 1000, "{} is nearly empty", path.display());
     let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
         .unwrap_or_else(|e| panic!("{} is not a PNG: {e}", path.display()));
-    assert!(img.width() >= 300 && img.height() >= 300, "{}", path.display());
+    assert!(
+        img.width() >= 300 && img.height() >= 300,
+        "{}",
+        path.display()
+    );
 }
 
 fn unit(v: &serde_json::Value, what: &str) -> f64 {
@@ -80,7 +84,10 @@ fn quick_demo_writes_a_complete_computed_report() {
             let acc = unit(&cell["accuracy"], &what);
             let lo = unit(&cell["ci95"]["lo"], &what);
             let hi = unit(&cell["ci95"]["hi"], &what);
-            assert!(lo <= acc + 1e-12 && acc <= hi + 1e-12, "{what}: {lo} {acc} {hi}");
+            assert!(
+                lo <= acc + 1e-12 && acc <= hi + 1e-12,
+                "{what}: {lo} {acc} {hi}"
+            );
             assert!(cell["n"].as_u64().unwrap() >= 1);
         }
         assert_eq!(row["cells"]["overall"]["n"].as_u64(), Some(n_items));
@@ -141,7 +148,12 @@ fn quick_demo_writes_a_complete_computed_report() {
         .unwrap();
     let acc = pearl["cells"]["overall"]["accuracy"].as_f64().unwrap();
     assert!(md.contains(&format!("{:.1}", 100.0 * acc)));
-    for fig in ["figures/loss_curves.png", "figures/tsne.png", "figures/lvr_steps.png", "figures/latency.png"] {
+    for fig in [
+        "figures/loss_curves.png",
+        "figures/tsne.png",
+        "figures/lvr_steps.png",
+        "figures/latency.png",
+    ] {
         assert!(md.contains(&format!("]({fig})")), "report.md links {fig}");
     }
 }

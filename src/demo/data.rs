@@ -54,8 +54,7 @@ fn world(task: Task, seed: u64, side: u32, object_size: f64) -> SynthConfig {
     c.scene.height = side;
     c.scene.object_size = object_size;
     // 40 blobs on an 896x896 canvas (the synth default), the same density here.
-    c.scene.clutter = ((40.0 * f64::from(side) * f64::from(side) / (896.0 * 896.0)).round()
-        as usize)
-        .max(2);
+    c.scene.clutter =
+        ((40.0 * f64::from(side) * f64::from(side) / (896.0 * 896.0)).round() as usize).max(2);
     c
 }

@@ -29,7 +29,11 @@ pub fn plot_loss_panels(panels: &[(String, Vec<Curve>)], path: &Path) -> Result<
             let pts = || curves.iter().flat_map(|c| &c.1).filter(|p| p.1 > 0.0);
             let max_x = pts().map(|p| p.0).fold(1.0, f64::max);
             let hi = pts().map(|p| p.1).fold(1e-6, f64::max) * 1.3;
-            let lo = pts().map(|p| p.1).fold(f64::INFINITY, f64::min).min(hi / 10.0) * 0.8;
+            let lo = pts()
+                .map(|p| p.1)
+                .fold(f64::INFINITY, f64::min)
+                .min(hi / 10.0)
+                * 0.8;
             let mut b = ChartBuilder::on(area);
             b.margin(15);
             if text {
@@ -48,7 +52,8 @@ pub fn plot_loss_panels(panels: &[(String, Vec<Curve>)], path: &Path) -> Result<
             for (i, (label, points)) in curves.iter().enumerate() {
                 let colour = Palette99::pick(i).to_rgba();
                 let points: Vec<_> = points.iter().copied().filter(|p| p.1 > 0.0).collect();
-                let s = chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?;
+                let s =
+                    chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?;
                 if text {
                     s.label(label.as_str()).legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
@@ -81,7 +86,12 @@ pub fn plot_lvr_steps(
         root.fill(&WHITE)?;
         let xs: Vec<f64> = points.iter().map(|p| (p.0.max(1) as f64).log2()).collect();
         let x0 = xs.iter().copied().fold(f64::INFINITY, f64::min).min(0.0) - 0.3;
-        let x1 = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(1.0) + 0.3;
+        let x1 = xs
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(1.0)
+            + 0.3;
         let mut b = ChartBuilder::on(&root);
         b.margin(20);
         if text {
@@ -105,13 +115,15 @@ pub fn plot_lvr_steps(
         let line: Vec<(f64, f64)> = xs.iter().zip(points).map(|(&x, p)| (x, pct(p.1))).collect();
         let s = chart.draw_series(LineSeries::new(line.clone(), BLUE.stroke_width(2)))?;
         if text {
-            s.label("LVR").legend(|(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2))
-            });
+            s.label("LVR")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
         }
         chart.draw_series(line.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
         chart.draw_series(xs.iter().zip(points).map(|(&x, p)| {
-            PathElement::new(vec![(x, pct(p.2.lo)), (x, pct(p.2.hi))], BLUE.stroke_width(1))
+            PathElement::new(
+                vec![(x, pct(p.2.lo)), (x, pct(p.2.hi))],
+                BLUE.stroke_width(1),
+            )
         }))?;
         for (i, (label, acc)) in references.iter().enumerate() {
             let colour = [RED, GREEN, MAGENTA, BLACK][i % 4];
@@ -198,12 +210,7 @@ mod tests {
         png_ok(&p);
         let p = dir.path().join("lvr.png");
         let ci = Interval { lo: 0.2, hi: 0.5 };
-        plot_lvr_steps(
-            &[(1, 0.3, ci), (4, 0.35, ci)],
-            &[("Pearl".into(), 0.4)],
-            &p,
-        )
-        .unwrap();
+        plot_lvr_steps(&[(1, 0.3, ci), (4, 0.35, ci)], &[("Pearl".into(), 0.4)], &p).unwrap();
         png_ok(&p);
         let p = dir.path().join("lat.png");
         plot_latency(&[("a".into(), 0.1), ("b".into(), 0.5)], "latency", &p).unwrap();

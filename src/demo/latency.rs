@@ -13,10 +13,16 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 /// Times the first `cfg.eval.latency_items` trajectories of `val` with `base` + `adapter`.
-pub fn measure(cfg: &DemoConfig, base: &Path, adapter: &Path, val: &Path) -> Result<AnswerCostReport> {
+pub fn measure(
+    cfg: &DemoConfig,
+    base: &Path,
+    adapter: &Path,
+    val: &Path,
+) -> Result<AnswerCostReport> {
     // A subset file next to `val`, so that its relative image paths resolve the same way.
     let subset = val.with_file_name("latency_trajectories.jsonl");
-    let input = std::fs::File::open(val).with_context(|| format!("cannot open {}", val.display()))?;
+    let input =
+        std::fs::File::open(val).with_context(|| format!("cannot open {}", val.display()))?;
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&subset)
             .with_context(|| format!("cannot create {}", subset.display()))?,

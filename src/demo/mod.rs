@@ -112,7 +112,8 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
         let val = &val[..cfg.eval.tsne_points.min(val.len())];
         let mut panels = Vec::new();
         for run in [sft, pearl] {
-            let e = embeddings::view_embeddings(&base, &run.adapter, val, cfg.finetune.micro_batch)?;
+            let e =
+                embeddings::view_embeddings(&base, &run.adapter, val, cfg.finetune.micro_batch)?;
             let xy = tsne::tsne_2d(&e)?;
             panels.push((run.method.label(), e, xy));
         }
@@ -145,7 +146,14 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
             .collect::<Result<Vec<_>>>()?;
         let verdict = Verdict::from_comparison(&comparisons[0].comparison)?;
         let lvr_steps = table::lvr_points(&evals, &boot)?;
-        let figures = write_figures(&figures_dir, &pretrain_summary.metrics, &runs, &evals, &lvr_steps, &cost)?;
+        let figures = write_figures(
+            &figures_dir,
+            &pretrain_summary.metrics,
+            &runs,
+            &evals,
+            &lvr_steps,
+            &cost,
+        )?;
         let lvr_examples = lvr_example_count(&data.train())?;
         Ok(ReportData {
             config: cfg.clone(),
@@ -199,7 +207,12 @@ fn write_figures(
     let finetune_curves: Vec<_> = runs
         .iter()
         .filter(|r| Some(r.seed) == seed0)
-        .map(|r| (r.method.label().to_string(), curve(&r.summary.metrics, "val")))
+        .map(|r| {
+            (
+                r.method.label().to_string(),
+                curve(&r.summary.metrics, "val"),
+            )
+        })
         .collect();
     figures::plot_loss_panels(
         &[

@@ -76,16 +76,13 @@ pub fn pretrain(
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))?
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))?
     {
         let entry = entry?;
         if entry.file_type()?.is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).with_context(|| {
-                format!(
-                    "cannot copy {} to {}",
-                    entry.path().display(),
-                    to.display()
-                )
+                format!("cannot copy {} to {}", entry.path().display(), to.display())
             })?;
         }
     }

@@ -123,7 +123,11 @@ impl LatencySummary {
             median_pearl_s: r.median_direct_seconds,
             median_tool_use_s: r.median_tool_seconds,
             mean_tool_turns: r.items.iter().map(|i| i.tool_turns as f64).sum::<f64>() / n,
-            mean_tool_new_tokens: r.items.iter().map(|i| i.tool_new_tokens as f64).sum::<f64>()
+            mean_tool_new_tokens: r
+                .items
+                .iter()
+                .map(|i| i.tool_new_tokens as f64)
+                .sum::<f64>()
                 / n,
         }
     }
@@ -135,7 +139,8 @@ pub fn write(dir: &Path, data: &ReportData) -> Result<()> {
     std::fs::write(&json, serde_json::to_string_pretty(data)? + "\n")
         .with_context(|| format!("cannot write {}", json.display()))?;
     let md = dir.join("report.md");
-    std::fs::write(&md, markdown(data)).with_context(|| format!("cannot write {}", md.display()))?;
+    std::fs::write(&md, markdown(data))
+        .with_context(|| format!("cannot write {}", md.display()))?;
     Ok(())
 }
 
@@ -188,7 +193,10 @@ pub fn table_markdown(t: &Table) -> String {
 fn markdown(d: &ReportData) -> String {
     let c = &d.config;
     let mut s = String::new();
-    let _ = writeln!(s, "# Pearl demo: the paper's comparison on a synthetic visual-search world\n");
+    let _ = writeln!(
+        s,
+        "# Pearl demo: the paper's comparison on a synthetic visual-search world\n"
+    );
     let _ = writeln!(
         s,
         "Produced by `pearl demo` in {:.1} minutes. Every number below is computed by this run from \
@@ -244,7 +252,9 @@ fn markdown(d: &ReportData) -> String {
             let p = r
                 .mcnemar
                 .as_ref()
-                .map_or("n/a (several seeds)".to_string(), |m| format!("{:.3}", m.p_exact));
+                .map_or("n/a (several seeds)".to_string(), |m| {
+                    format!("{:.3}", m.p_exact)
+                });
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {:+.1} | {} | {} |",
@@ -283,7 +293,11 @@ fn markdown(d: &ReportData) -> String {
         );
     }
 
-    let _ = writeln!(s, "## Input- and trajectory-view embeddings (Figure 4)\n\n![t-SNE]({})\n", f.tsne);
+    let _ = writeln!(
+        s,
+        "## Input- and trajectory-view embeddings (Figure 4)\n\n![t-SNE]({})\n",
+        f.tsne
+    );
     let _ = writeln!(
         s,
         "t-SNE of the last-token embeddings of held-out trajectories: the input view <I0, Q> with the \
@@ -301,7 +315,11 @@ fn markdown(d: &ReportData) -> String {
     }
     s.push('\n');
 
-    let _ = writeln!(s, "## LVR: accuracy vs latent steps (Figure 3)\n\n![LVR steps]({})\n", f.lvr_steps);
+    let _ = writeln!(
+        s,
+        "## LVR: accuracy vs latent steps (Figure 3)\n\n![LVR steps]({})\n",
+        f.lvr_steps
+    );
     s.push_str("| latent steps | accuracy % | 95 % interval |\n|---|---|---|\n");
     for p in &d.lvr_steps {
         let _ = writeln!(
@@ -315,7 +333,11 @@ fn markdown(d: &ReportData) -> String {
     s.push('\n');
 
     let l = &d.latency;
-    let _ = writeln!(s, "## Answer latency: Pearl vs tool use\n\n![latency]({})\n", f.latency);
+    let _ = writeln!(
+        s,
+        "## Answer latency: Pearl vs tool use\n\n![latency]({})\n",
+        f.latency
+    );
     let _ = writeln!(
         s,
         "On {} held-out trajectories, with the Pearl model: answering Pearl-style (one turn, 4 tokens) took a median \

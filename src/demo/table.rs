@@ -148,8 +148,8 @@ fn cell(runs: &[&Evaluated], column: &str, boot: &Bootstrap) -> Result<Cell> {
         .values()
         .map(|&(right, n)| right as f64 / n as f64)
         .collect();
-    let ci95 = bootstrap_mean_ci(&scores, boot)
-        .with_context(|| format!("no items in column {column}"))?;
+    let ci95 =
+        bootstrap_mean_ci(&scores, boot).with_context(|| format!("no items in column {column}"))?;
     let records: Vec<_> = runs.iter().map(|e| e.records.clone()).collect();
     let over_seeds = (runs.len() > 1)
         .then(|| seeds::aggregate(&records, None).get(column).copied())
@@ -261,7 +261,11 @@ mod tests {
         assert_eq!(sft_overall.over_seeds.unwrap().n, 2);
         // Column y holds q1 and q3: Pearl right on q1 twice, q3 once.
         assert!((row("Pearl").cells["y"].accuracy - 0.75).abs() < 1e-12);
-        assert!(row("Base (no fine-tuning)").cells["overall"].over_seeds.is_none());
+        assert!(
+            row("Base (no fine-tuning)").cells["overall"]
+                .over_seeds
+                .is_none()
+        );
         let c = compare_with_sft(&evals, Method::Pearl, &boot).unwrap();
         assert_eq!(c.rows[0].category, OVERALL);
         assert!((c.rows[0].diff - (0.875 - 0.375)).abs() < 1e-12);

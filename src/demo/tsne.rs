@@ -1,6 +1,6 @@
 //! The t-SNE figure (the paper's Figure 4): one panel per model (SFT, Pearl), each point a
 //! held-out trajectory's input-view (circle) or trajectory-view (cross) embedding, coloured by
-//! category. t-SNE is `linfa-tsne` (Barnes-Hut); drawing is `plotters`.
+//! category. t-SNE is `linfa-tsne` (exact); drawing is `plotters`.
 
 use super::embeddings::ViewEmbeddings;
 use anyhow::{Context, Result, anyhow};
@@ -16,13 +16,18 @@ pub fn tsne_2d(e: &ViewEmbeddings) -> Result<Vec<(f64, f64)>> {
     let rows: Vec<&Vec<f32>> = e.predicted.iter().chain(&e.target).collect();
     let n = rows.len();
     let d = rows.first().map_or(0, |r| r.len());
-    let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().map(|&x| f64::from(x))).collect();
+    let flat: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| r.iter().map(|&x| f64::from(x)))
+        .collect();
     let data = Array2::from_shape_vec((n, d), flat).context("ragged embeddings")?;
     // Perplexity must stay below (n - 1) / 3; 5 is linfa's default.
     let perplexity = 5.0f64.min((n as f64 - 1.0) / 3.0 - 0.01);
+    // Exact t-SNE (threshold 0): the figure has ~100 points, and Barnes-Hut's space-partitioning
+    // tree recurses without end on coincident points, which a barely trained model can produce.
     let y = TSneParams::embedding_size(2)
         .perplexity(perplexity)
-        .approx_threshold(0.1)
+        .approx_threshold(0.0)
         .max_iter(1000)
         .check()
         .map_err(|e| anyhow!("t-SNE settings: {e}"))?
@@ -71,13 +76,11 @@ fn draw(
         let n = e.predicted.len();
         let inputs = xy[..n].iter().zip(&e.categories);
         let targets = xy[n..].iter().zip(&e.categories);
-        let s = chart.draw_series(
-            inputs.map(|(&(x, y), c)| Circle::new((x, y), 5, colour(c).filled())),
-        )?;
+        let s = chart
+            .draw_series(inputs.map(|(&(x, y), c)| Circle::new((x, y), 5, colour(c).filled())))?;
         if text {
-            s.label("input view <I0, Q> (prediction)").legend(|(x, y)| {
-                Circle::new((x, y), 5, BLACK.filled())
-            });
+            s.label("input view <I0, Q> (prediction)")
+                .legend(|(x, y)| Circle::new((x, y), 5, BLACK.filled()));
         }
         let s = chart.draw_series(
             targets.map(|(&(x, y), c)| Cross::new((x, y), 6, colour(c).stroke_width(2))),
@@ -90,7 +93,9 @@ fn draw(
                 chart
                     .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
                     .label(c.as_str())
-                    .legend(move |(x, y)| Rectangle::new([(x - 5, y - 5), (x + 5, y + 5)], col.filled()));
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x - 5, y - 5), (x + 5, y + 5)], col.filled())
+                    });
             }
             chart
                 .configure_series_labels()
