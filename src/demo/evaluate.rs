@@ -143,6 +143,27 @@ pub fn evaluate_base(
 /// Latent steps of LVR's row in the table: the authors' released checkpoint decodes 4.
 pub const LVR_STEPS: usize = 4;
 
+/// The base model on held-out items of its own pretraining world (small scenes, objects plainly
+/// visible): whether pretraining taught it to read a scene and answer with a letter at all.
+pub fn evaluate_base_on_pretraining_world(
+    cfg: &DemoConfig,
+    base: &Path,
+    items: &[McqItem],
+    eval_dir: &Path,
+    progress: bool,
+) -> Result<Summary> {
+    let mut model = LocalModel::load(base, None, &Device::default())?;
+    let dir = eval_dir.join("base-pretraining-world");
+    let run = RunConfig {
+        bench: "synthetic pretraining world (held-out validation items)".into(),
+        batch_size: cfg.eval.batch_size,
+        bootstrap: bootstrap(cfg),
+        progress,
+    };
+    evaluate(&mut model, items, &Mode::Direct, &run, &dir)
+        .context("evaluating the base model on its pretraining world")
+}
+
 /// A fine-tuned model; for LVR, once per latent-step count.
 pub fn evaluate_finetuned(
     cfg: &DemoConfig,

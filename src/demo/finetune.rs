@@ -3,10 +3,15 @@
 //! reconstruction baseline. Only the objective differs (LVR, as its authors do, also keeps the
 //! vision tower frozen: its targets are that tower's output). Each run keeps its best checkpoint
 //! by validation loss, the paper's selection rule.
+//!
+//! The next-token loss supervises the final answer turn only (the paper's LVR-data setting, and
+//! what LVR itself trains): the protocol asks for the letter at once, and a model this small
+//! that learns to write the expert's tool turns first never reaches the letter in 4 tokens.
+//! The trajectory still reaches SFT as context and Pearl as its JEPA target.
 
 use super::config::DemoConfig;
 use super::data::DemoData;
-use crate::objective::{MethodKind, ObjectiveConfig};
+use crate::objective::{MethodKind, ObjectiveConfig, Supervise};
 use crate::train::config::{LoraSection, OptimizerConfig};
 use crate::train::{self, Options, RunConfig};
 use anyhow::{Context, Result};
@@ -50,15 +55,26 @@ impl Method {
     }
 
     fn apply(self, run: &mut RunConfig) {
+        let pearl = ObjectiveConfig {
+            supervise: Supervise::LastAssistant,
+            ..ObjectiveConfig::pearl()
+        };
         match self {
-            Method::Sft => run.objective = ObjectiveConfig::sft(),
-            Method::Pearl => run.objective = ObjectiveConfig::pearl(),
+            Method::Sft => {
+                run.objective = ObjectiveConfig {
+                    jepa: false,
+                    nextlat: false,
+                    ..pearl
+                }
+            }
+            Method::Pearl => run.objective = pearl,
             Method::PearlNoNextLat => {
                 run.objective = ObjectiveConfig {
                     nextlat: false,
-                    ..ObjectiveConfig::pearl()
+                    ..pearl
                 }
             }
+            // LVR supervises the answer turn by construction.
             Method::Lvr => run.method = MethodKind::Lvr,
         }
     }

@@ -31,7 +31,7 @@ use crate::train::metrics::Row;
 use anyhow::{Context, Result};
 use evaluate::{Evaluated, System};
 use finetune::{Finetuned, Method};
-use report::{Figures, LatencySummary, NamedComparison, ReportData, Verdict};
+use report::{BaseCheck, Figures, LatencySummary, NamedComparison, ReportData, Verdict};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -82,10 +82,30 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
 
     let items = crate::eval::bench::jsonl::load(&data.test_items())?;
     let eval_dir = out.join("eval");
+    let mut base_check = None;
     let evals: Vec<Evaluated> = stages.run("4/6 evaluate on the held-out items", false, || {
         if progress {
             eprintln!("--- base model, directly and as a tool-using agent");
         }
+        let pretrain_items = crate::eval::bench::jsonl::load(&data.pretrain.join("val_mcq.jsonl"))?;
+        let check = evaluate::evaluate_base_on_pretraining_world(
+            cfg,
+            &base,
+            &pretrain_items,
+            &eval_dir,
+            progress,
+        )?;
+        let chance = pretrain_items
+            .iter()
+            .map(|i| 1.0 / i.options.len().max(1) as f64)
+            .sum::<f64>()
+            / pretrain_items.len().max(1) as f64;
+        base_check = Some(BaseCheck {
+            n: check.overall.n,
+            accuracy: check.overall.accuracy,
+            ci95: check.overall.ci95,
+            chance,
+        });
         let mut evals = evaluate::evaluate_base(cfg, &base, &items, &eval_dir, progress)?;
         for run in &runs {
             if progress {
@@ -160,6 +180,9 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
             model_parameters: Qwen2_5VlConfig::from_file(&model_files.join("config.json"))?
                 .num_params() as usize,
             table,
+            base_on_pretraining_world: base_check
+                .clone()
+                .context("the base model was not checked")?,
             comparisons,
             verdict,
             lvr_steps,

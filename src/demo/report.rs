@@ -20,6 +20,9 @@ pub struct ReportData {
     /// Parameters of the demo model.
     pub model_parameters: usize,
     pub table: Table,
+    /// The base model on held-out items of its pretraining world: accuracy, interval, items, and
+    /// the chance level there.
+    pub base_on_pretraining_world: BaseCheck,
     /// Pearl, Pearl w/o NextLat and LVR, each against SFT.
     pub comparisons: Vec<NamedComparison>,
     pub verdict: Verdict,
@@ -34,6 +37,14 @@ pub struct ReportData {
     pub wall_seconds: f64,
     /// Figure paths relative to the report directory.
     pub figures: Figures,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseCheck {
+    pub n: usize,
+    pub accuracy: f64,
+    pub ci95: Interval,
+    pub chance: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,6 +189,11 @@ pub fn table_markdown(t: &Table) -> String {
         }
         s.push('\n');
     }
+    let _ = write!(s, "| chance (uniform guess) |");
+    for c in &t.columns {
+        let _ = write!(s, " {} |", pct(t.chance.get(c).copied().unwrap_or(0.0)));
+    }
+    s.push('\n');
     let n: Vec<String> = t
         .columns
         .iter()
@@ -240,6 +256,16 @@ fn markdown(d: &ReportData) -> String {
         }
     }
 
+    let b = &d.base_on_pretraining_world;
+    let _ = writeln!(
+        s,
+        "Sanity check of the base model: on {} held-out items of its pretraining world (small scenes, objects \
+         plainly visible) it answers {} % {} (chance {} %).\n",
+        b.n,
+        pct(b.accuracy),
+        interval(&b.ci95),
+        pct(b.chance)
+    );
     let _ = writeln!(s, "## Paired comparisons against SFT\n");
     let _ = writeln!(
         s,
@@ -386,4 +412,49 @@ fn markdown(d: &ReportData) -> String {
     }
     let _ = writeln!(s, "| total | {:.1} |", d.wall_seconds);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::compare::{CompareRow, McNemar};
+    use crate::eval::stats::{Bootstrap, MeanStd};
+
+    fn comparison(diff: f64, lo: f64, hi: f64) -> Comparison {
+        let ms = |mean| MeanStd { mean, std: 0.0, n: 1 };
+        Comparison {
+            a: vec!["SFT".into()],
+            b: vec!["Pearl".into()],
+            n_common: 100,
+            n_left_out: 0,
+            bootstrap: Bootstrap::default(),
+            rows: vec![CompareRow {
+                category: "overall".into(),
+                n: 100,
+                acc_a: ms(0.5),
+                acc_b: ms(0.5 + diff),
+                diff,
+                diff_ci95: Interval { lo, hi },
+                mcnemar: Some(McNemar {
+                    only_a: 3,
+                    only_b: 9,
+                    p_exact: 0.146,
+                    chi2: 2.08,
+                    p_chi2: 0.149,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_verdict_follows_the_interval_of_the_paired_difference() {
+        let won = Verdict::from_comparison(&comparison(0.06, 0.01, 0.11)).unwrap();
+        assert!(won.statement.starts_with("Pearl beat SFT"), "{}", won.statement);
+        assert!(won.statement.contains("p = 0.146"));
+        let tie = Verdict::from_comparison(&comparison(0.06, -0.01, 0.13)).unwrap();
+        assert!(tie.statement.contains("cannot tell them apart"), "{}", tie.statement);
+        let lost = Verdict::from_comparison(&comparison(-0.06, -0.11, -0.01)).unwrap();
+        assert!(lost.statement.contains("SFT was better by +6.0 points"), "{}", lost.statement);
+        assert!((lost.pearl_accuracy - 0.44).abs() < 1e-12);
+    }
 }

@@ -20,6 +20,8 @@ pub struct Table {
     /// `overall` first, then the categories in name order.
     pub columns: Vec<String>,
     pub rows: Vec<TableRow>,
+    /// Expected accuracy of a uniform guess among each item's options, per column.
+    pub chance: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,11 +127,41 @@ pub fn build_table(evals: &[Evaluated], boot: &Bootstrap) -> Result<Table> {
                 .then(|| calls.iter().sum::<f64>() / calls.len() as f64),
         });
     }
+    let chance = columns
+        .iter()
+        .map(|c| (c.clone(), chance_of(evals, c)))
+        .collect();
     Ok(Table {
         n_items: ids.len(),
         columns,
         rows,
+        chance,
     })
+}
+
+/// Mean of 1 / (number of options) over the column's items (read from the first run's prompts,
+/// whose options are the lines starting with a letter in parentheses).
+fn chance_of(evals: &[Evaluated], column: &str) -> f64 {
+    let Some(first) = evals.first() else {
+        return 0.0;
+    };
+    let odds: Vec<f64> = first
+        .records
+        .iter()
+        .filter(|r| column == OVERALL || r.category == column)
+        .map(|r| {
+            let options = r
+                .prompt
+                .lines()
+                .filter(|l| {
+                    let b = l.as_bytes();
+                    b.len() >= 3 && b[0] == b'(' && b[1].is_ascii_uppercase() && b[2] == b')'
+                })
+                .count();
+            1.0 / options.max(1) as f64
+        })
+        .collect();
+    odds.iter().sum::<f64>() / odds.len().max(1) as f64
 }
 
 /// The cell of `column` over the system's runs (one per seed).
