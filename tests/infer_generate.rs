@@ -6,7 +6,6 @@ use burn::tensor::Device;
 use common::*;
 use pearl::data::chat::{Message, Part, Role};
 use pearl::eval::answerer::ChatModel;
-use pearl::infer::local::vl_batch;
 use pearl::infer::{GenerateOptions, LocalModel, Sampling, generate};
 use pearl::model::VlBatch;
 use pearl::processor::EncodedBatch;
@@ -65,7 +64,7 @@ fn greedy(max_new_tokens: usize, stop_tokens: Vec<u32>) -> GenerateOptions {
 /// recomputed from scratch, the last position's logits argmaxed.
 fn recompute_greedy(m: &LocalModel, enc: &EncodedBatch, steps: usize) -> Vec<u32> {
     assert_eq!(enc.batch, 1);
-    let mut batch = vl_batch(enc);
+    let mut batch = enc.to_vl();
     let mut out = vec![];
     for _ in 0..steps {
         let o = m.model.forward(&batch, false).unwrap();
@@ -90,7 +89,7 @@ fn cached_decoding_equals_recomputing_the_sequence() {
     for chat in [&chats()[0], &chats()[1]] {
         let enc = m.encode(std::slice::from_ref(chat)).unwrap();
         assert!(!enc.image_grid_thw.is_empty());
-        let cached = generate(&m.model, &vl_batch(&enc), &greedy(8, vec![])).unwrap();
+        let cached = generate(&m.model, &enc.to_vl(), &greedy(8, vec![])).unwrap();
         assert_eq!(cached.sequences[0].tokens, recompute_greedy(&m, &enc, 8));
         assert!(!cached.sequences[0].stopped);
     }
@@ -102,10 +101,10 @@ fn a_batch_gives_each_prompt_what_it_gives_alone() {
     let chats = chats();
     let enc = m.encode(&chats).unwrap();
     assert!(enc.lengths[0] != enc.lengths[1] && enc.lengths[1] != enc.lengths[2]);
-    let batched = generate(&m.model, &vl_batch(&enc), &greedy(6, vec![])).unwrap();
+    let batched = generate(&m.model, &enc.to_vl(), &greedy(6, vec![])).unwrap();
     for (i, chat) in chats.iter().enumerate() {
         let one = m.encode(std::slice::from_ref(chat)).unwrap();
-        let alone = generate(&m.model, &vl_batch(&one), &greedy(6, vec![])).unwrap();
+        let alone = generate(&m.model, &one.to_vl(), &greedy(6, vec![])).unwrap();
         assert_eq!(batched.sequences[i], alone.sequences[0], "prompt {i}");
     }
     assert_eq!(batched.timing.step_seconds.len(), 5);
@@ -115,7 +114,7 @@ fn a_batch_gives_each_prompt_what_it_gives_alone() {
 fn stop_tokens_end_one_sequence_and_the_others_go_on() {
     let m = local();
     let enc = m.encode(&chats()[..2]).unwrap();
-    let free = generate(&m.model, &vl_batch(&enc), &greedy(6, vec![])).unwrap();
+    let free = generate(&m.model, &enc.to_vl(), &greedy(6, vec![])).unwrap();
     let (a, b) = (&free.sequences[0].tokens, &free.sequences[1].tokens);
     // Stop on prompt 0's third token, provided prompt 1 never produces it.
     let stop = a[2];
@@ -123,7 +122,7 @@ fn stop_tokens_end_one_sequence_and_the_others_go_on() {
         !b.contains(&stop) && !a[..2].contains(&stop),
         "fixture changed: pick another stop token"
     );
-    let out = generate(&m.model, &vl_batch(&enc), &greedy(6, vec![stop])).unwrap();
+    let out = generate(&m.model, &enc.to_vl(), &greedy(6, vec![stop])).unwrap();
     assert_eq!(out.sequences[0].tokens, a[..3].to_vec());
     assert!(out.sequences[0].stopped);
     // Prompt 1 continues alone after prompt 0 left the batch (its cache rows are dropped).
@@ -137,7 +136,7 @@ fn the_model_dirs_stop_tokens_are_used_and_removed_from_the_text() {
     // generation_config.json of the fixture lists 574 (<|im_end|>) and 572.
     assert_eq!(m.stop_tokens, vec![574, 572]);
     let enc = m.encode(&chats()[2..]).unwrap();
-    let free = generate(&m.model, &vl_batch(&enc), &greedy(3, vec![])).unwrap();
+    let free = generate(&m.model, &enc.to_vl(), &greedy(3, vec![])).unwrap();
     let first = free.sequences[0].tokens[0];
     m.stop_tokens = vec![first];
     let g = m.generate(&chats()[2..], 3).unwrap();
@@ -149,7 +148,7 @@ fn the_model_dirs_stop_tokens_are_used_and_removed_from_the_text() {
 fn sampling_is_reproducible_and_near_zero_temperature_is_greedy() {
     let m = local();
     let enc = m.encode(&chats()[..1]).unwrap();
-    let batch = vl_batch(&enc);
+    let batch = enc.to_vl();
     let sampled = |temperature: f32, seed: u64| {
         let opts = GenerateOptions {
             max_new_tokens: 8,
@@ -230,5 +229,5 @@ fn bad_inputs_are_errors() {
         stop_tokens: vec![],
     };
     let enc = m.encode(&chats()[2..]).unwrap();
-    assert!(generate(&m.model, &vl_batch(&enc), &bad_sampling).is_err());
+    assert!(generate(&m.model, &enc.to_vl(), &bad_sampling).is_err());
 }

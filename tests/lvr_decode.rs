@@ -11,7 +11,6 @@ use common::{fixture_dir, max_abs_diff, tensor_vec};
 use pearl::data::chat::{Message, Part, Role};
 use pearl::eval::answerer::generate_checked;
 use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlBatch};
-use pearl::objective::batch::to_vl;
 use pearl::objective::lvr::generate::encode_prompts;
 use pearl::objective::lvr::{LatentDecoder, LvrChatModel, lvr_generate};
 use pearl::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START};
@@ -70,7 +69,7 @@ fn single(p: &Processor, chat: &[Message], suffix: &str) -> VlBatch {
     let ids = p.encode_text_with_images(&text, &images).unwrap();
     let pixels = images.iter().flat_map(|i| i.pixel_values.clone()).collect();
     let grids = images.iter().map(|i| i.grid_thw).collect();
-    to_vl(pad_right(&[ids], 0, pixels, p.image.patch_dim(), grids))
+    VlBatch::from(pad_right(&[ids], 0, pixels, p.image.patch_dim(), grids))
 }
 
 fn id(p: &Processor, t: &str) -> i64 {

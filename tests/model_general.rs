@@ -247,16 +247,7 @@ fn large_windows_equal_full_attention() {
 /// weights: each sequence of a padded batch gets the same logits as when run alone.
 #[test]
 fn other_config_is_padding_invariant() {
-    let mut cfg = Qwen2_5VlConfig::from_file(&fixture_dir().join("model/config.json")).unwrap();
-    cfg.text.num_hidden_layers = 3;
-    cfg.text.num_attention_heads = 8;
-    cfg.text.num_key_value_heads = 4;
-    cfg.text.mrope_section = vec![1, 1, 2];
-    cfg.text.tie_word_embeddings = true;
-    cfg.vision.depth = 3;
-    cfg.vision.num_heads = 3;
-    cfg.vision.window_size = 112;
-    cfg.vision.fullatt_block_indexes = vec![2];
+    let cfg = other_config();
     let model = Qwen2_5Vl::random(&cfg, 7, &Device::flex()).unwrap();
     assert!(model.model.lm_head.is_none());
     let batch = fixture_batch("forward_batch");

@@ -36,15 +36,7 @@ fn setup(cfg: &ObjectiveConfig) -> Setup {
     let mut processor = Processor::from_dir(&dir.join("model")).unwrap();
     processor.tokenizer.add_pearl_tokens();
     let file = load_jsonl(&dir.join("expected/pearl_trajectories.jsonl")).unwrap();
-    let examples: Vec<Example> = file
-        .items
-        .iter()
-        .map(|n| Example {
-            id: &n.trajectory.id,
-            chat: &n.trajectory.messages,
-            base_dir: &file.base_dir,
-        })
-        .collect();
+    let examples = Example::all_of(&file);
     let batch = TrainBatch::build(&processor, &examples, cfg).unwrap();
     let expected: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("expected/pearl_loss.json")).unwrap(),

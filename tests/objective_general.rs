@@ -7,33 +7,19 @@ mod common;
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
-use common::{fixture_dir, max_abs_diff, tensor_vec};
+use common::{fixture_dir, max_abs_diff, other_config, tensor_vec};
 use pearl::data::chat::Message;
 use pearl::data::trajectory::load_jsonl;
 use pearl::model::names::named_params;
 use pearl::model::vision::index_tensor;
-use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig};
-use pearl::objective::batch::{Example, to_vl};
+use pearl::model::{Qwen2_5Vl, VlBatch};
+use pearl::objective::batch::Example;
 use pearl::objective::jepa::jepa_loss;
 use pearl::objective::views::{input_view, trajectory_view};
 use pearl::objective::{
     Distance, DynamicsHead, ObjectiveConfig, PearlModel, Supervise, TrainBatch, compute_losses,
 };
 use pearl::processor::Processor;
-
-fn other_config() -> Qwen2_5VlConfig {
-    let mut cfg = Qwen2_5VlConfig::from_file(&fixture_dir().join("model/config.json")).unwrap();
-    cfg.text.num_hidden_layers = 3;
-    cfg.text.num_attention_heads = 8;
-    cfg.text.num_key_value_heads = 4;
-    cfg.text.mrope_section = vec![1, 1, 2];
-    cfg.text.tie_word_embeddings = true;
-    cfg.vision.depth = 3;
-    cfg.vision.num_heads = 3;
-    cfg.vision.window_size = 112;
-    cfg.vision.fullatt_block_indexes = vec![2];
-    cfg
-}
 
 /// Hidden state at `len - 2` of each conversation, running the view on its own.
 fn from_scratch(
@@ -44,7 +30,7 @@ fn from_scratch(
 ) -> Tensor<2> {
     let enc = p.encode(chats, &vec![false; chats.len()], base).unwrap();
     let lens = enc.lengths.clone();
-    let batch = to_vl(enc);
+    let batch = VlBatch::from(enc);
     let h = model.forward(&batch, false).unwrap().last_hidden;
     let [b, s, d] = h.dims();
     let at: Vec<usize> = (0..b).map(|i| i * s + lens[i] - 2).collect();
@@ -76,15 +62,7 @@ fn continuations_equal_views_run_from_scratch_with_gradients() {
         .iter()
         .map(|n| n.trajectory.messages.clone())
         .collect();
-    let examples: Vec<Example> = file
-        .items
-        .iter()
-        .map(|n| Example {
-            id: &n.trajectory.id,
-            chat: &n.trajectory.messages,
-            base_dir: &file.base_dir,
-        })
-        .collect();
+    let examples = Example::all_of(&file);
     let batch = TrainBatch::build(&p, &examples, &cfg).unwrap();
 
     // Ours: JEPA-only part of the objective via continuations.
@@ -171,15 +149,7 @@ fn sft_is_the_next_token_loss_alone_and_needs_no_views() {
     };
     let p = Processor::from_dir(&fixture_dir().join("model")).unwrap();
     let file = load_jsonl(&fixture_dir().join("expected/pearl_trajectories.jsonl")).unwrap();
-    let examples: Vec<Example> = file
-        .items
-        .iter()
-        .map(|n| Example {
-            id: &n.trajectory.id,
-            chat: &n.trajectory.messages,
-            base_dir: &file.base_dir,
-        })
-        .collect();
+    let examples = Example::all_of(&file);
     let sft = ObjectiveConfig::sft();
     let batch = TrainBatch::build(&p, &examples, &sft).unwrap();
     assert!(batch.input.is_none() && batch.trajectory.is_none());

@@ -7,7 +7,6 @@
 use super::{median, peak_rss_bytes};
 use crate::data::chat::{Message, Part, Role};
 use crate::eval::answerer::ChatModel;
-use crate::infer::local::vl_batch;
 use crate::infer::{GenerateOptions, LocalModel, Sampling, generate};
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::processor::Processor;
@@ -90,7 +89,7 @@ pub fn run(b: &GenerateBench) -> anyhow::Result<GenerateReport> {
     let init_seconds = started.elapsed().as_secs_f64();
     let chat = user_turn(&b.prompt, &b.images)?;
     let enc = local.encode(std::slice::from_ref(&chat))?;
-    let batch = vl_batch(&enc);
+    let batch = enc.to_vl();
     let opts = GenerateOptions {
         max_new_tokens: b.new_tokens,
         sampling: Sampling::greedy(),

@@ -113,15 +113,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         "{} holds no trajectories",
         a.data.display()
     );
-    let examples: Vec<Example> = file
-        .items
-        .iter()
-        .map(|n| Example {
-            id: &n.trajectory.id,
-            chat: &n.trajectory.messages,
-            base_dir: &file.base_dir,
-        })
-        .collect();
+    let examples = Example::all_of(&file);
     let device = Device::default().autodiff();
     let lora = LoraConfig {
         r: a.lora_r,

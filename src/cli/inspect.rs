@@ -83,8 +83,8 @@ fn params(config: PathBuf, json: bool) -> anyhow::Result<()> {
 /// written under transformers' names so it can be compared with a reference.
 fn forward(model_dir: PathBuf, messages: PathBuf, out: PathBuf) -> anyhow::Result<()> {
     use crate::data::chat::Message;
+    use crate::model::Qwen2_5Vl;
     use crate::model::checkpoint::{RawTensor, write_raw_safetensors};
-    use crate::model::{Qwen2_5Vl, VlBatch};
     use anyhow::Context;
 
     #[derive(serde::Deserialize)]
@@ -105,14 +105,7 @@ fn forward(model_dir: PathBuf, messages: PathBuf, out: PathBuf) -> anyhow::Resul
     let enc = processor.encode(&conv.conversations, &flags, base_dir)?;
     let device = burn::tensor::Device::flex();
     let model = Qwen2_5Vl::from_dir(&model_dir, &device)?;
-    let batch = VlBatch {
-        input_ids: enc.input_ids.clone(),
-        attention_mask: enc.attention_mask.clone(),
-        batch: enc.batch,
-        seq_len: enc.seq_len,
-        pixel_values: enc.pixel_values.clone(),
-        image_grid_thw: enc.image_grid_thw.clone(),
-    };
+    let batch = enc.to_vl();
     let o = model.forward(&batch, true)?;
     let (b, s) = (enc.batch, enc.seq_len);
     let f = |t: burn::tensor::Tensor<3>| -> anyhow::Result<(Vec<usize>, Vec<f32>)> {

@@ -83,15 +83,7 @@ pub fn run(a: LossArgs) -> anyhow::Result<()> {
         "{} holds no chats",
         a.data.display()
     );
-    let examples: Vec<Example> = file
-        .items
-        .iter()
-        .map(|n| Example {
-            id: &n.trajectory.id,
-            chat: &n.trajectory.messages,
-            base_dir: &file.base_dir,
-        })
-        .collect();
+    let examples = Example::all_of(&file);
     let batch = TrainBatch::build(&processor, &examples, &cfg)?;
     let losses = compute_losses(&model, &batch, &cfg)?;
     println!("{}", serde_json::to_string_pretty(&losses.values)?);

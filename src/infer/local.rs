@@ -6,8 +6,8 @@ use super::sampling::Sampling;
 use super::stop::stop_tokens;
 use crate::data::chat::Message;
 use crate::eval::answerer::{ChatModel, Generation};
+use crate::model::Qwen2_5Vl;
 use crate::model::lora::{load_peft_adapter, merge_lora};
-use crate::model::{Qwen2_5Vl, VlBatch};
 use crate::processor::{EncodedBatch, Processor};
 use anyhow::Context;
 use burn::tensor::Device;
@@ -67,7 +67,7 @@ impl LocalModel {
             sampling,
             stop_tokens: self.stop_tokens.clone(),
         };
-        let out = generate_streaming(&self.model, &vl_batch(enc), &opts, on_token)?;
+        let out = generate_streaming(&self.model, &enc.to_vl(), &opts, on_token)?;
         let seconds = started.elapsed().as_secs_f64();
         let image_pad = i64::from(self.processor.tokenizer.special().image_pad);
         out.sequences
@@ -111,17 +111,5 @@ impl ChatModel for LocalModel {
             g.seconds += encode_seconds;
         }
         Ok(gens)
-    }
-}
-
-/// The model's view of a processor batch.
-pub fn vl_batch(enc: &EncodedBatch) -> VlBatch {
-    VlBatch {
-        input_ids: enc.input_ids.clone(),
-        attention_mask: enc.attention_mask.clone(),
-        batch: enc.batch,
-        seq_len: enc.seq_len,
-        pixel_values: enc.pixel_values.clone(),
-        image_grid_thw: enc.image_grid_thw.clone(),
     }
 }

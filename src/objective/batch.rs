@@ -5,6 +5,7 @@
 use super::ObjectiveConfig;
 use super::views::{TurnTokens, assistant_labels, input_view, trajectory_view};
 use crate::data::chat::Message;
+use crate::data::trajectory::TrajectoryFile;
 use crate::model::qwen2_5_vl::VlBatch;
 use crate::processor::{EncodedBatch, ProcessedImage, Processor, pad_right};
 use anyhow::{Context, Result, ensure};
@@ -16,6 +17,20 @@ pub struct Example<'a> {
     pub id: &'a str,
     pub chat: &'a [Message],
     pub base_dir: &'a Path,
+}
+
+impl<'a> Example<'a> {
+    /// Every chat of a trajectory file, as stored (its images resolve against the file's folder).
+    pub fn all_of(file: &'a TrajectoryFile) -> Vec<Example<'a>> {
+        file.items
+            .iter()
+            .map(|n| Example {
+                id: &n.trajectory.id,
+                chat: &n.trajectory.messages,
+                base_dir: &file.base_dir,
+            })
+            .collect()
+    }
 }
 
 /// A view that is run as a continuation of the full view (see `continuation`).
@@ -137,7 +152,7 @@ impl TrainBatch {
                 .collect();
             let e = pad_right(&ids, pad, Vec::new(), enc.patch_dim, grids);
             ViewBatch {
-                tokens: to_vl(e),
+                tokens: VlBatch::from(e),
                 image_rows,
             }
         };
@@ -148,22 +163,11 @@ impl TrainBatch {
         };
         Ok(Self {
             ids: examples.iter().map(|e| e.id.to_string()).collect(),
-            full: to_vl(enc),
+            full: VlBatch::from(enc),
             labels,
             input,
             trajectory,
         })
-    }
-}
-
-pub fn to_vl(e: EncodedBatch) -> VlBatch {
-    VlBatch {
-        input_ids: e.input_ids,
-        attention_mask: e.attention_mask,
-        batch: e.batch,
-        seq_len: e.seq_len,
-        pixel_values: e.pixel_values,
-        image_grid_thw: e.image_grid_thw,
     }
 }
 

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, ensure};
 use std::path::Path;
 
 use crate::data::chat::{ImageSource, Message};
+use crate::model::qwen2_5_vl::VlBatch;
 pub use chat_template::ChatTemplate;
 pub use image::{ImageProcessorConfig, ProcessedImage, smart_resize};
 pub use tokenizer::QwenTokenizer;
@@ -41,7 +42,26 @@ pub struct EncodedBatch {
     pub lengths: Vec<usize>,
 }
 
+/// The model's view of a batch: ids, mask and pixels as the model takes them.
+impl From<EncodedBatch> for VlBatch {
+    fn from(e: EncodedBatch) -> Self {
+        VlBatch {
+            input_ids: e.input_ids,
+            attention_mask: e.attention_mask,
+            batch: e.batch,
+            seq_len: e.seq_len,
+            pixel_values: e.pixel_values,
+            image_grid_thw: e.image_grid_thw,
+        }
+    }
+}
+
 impl EncodedBatch {
+    /// The model's view of this batch (a copy; `VlBatch::from` moves instead).
+    pub fn to_vl(&self) -> VlBatch {
+        VlBatch::from(self.clone())
+    }
+
     /// Number of patch rows in `pixel_values`.
     pub fn num_patches(&self) -> usize {
         self.image_grid_thw

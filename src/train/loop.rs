@@ -186,16 +186,45 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         },
     };
 
-    if state.step == 0 && !val.is_empty() {
-        // The starting point of the validation curve (and a candidate for `best/`).
-        let t = Instant::now();
-        let v = validate(&model, &processor, &val, cfg.micro_batch, cfg.method())?;
-        log.push(Row::new("val", 0, &v, t.elapsed().as_secs_f64()))?;
-        if v.total.is_finite() {
-            state.best = Some((0, v.total));
+    let bar = progress_bar(state.total_steps, state.step, opts.progress);
+    let mut final_val = None;
+    let mut done_here = 0;
+    // A fresh run validates before its first step: the start of the validation curve, and a
+    // candidate for `best/`.
+    let mut validate_now = state.step == 0;
+    let mut save_now = false;
+    loop {
+        if validate_now && !val.is_empty() {
+            let t = Instant::now();
+            let v = validate(&model, &processor, &val, cfg.micro_batch, cfg.method())?;
+            log.push(Row::new("val", state.step, &v, t.elapsed().as_secs_f64()))?;
+            if state.step > 0 {
+                bar.println(format!(
+                    "step {}: validation {}",
+                    state.step,
+                    format_losses(&v)
+                ));
+            }
+            if v.total.is_finite() && state.best.is_none_or(|(_, b)| v.total < b) {
+                state.best = Some((state.step, v.total));
+                write(
+                    out,
+                    BEST,
+                    &model,
+                    trainable(),
+                    &optim,
+                    &state,
+                    &run_toml,
+                    &log,
+                )?;
+            }
+            final_val = Some(v);
+        }
+        if save_now {
+            let name = checkpoint::step_name(state.step);
             write(
                 out,
-                BEST,
+                &name,
                 &model,
                 trainable(),
                 &optim,
@@ -203,12 +232,11 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
                 &run_toml,
                 &log,
             )?;
+            checkpoint::prune(out, cfg.keep_last)?;
         }
-    }
-    let bar = progress_bar(state.total_steps, state.step, opts.progress);
-    let mut final_val = None;
-    let mut done_here = 0;
-    while state.step < state.total_steps {
+        if state.step >= state.total_steps {
+            break;
+        }
         if opts.stop_after.is_some_and(|n| done_here >= n) {
             bar.abandon();
             return Ok(summary(&state, None, &log));
@@ -273,44 +301,8 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         }
 
         let last = state.step == state.total_steps;
-        if !val.is_empty() && (last || every(cfg.eval_every, state.step)) {
-            let t = Instant::now();
-            let v = validate(&model, &processor, &val, cfg.micro_batch, cfg.method())?;
-            log.push(Row::new("val", state.step, &v, t.elapsed().as_secs_f64()))?;
-            bar.println(format!(
-                "step {}: validation {}",
-                state.step,
-                format_losses(&v)
-            ));
-            if v.total.is_finite() && state.best.is_none_or(|(_, b)| v.total < b) {
-                state.best = Some((state.step, v.total));
-                write(
-                    out,
-                    BEST,
-                    &model,
-                    trainable(),
-                    &optim,
-                    &state,
-                    &run_toml,
-                    &log,
-                )?;
-            }
-            final_val = Some(v);
-        }
-        if last || every(cfg.save_every, state.step) {
-            let name = checkpoint::step_name(state.step);
-            write(
-                out,
-                &name,
-                &model,
-                trainable(),
-                &optim,
-                &state,
-                &run_toml,
-                &log,
-            )?;
-            checkpoint::prune(out, cfg.keep_last)?;
-        }
+        validate_now = last || every(cfg.eval_every, state.step);
+        save_now = last || every(cfg.save_every, state.step);
     }
     bar.finish();
     if let Err(e) = plot_loss_curve(&log.rows, &out.join("loss.png")) {

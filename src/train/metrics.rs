@@ -235,6 +235,7 @@ mod tests {
                 jepa: Some(0.5),
                 nextlat_state: Some(0.1),
                 nextlat_token: Some(f64::NAN),
+                latent: None,
                 total: 3.5 / step as f64,
             };
             let mut r = Row::new("train", step, &v, 0.1);
@@ -249,6 +250,7 @@ mod tests {
                 jepa: None,
                 nextlat_state: None,
                 nextlat_token: None,
+                latent: None,
                 total: 1.0,
             },
             0.2,

@@ -89,3 +89,20 @@ pub fn fixture_batch(name: &str) -> pearl::model::VlBatch {
         },
     }
 }
+
+/// Another member of the family than the fixture: deeper, GQA 8/4, tied embeddings, other M-RoPE
+/// sections, other windows and full-attention blocks (same tokenizer and patch geometry).
+pub fn other_config() -> pearl::model::Qwen2_5VlConfig {
+    let mut cfg =
+        pearl::model::Qwen2_5VlConfig::from_file(&fixture_dir().join("model/config.json")).unwrap();
+    cfg.text.num_hidden_layers = 3;
+    cfg.text.num_attention_heads = 8;
+    cfg.text.num_key_value_heads = 4;
+    cfg.text.mrope_section = vec![1, 1, 2];
+    cfg.text.tie_word_embeddings = true;
+    cfg.vision.depth = 3;
+    cfg.vision.num_heads = 3;
+    cfg.vision.window_size = 112;
+    cfg.vision.fullatt_block_indexes = vec![2];
+    cfg
+}

@@ -13,7 +13,6 @@ use super::example::LvrExample;
 use super::region::region_tokens;
 use crate::model::qwen2_5_vl::VlBatch;
 use crate::objective::Supervise;
-use crate::objective::batch::to_vl;
 use crate::objective::views::{TurnTokens, assistant_labels};
 use crate::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START};
 use crate::processor::{ProcessedImage, Processor, pad_right};
@@ -130,7 +129,7 @@ impl LvrBatch {
         }
         Ok(Self {
             ids: examples.iter().map(|e| e.id.clone()).collect(),
-            tokens: to_vl(enc),
+            tokens: VlBatch::from(enc),
             labels,
             latent_positions,
             latent_rows,

@@ -11,7 +11,6 @@ use super::decode::{LatentDecoder, MAX_LATENT_STEPS};
 use crate::data::chat::{Message, Role};
 use crate::eval::answerer::{ChatModel, Generation};
 use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
-use crate::objective::batch::to_vl;
 use crate::processor::tokenizer::{LVR_END, LVR_START};
 use crate::processor::{ProcessedImage, Processor, pad_right};
 use anyhow::{Context, Result, bail, ensure};
@@ -84,7 +83,7 @@ pub fn encode_prompts(processor: &Processor, chats: &[Vec<Message>]) -> Result<L
         grids,
     );
     Ok(LvrPrompts {
-        tokens: to_vl(enc),
+        tokens: VlBatch::from(enc),
         image_tokens,
     })
 }
