@@ -112,7 +112,7 @@ impl Verdict {
             )
         };
         let statement = match p {
-            Some(p) => format!("{statement} Exact McNemar test: p = {p:.3}."),
+            Some(p) => format!("{statement} Exact McNemar test: p {}.", p_value(p)),
             None => statement,
         };
         Ok(Self {
@@ -153,6 +153,15 @@ pub fn write(dir: &Path, data: &ReportData) -> Result<()> {
     std::fs::write(&md, markdown(data))
         .with_context(|| format!("cannot write {}", md.display()))?;
     Ok(())
+}
+
+/// `= 0.146`, or `< 0.001` rather than a p-value printed as zero.
+fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("= {p:.3}")
+    }
 }
 
 fn pct(x: f64) -> String {
@@ -279,7 +288,7 @@ fn markdown(d: &ReportData) -> String {
                 .mcnemar
                 .as_ref()
                 .map_or("n/a (several seeds)".to_string(), |m| {
-                    format!("{:.3}", m.p_exact)
+                    p_value(m.p_exact).trim_start_matches("= ").to_string()
                 });
             let _ = writeln!(
                 s,
@@ -421,7 +430,11 @@ mod tests {
     use crate::eval::stats::{Bootstrap, MeanStd};
 
     fn comparison(diff: f64, lo: f64, hi: f64) -> Comparison {
-        let ms = |mean| MeanStd { mean, std: 0.0, n: 1 };
+        let ms = |mean| MeanStd {
+            mean,
+            std: 0.0,
+            n: 1,
+        };
         Comparison {
             a: vec!["SFT".into()],
             b: vec!["Pearl".into()],
@@ -449,12 +462,24 @@ mod tests {
     #[test]
     fn the_verdict_follows_the_interval_of_the_paired_difference() {
         let won = Verdict::from_comparison(&comparison(0.06, 0.01, 0.11)).unwrap();
-        assert!(won.statement.starts_with("Pearl beat SFT"), "{}", won.statement);
-        assert!(won.statement.contains("p = 0.146"));
+        assert!(
+            won.statement.starts_with("Pearl beat SFT"),
+            "{}",
+            won.statement
+        );
+        assert!(won.statement.contains("p = 0.146"), "{}", won.statement);
         let tie = Verdict::from_comparison(&comparison(0.06, -0.01, 0.13)).unwrap();
-        assert!(tie.statement.contains("cannot tell them apart"), "{}", tie.statement);
+        assert!(
+            tie.statement.contains("cannot tell them apart"),
+            "{}",
+            tie.statement
+        );
         let lost = Verdict::from_comparison(&comparison(-0.06, -0.11, -0.01)).unwrap();
-        assert!(lost.statement.contains("SFT was better by +6.0 points"), "{}", lost.statement);
+        assert!(
+            lost.statement.contains("SFT was better by +6.0 points"),
+            "{}",
+            lost.statement
+        );
         assert!((lost.pearl_accuracy - 0.44).abs() < 1e-12);
     }
 }
