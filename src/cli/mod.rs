@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
@@ -43,6 +44,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Fold a LoRA adapter into its base model: a plain hub-layout checkpoint.
     Merge(train::MergeArgs),
+    /// The paper's comparison end to end on a CPU: data, base model, four fine-tunings, report.
+    Demo(demo::DemoArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -68,5 +71,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Bench(c) => bench::run(c),
         Command::Train(a) => train::run(a),
         Command::Merge(a) => train::run_merge(a),
+        Command::Demo(a) => demo::run(a),
     }
 }

@@ -1,0 +1,204 @@
+//! The demo's knobs. The defaults are sized so that the whole comparison (data, pretraining, four
+//! fine-tunings, every evaluation, the figures) finishes in about 20 minutes on 2 CPU cores; the
+//! `quick` variant is the smoke test CI runs (same stages, a few examples and steps each).
+
+use anyhow::{Result, ensure};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoConfig {
+    /// Seed of the data and of the first fine-tuning seed (`seed + k` for the k-th seed).
+    pub seed: u64,
+    /// Fine-tuning seeds: every method is fine-tuned once per seed, from the same base model.
+    pub seeds: usize,
+    pub data: DataConfig,
+    pub pretrain: TrainSettings,
+    pub finetune: TrainSettings,
+    /// LoRA rank of the four fine-tunings (alpha = 2 r, as the paper's 64 / 128).
+    pub lora_rank: usize,
+    /// Image pixel budget of the demo model (its `preprocessor_config.json` says the same).
+    pub max_pixels: usize,
+    pub eval: EvalSettings,
+}
+
+/// The synthetic world (`data::synth`): tool-use trajectories on large scenes for fine-tuning and
+/// the held-out test items, small scenes without tools for pretraining.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataConfig {
+    /// Tool-use trajectories to fine-tune on.
+    pub train: usize,
+    /// Held-out trajectories: validation loss (best checkpoint) and the t-SNE figure.
+    pub val: usize,
+    /// Held-out MCQ items every model is evaluated on.
+    pub test: usize,
+    /// Side of the tool-use scenes, pixels.
+    pub scene_side: u32,
+    /// Side of a queried object, pixels (the same in both worlds).
+    pub object_size: f64,
+    /// Pretraining examples (captions and direct questions on small scenes).
+    pub pretrain_train: usize,
+    pub pretrain_val: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSettings {
+    pub steps: usize,
+    pub lr: f64,
+    pub micro_batch: usize,
+    /// Validation (and best-checkpoint candidates) every this many steps.
+    pub eval_every: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSettings {
+    pub batch_size: usize,
+    /// Latent steps the LVR baseline decodes, for the accuracy-vs-steps figure; must include
+    /// LVR's published 4, the LVR row of the table.
+    pub lvr_steps: Vec<usize>,
+    /// Tool-using agent: calls allowed per item and tokens per turn.
+    pub agent_max_calls: usize,
+    pub agent_max_new_tokens: usize,
+    /// Held-out trajectories embedded for the t-SNE figure.
+    pub tsne_points: usize,
+    /// Trajectories replayed to time Pearl-style vs tool-using answers, and runs per timing.
+    pub latency_items: usize,
+    pub latency_runs: usize,
+    pub bootstrap_resamples: usize,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            seeds: 1,
+            data: DataConfig {
+                train: 320,
+                val: 48,
+                test: 200,
+                scene_side: 448,
+                object_size: 12.0,
+                pretrain_train: 4000,
+                pretrain_val: 100,
+            },
+            pretrain: TrainSettings {
+                steps: 1200,
+                lr: 2e-3,
+                micro_batch: 8,
+                eval_every: 400,
+            },
+            finetune: TrainSettings {
+                steps: 200,
+                lr: 2e-3,
+                micro_batch: 4,
+                eval_every: 50,
+            },
+            lora_rank: 16,
+            max_pixels: 112 * 112,
+            eval: EvalSettings {
+                batch_size: 16,
+                lvr_steps: vec![1, 2, 4, 8, 16],
+                agent_max_calls: 2,
+                agent_max_new_tokens: 32,
+                tsne_points: 48,
+                latency_items: 12,
+                latency_runs: 3,
+                bootstrap_resamples: 2000,
+            },
+        }
+    }
+}
+
+impl DemoConfig {
+    /// The smoke version: every stage runs, on a handful of examples and steps.
+    pub fn quick() -> Self {
+        let d = Self::default();
+        Self {
+            data: DataConfig {
+                train: 16,
+                val: 12,
+                test: 16,
+                scene_side: 224,
+                pretrain_train: 16,
+                pretrain_val: 4,
+                ..d.data
+            },
+            pretrain: TrainSettings {
+                steps: 4,
+                micro_batch: 2,
+                eval_every: 2,
+                ..d.pretrain
+            },
+            finetune: TrainSettings {
+                steps: 3,
+                micro_batch: 2,
+                eval_every: 3,
+                ..d.finetune
+            },
+            lora_rank: 4,
+            max_pixels: 56 * 56,
+            eval: EvalSettings {
+                batch_size: 8,
+                lvr_steps: vec![1, 4],
+                agent_max_calls: 1,
+                agent_max_new_tokens: 8,
+                tsne_points: 12,
+                latency_items: 2,
+                latency_runs: 1,
+                bootstrap_resamples: 200,
+            },
+            ..d
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.seeds >= 1, "--seeds must be at least 1");
+        ensure!(
+            self.data.train >= 1 && self.data.val >= 1 && self.data.test >= 1,
+            "every split needs at least one example"
+        );
+        ensure!(
+            self.pretrain.steps >= 1 && self.finetune.steps >= 1,
+            "training needs at least one step"
+        );
+        ensure!(
+            self.eval.lvr_steps.contains(&super::evaluate::LVR_STEPS),
+            "the LVR latent-step counts must include {} (LVR's row of the table)",
+            super::evaluate::LVR_STEPS
+        );
+        // t-SNE's perplexity (5) needs more than 3 * 5 points in each panel.
+        ensure!(
+            self.eval.tsne_points.min(self.data.val) * 2 > 16,
+            "the t-SNE figure needs at least 9 held-out trajectories"
+        );
+        Ok(())
+    }
+
+    /// The fine-tuning seeds.
+    pub fn seed_list(&self) -> Vec<u64> {
+        (0..self.seeds as u64).map(|k| self.seed + k).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_quick_are_valid_and_quick_is_smaller() {
+        let (d, q) = (DemoConfig::default(), DemoConfig::quick());
+        d.validate().unwrap();
+        q.validate().unwrap();
+        assert!(q.finetune.steps < d.finetune.steps);
+        assert!(q.data.train < d.data.train);
+        assert!(d.eval.lvr_steps.contains(&4));
+    }
+
+    #[test]
+    fn zero_seeds_is_refused() {
+        let c = DemoConfig {
+            seeds: 0,
+            ..DemoConfig::quick()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("--seeds"));
+    }
+}

@@ -1,0 +1,215 @@
+//! Stage 4: every system answers the same held-out MCQ items under the fixed protocol
+//! (`eval::run::evaluate`: one user turn, greedy, 4 new tokens): the base model, the base model as
+//! a tool-using agent (crop tool, several turns), the four fine-tunings, and LVR at several latent
+//! step counts (the paper's Figure 3).
+
+use super::config::DemoConfig;
+use super::finetune::{Finetuned, Method};
+use crate::data::mcq::McqItem;
+use crate::eval::agent::AgentConfig;
+use crate::eval::answerer::ChatModel;
+use crate::eval::record::ItemRecord;
+use crate::eval::run::{Mode, RunConfig, evaluate};
+use crate::eval::stats::Bootstrap;
+use crate::eval::summary::Summary;
+use crate::infer::LocalModel;
+use crate::objective::lvr::LvrChatModel;
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use std::path::{Path, PathBuf};
+
+/// What was evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum System {
+    Base,
+    BaseWithTools,
+    Finetuned(Method),
+    /// LVR decoding this many latent steps.
+    LvrSteps(usize),
+}
+
+impl System {
+    pub fn label(&self) -> String {
+        match self {
+            System::Base => "Base (no fine-tuning)".into(),
+            System::BaseWithTools => "Base + crop tool (agent)".into(),
+            System::Finetuned(Method::Lvr) => "LVR (4 latent steps)".into(),
+            System::Finetuned(m) => m.label().into(),
+            System::LvrSteps(s) => format!("LVR ({s} latent steps)"),
+        }
+    }
+
+    fn slug(&self) -> String {
+        match self {
+            System::Base => "base".into(),
+            System::BaseWithTools => "base-tools".into(),
+            System::Finetuned(m) => m.slug().into(),
+            System::LvrSteps(s) => format!("lvr-steps{s}"),
+        }
+    }
+}
+
+/// One system's evaluation (per fine-tuning seed for fine-tuned systems).
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub system: System,
+    /// Fine-tuning seed (`None` for the base model).
+    pub seed: Option<u64>,
+    pub dir: PathBuf,
+    pub summary: Summary,
+    pub records: Vec<ItemRecord>,
+}
+
+/// Runs `system` over `items` into `eval_dir/<system>[-seedN]`.
+fn run_one(
+    model: &mut dyn ChatModel,
+    system: System,
+    seed: Option<u64>,
+    items: &[McqItem],
+    mode: &Mode,
+    cfg: &DemoConfig,
+    eval_dir: &Path,
+    progress: bool,
+) -> Result<Evaluated> {
+    let name = match seed {
+        Some(s) => format!("{}-seed{s}", system.slug()),
+        None => system.slug(),
+    };
+    let dir = eval_dir.join(name);
+    let run = RunConfig {
+        bench: "synthetic visual search (held-out test split)".into(),
+        batch_size: cfg.eval.batch_size,
+        bootstrap: bootstrap(cfg),
+        progress,
+    };
+    let summary = evaluate(model, items, mode, &run, &dir)
+        .with_context(|| format!("evaluating {}", system.label()))?;
+    let records = crate::eval::record::read_run(&dir)?;
+    Ok(Evaluated {
+        system,
+        seed,
+        dir,
+        summary,
+        records,
+    })
+}
+
+pub fn bootstrap(cfg: &DemoConfig) -> Bootstrap {
+    Bootstrap {
+        resamples: cfg.eval.bootstrap_resamples,
+        seed: cfg.seed,
+        level: 0.95,
+    }
+}
+
+/// The base model, directly and as a tool-using agent.
+pub fn evaluate_base(
+    cfg: &DemoConfig,
+    base: &Path,
+    items: &[McqItem],
+    eval_dir: &Path,
+    progress: bool,
+) -> Result<Vec<Evaluated>> {
+    let device = Device::default();
+    let mut model = LocalModel::load(base, None, &device)?;
+    let direct = run_one(
+        &mut model,
+        System::Base,
+        None,
+        items,
+        &Mode::Direct,
+        cfg,
+        eval_dir,
+        progress,
+    )?;
+    let agent = AgentConfig {
+        max_calls: cfg.eval.agent_max_calls,
+        max_new_tokens: cfg.eval.agent_max_new_tokens,
+        ..AgentConfig::new(eval_dir.join("agent-crops"))
+    };
+    let tools = run_one(
+        &mut model,
+        System::BaseWithTools,
+        None,
+        items,
+        &Mode::Tools(agent),
+        cfg,
+        eval_dir,
+        progress,
+    )?;
+    Ok(vec![direct, tools])
+}
+
+/// Latent steps of LVR's row in the table: the authors' released checkpoint decodes 4.
+pub const LVR_STEPS: usize = 4;
+
+/// The base model on held-out items of its own pretraining world (small scenes, objects plainly
+/// visible): whether pretraining taught it to read a scene and answer with a letter at all.
+pub fn evaluate_base_on_pretraining_world(
+    cfg: &DemoConfig,
+    base: &Path,
+    items: &[McqItem],
+    eval_dir: &Path,
+    progress: bool,
+) -> Result<Summary> {
+    let mut model = LocalModel::load(base, None, &Device::default())?;
+    let dir = eval_dir.join("base-pretraining-world");
+    let run = RunConfig {
+        bench: "synthetic pretraining world (held-out validation items)".into(),
+        batch_size: cfg.eval.batch_size,
+        bootstrap: bootstrap(cfg),
+        progress,
+    };
+    evaluate(&mut model, items, &Mode::Direct, &run, &dir)
+        .context("evaluating the base model on its pretraining world")
+}
+
+/// A fine-tuned model; for LVR, once per latent-step count.
+pub fn evaluate_finetuned(
+    cfg: &DemoConfig,
+    base: &Path,
+    run: &Finetuned,
+    items: &[McqItem],
+    eval_dir: &Path,
+    progress: bool,
+) -> Result<Vec<Evaluated>> {
+    let device = Device::default();
+    let seed = Some(run.seed);
+    if run.method != Method::Lvr {
+        let mut model = LocalModel::load(base, Some(&run.adapter), &device)?;
+        return Ok(vec![run_one(
+            &mut model,
+            System::Finetuned(run.method),
+            seed,
+            items,
+            &Mode::Direct,
+            cfg,
+            eval_dir,
+            progress,
+        )?]);
+    }
+    let mut model = LvrChatModel::load(base, Some(&run.adapter), LVR_STEPS, &device)?;
+    let mut out = Vec::new();
+    for &steps in &cfg.eval.lvr_steps {
+        model.latent_steps = steps;
+        let e = run_one(
+            &mut model,
+            System::LvrSteps(steps),
+            seed,
+            items,
+            &Mode::Direct,
+            cfg,
+            eval_dir,
+            progress,
+        )?;
+        if steps == LVR_STEPS {
+            // LVR's row in the table is the published setting: the same run, not a second one.
+            out.push(Evaluated {
+                system: System::Finetuned(Method::Lvr),
+                ..e.clone()
+            });
+        }
+        out.push(e);
+    }
+    Ok(out)
+}

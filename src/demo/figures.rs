@@ -1,0 +1,219 @@
+//! The report's line and bar figures (`plotters`): the fine-tuning loss curves of the four methods
+//! side by side, LVR's accuracy against the number of latent steps (the paper's Figure 3, with
+//! Pearl and SFT as horizontal references), and answer latency Pearl vs tool use. Text needs a
+//! system font; without one each figure is drawn without labels rather than not at all.
+
+use crate::eval::stats::Interval;
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+use std::path::Path;
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn with_fallback(path: &Path, draw: impl Fn(bool) -> DrawResult) -> Result<()> {
+    draw(true)
+        .or_else(|_| draw(false))
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("cannot draw {}", path.display()))
+}
+
+/// One line: label and `(step, loss)` points.
+pub type Curve = (String, Vec<(f64, f64)>);
+
+/// Loss curves, one panel per `(title, curves)`, log-scale y.
+pub fn plot_loss_panels(panels: &[(String, Vec<Curve>)], path: &Path) -> Result<()> {
+    with_fallback(path, |text| {
+        let root = BitMapBackend::new(path, (620 * panels.len() as u32, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        for (area, (title, curves)) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+            let pts = || curves.iter().flat_map(|c| &c.1).filter(|p| p.1 > 0.0);
+            let max_x = pts().map(|p| p.0).fold(1.0, f64::max);
+            let hi = pts().map(|p| p.1).fold(1e-6, f64::max) * 1.3;
+            let lo = pts()
+                .map(|p| p.1)
+                .fold(f64::INFINITY, f64::min)
+                .min(hi / 10.0)
+                * 0.8;
+            let mut b = ChartBuilder::on(area);
+            b.margin(15);
+            if text {
+                b.caption(title.as_str(), ("sans-serif", 20))
+                    .x_label_area_size(35)
+                    .y_label_area_size(50);
+            }
+            let mut chart = b.build_cartesian_2d(0.0..max_x, (lo..hi).log_scale())?;
+            if text {
+                chart
+                    .configure_mesh()
+                    .x_desc("step")
+                    .y_desc("loss")
+                    .draw()?;
+            }
+            for (i, (label, points)) in curves.iter().enumerate() {
+                let colour = Palette99::pick(i).to_rgba();
+                let points: Vec<_> = points.iter().copied().filter(|p| p.1 > 0.0).collect();
+                let s =
+                    chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?;
+                if text {
+                    s.label(label.as_str()).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                    });
+                }
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+            }
+            if text {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    })
+}
+
+/// LVR accuracy (with 95 % intervals) against latent steps on a log2 axis, and horizontal
+/// references `(label, accuracy)`.
+pub fn plot_lvr_steps(
+    points: &[(usize, f64, Interval)],
+    references: &[(String, f64)],
+    path: &Path,
+) -> Result<()> {
+    with_fallback(path, |text| {
+        let root = BitMapBackend::new(path, (800, 520)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let xs: Vec<f64> = points.iter().map(|p| (p.0.max(1) as f64).log2()).collect();
+        let x0 = xs.iter().copied().fold(f64::INFINITY, f64::min).min(0.0) - 0.3;
+        let x1 = xs
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(1.0)
+            + 0.3;
+        let mut b = ChartBuilder::on(&root);
+        b.margin(20);
+        if text {
+            b.caption(
+                "LVR: accuracy vs latent steps at inference",
+                ("sans-serif", 22),
+            )
+            .x_label_area_size(40)
+            .y_label_area_size(55);
+        }
+        let mut chart = b.build_cartesian_2d(x0..x1, 0.0..100.0)?;
+        if text {
+            chart
+                .configure_mesh()
+                .x_desc("latent steps (log2)")
+                .y_desc("accuracy (%)")
+                .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+                .draw()?;
+        }
+        let pct = |v: f64| 100.0 * v;
+        let line: Vec<(f64, f64)> = xs.iter().zip(points).map(|(&x, p)| (x, pct(p.1))).collect();
+        let s = chart.draw_series(LineSeries::new(line.clone(), BLUE.stroke_width(2)))?;
+        if text {
+            s.label("LVR")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        }
+        chart.draw_series(line.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
+        chart.draw_series(xs.iter().zip(points).map(|(&x, p)| {
+            PathElement::new(
+                vec![(x, pct(p.2.lo)), (x, pct(p.2.hi))],
+                BLUE.stroke_width(1),
+            )
+        }))?;
+        for (i, (label, acc)) in references.iter().enumerate() {
+            let colour = [RED, GREEN, MAGENTA, BLACK][i % 4];
+            let s = chart.draw_series(LineSeries::new(
+                vec![(x0, pct(*acc)), (x1, pct(*acc))],
+                colour.stroke_width(2),
+            ))?;
+            if text {
+                s.label(label.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    })
+}
+
+/// Bars of `(label, seconds)`.
+pub fn plot_latency(bars: &[(String, f64)], title: &str, path: &Path) -> Result<()> {
+    with_fallback(path, |text| {
+        let root = BitMapBackend::new(path, (700, 460)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let hi = bars.iter().map(|b| b.1).fold(1e-6, f64::max) * 1.2;
+        let mut b = ChartBuilder::on(&root);
+        b.margin(20);
+        if text {
+            b.caption(title, ("sans-serif", 22))
+                .x_label_area_size(40)
+                .y_label_area_size(60);
+        }
+        let n = bars.len();
+        let mut chart = b.build_cartesian_2d(0.0..n as f64, 0.0..hi)?;
+        if text {
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n)
+                .x_label_formatter(&|x| {
+                    let i = (x - 0.5).round();
+                    if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+                        bars[i as usize].0.clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_desc("seconds per answer (median)")
+                .draw()?;
+        }
+        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            let colour = Palette99::pick(i).to_rgba();
+            Rectangle::new(
+                [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)],
+                colour.filled(),
+            )
+        }))?;
+        root.present()?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_ok(path: &Path) {
+        let img = image::open(path).unwrap();
+        assert!(img.width() > 100 && img.height() > 100);
+    }
+
+    #[test]
+    fn each_figure_is_a_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("loss.png");
+        let curve = ("SFT".to_string(), vec![(0.0, 3.0), (10.0, 1.0)]);
+        plot_loss_panels(&[("val".into(), vec![curve])], &p).unwrap();
+        png_ok(&p);
+        let p = dir.path().join("lvr.png");
+        let ci = Interval { lo: 0.2, hi: 0.5 };
+        plot_lvr_steps(&[(1, 0.3, ci), (4, 0.35, ci)], &[("Pearl".into(), 0.4)], &p).unwrap();
+        png_ok(&p);
+        let p = dir.path().join("lat.png");
+        plot_latency(&[("a".into(), 0.1), ("b".into(), 0.5)], "latency", &p).unwrap();
+        png_ok(&p);
+    }
+}

@@ -1,0 +1,296 @@
+//! `pearl demo`: the paper's comparison, end to end, on a CPU. The stages run in the order data
+//! flows, one file each: `data` (the synthetic world), `pretrain` (the base model), `finetune`
+//! (SFT, Pearl, Pearl w/o NextLat, LVR), `evaluate` (every system on the held-out items),
+//! `embeddings` + `tsne` (Figure 4), `latency` (Pearl vs tool use), `table` (the numbers),
+//! `figures` and `report` (the report directory). `config` holds the knobs, `model_dir` the demo
+//! model's files, `progress` the stage headers.
+//!
+//! The output directory holds `report.md`, `table.json` and `figures/` at its top, and the work
+//! behind them: `model/` (config and processor files), `data/`, `pretrain/` (with the base model
+//! in `pretrain/base`), `runs/` (one fine-tuning per method and seed), `eval/` (per-item records).
+
+pub mod config;
+pub mod data;
+pub mod embeddings;
+pub mod evaluate;
+pub mod figures;
+pub mod finetune;
+pub mod latency;
+pub mod model_dir;
+pub mod pretrain;
+pub mod progress;
+pub mod report;
+pub mod table;
+pub mod tsne;
+
+pub use config::DemoConfig;
+
+use crate::model::Qwen2_5VlConfig;
+use crate::train::data::load_items;
+use crate::train::metrics::Row;
+use anyhow::{Context, Result};
+use evaluate::{Evaluated, System};
+use finetune::{Finetuned, Method};
+use report::{BaseCheck, Figures, LatencySummary, NamedComparison, ReportData, Verdict};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a finished demo leaves behind.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub report: PathBuf,
+    pub data: ReportData,
+}
+
+/// Runs every stage into `out`. `progress` shows stage headers and progress bars on stderr.
+pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
+    cfg.validate()?;
+    let started = Instant::now();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let out = std::path::absolute(out)
+        .with_context(|| format!("cannot make {} absolute", out.display()))?;
+    let mut stages = progress::Stages::new(progress);
+    let model_files = out.join("model");
+    model_dir::write_model_files(&model_files, cfg.max_pixels)?;
+
+    let data = stages.run("1/6 synthesize the data", true, || {
+        data::synthesize(cfg, &out.join("data"))
+    })?;
+    let (base, pretrain_summary) = stages.run("2/6 pretrain the base model", false, || {
+        pretrain::pretrain(cfg, &model_files, &data, &out.join("pretrain"), progress)
+    })?;
+    let runs: Vec<Finetuned> = stages.run("3/6 fine-tune four ways", false, || {
+        let mut runs = Vec::new();
+        for seed in cfg.seed_list() {
+            for method in Method::ALL {
+                if progress {
+                    eprintln!("--- {} (seed {seed})", method.label());
+                }
+                runs.push(finetune::finetune(
+                    cfg,
+                    &base,
+                    &data,
+                    method,
+                    seed,
+                    &out.join("runs"),
+                    progress,
+                )?);
+            }
+        }
+        Ok(runs)
+    })?;
+
+    let items = crate::eval::bench::jsonl::load(&data.test_items())?;
+    let eval_dir = out.join("eval");
+    let mut base_check = None;
+    let evals: Vec<Evaluated> = stages.run("4/6 evaluate on the held-out items", false, || {
+        if progress {
+            eprintln!("--- base model, directly and as a tool-using agent");
+        }
+        let pretrain_items = crate::eval::bench::jsonl::load(&data.pretrain.join("val_mcq.jsonl"))?;
+        let check = evaluate::evaluate_base_on_pretraining_world(
+            cfg,
+            &base,
+            &pretrain_items,
+            &eval_dir,
+            progress,
+        )?;
+        let chance = pretrain_items
+            .iter()
+            .map(|i| 1.0 / i.options.len().max(1) as f64)
+            .sum::<f64>()
+            / pretrain_items.len().max(1) as f64;
+        base_check = Some(BaseCheck {
+            n: check.overall.n,
+            accuracy: check.overall.accuracy,
+            ci95: check.overall.ci95,
+            chance,
+        });
+        let mut evals = evaluate::evaluate_base(cfg, &base, &items, &eval_dir, progress)?;
+        for run in &runs {
+            if progress {
+                eprintln!("--- {} (seed {})", run.method.label(), run.seed);
+            }
+            evals.extend(evaluate::evaluate_finetuned(
+                cfg, &base, run, &items, &eval_dir, progress,
+            )?);
+        }
+        Ok(evals)
+    })?;
+
+    let first = |m: Method| {
+        runs.iter()
+            .find(|r| r.method == m)
+            .with_context(|| format!("no {} run", m.label()))
+    };
+    let (sft, pearl) = (first(Method::Sft)?, first(Method::Pearl)?);
+    let figures_dir = out.join("figures");
+    std::fs::create_dir_all(&figures_dir)
+        .with_context(|| format!("cannot create {}", figures_dir.display()))?;
+    let alignment = stages.run("5/6 embeddings (t-SNE) and answer latency", true, || {
+        let val = load_items(&[data.val()], false, "validation")?;
+        let val = &val[..cfg.eval.tsne_points.min(val.len())];
+        let mut panels = Vec::new();
+        for run in [sft, pearl] {
+            let e =
+                embeddings::view_embeddings(&base, &run.adapter, val, cfg.finetune.micro_batch)?;
+            let xy = tsne::tsne_2d(&e)?;
+            panels.push((run.method.label(), e, xy));
+        }
+        let refs: Vec<_> = panels
+            .iter()
+            .map(|(t, e, xy)| (*t, e, xy.clone()))
+            .collect();
+        tsne::plot_panels(&refs, &figures_dir.join("tsne.png"))?;
+        let alignment: Vec<_> = panels
+            .iter()
+            .map(|(t, e, _)| (t.to_string(), e.alignment()))
+            .collect();
+        let cost = latency::measure(cfg, &base, &pearl.adapter, &data.val())?;
+        Ok((alignment, cost))
+    })?;
+    let (alignment, cost) = alignment;
+
+    let data_out = stages.run("6/6 write the report", true, || {
+        let boot = evaluate::bootstrap(cfg);
+        let table = table::build_table(&evals, &boot)?;
+        let comparisons = [Method::Pearl, Method::PearlNoNextLat, Method::Lvr]
+            .into_iter()
+            .map(|m| {
+                Ok(NamedComparison {
+                    a: Method::Sft.label().into(),
+                    b: m.label().into(),
+                    comparison: table::compare_with_sft(&evals, m, &boot)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let verdict = Verdict::from_comparison(&comparisons[0].comparison)?;
+        let lvr_steps = table::lvr_points(&evals, &boot)?;
+        let figures = write_figures(
+            &figures_dir,
+            &pretrain_summary.metrics,
+            &runs,
+            &evals,
+            &lvr_steps,
+            &cost,
+        )?;
+        let lvr_examples = lvr_example_count(&data.train())?;
+        Ok(ReportData {
+            config: cfg.clone(),
+            model_parameters: Qwen2_5VlConfig::from_file(&model_files.join("config.json"))?
+                .num_params() as usize,
+            table,
+            base_on_pretraining_world: base_check
+                .clone()
+                .context("the base model was not checked")?,
+            comparisons,
+            verdict,
+            lvr_steps,
+            latency: LatencySummary::from_report(&cost),
+            alignment,
+            lvr_examples: Some(lvr_examples),
+            stages: Vec::new(),
+            wall_seconds: 0.0,
+            figures,
+        })
+    })?;
+    let mut data_out = data_out;
+    data_out.stages = stages.done.clone();
+    data_out.wall_seconds = started.elapsed().as_secs_f64();
+    report::write(&out, &data_out)?;
+    Ok(Outcome {
+        report: out.join("report.md"),
+        data: data_out,
+    })
+}
+
+/// Trajectories LVR can train on (those with a crop call), out of all training trajectories.
+fn lvr_example_count(train: &Path) -> Result<(usize, usize)> {
+    let file = crate::data::trajectory::load_jsonl(train)?;
+    let ex = crate::objective::lvr::LvrExamples::from_file(&file)?;
+    Ok((ex.examples.len(), file.items.len()))
+}
+
+/// Draws every figure into `dir`; returns their paths relative to the report directory.
+fn write_figures(
+    dir: &Path,
+    pretrain: &[Row],
+    runs: &[Finetuned],
+    evals: &[Evaluated],
+    lvr_steps: &[table::LvrPoint],
+    cost: &crate::bench::answer_cost::AnswerCostReport,
+) -> Result<Figures> {
+    let curve = |rows: &[Row], split: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter(|r| r.split == split)
+            .filter_map(|r| r.vlm.map(|v| (r.step as f64, v)))
+            .collect()
+    };
+    let seed0 = runs.first().map(|r| r.seed);
+    let finetune_curves: Vec<_> = runs
+        .iter()
+        .filter(|r| Some(r.seed) == seed0)
+        .map(|r| {
+            (
+                r.method.label().to_string(),
+                curve(&r.summary.metrics, "val"),
+            )
+        })
+        .collect();
+    figures::plot_loss_panels(
+        &[
+            (
+                "pretraining (base model)".into(),
+                vec![
+                    ("train".into(), curve(pretrain, "train")),
+                    ("validation".into(), curve(pretrain, "val")),
+                ],
+            ),
+            ("fine-tuning: validation vlm loss".into(), finetune_curves),
+        ],
+        &dir.join("loss_curves.png"),
+    )?;
+    let mut per_run_loss = Vec::new();
+    for r in runs {
+        let name = format!("loss_{}-seed{}.png", r.method.slug(), r.seed);
+        let from = r.run_dir.join("loss.png");
+        std::fs::copy(&from, dir.join(&name))
+            .with_context(|| format!("cannot copy {}", from.display()))?;
+        per_run_loss.push(format!("figures/{name}"));
+    }
+
+    let overall = |s: &System| -> Option<f64> {
+        let runs: Vec<_> = evals.iter().filter(|e| &e.system == s).collect();
+        (!runs.is_empty()).then(|| {
+            runs.iter().map(|e| e.summary.overall.accuracy).sum::<f64>() / runs.len() as f64
+        })
+    };
+    let references: Vec<(String, f64)> = [
+        System::Finetuned(Method::Pearl),
+        System::Finetuned(Method::Sft),
+        System::Base,
+    ]
+    .iter()
+    .filter_map(|s| overall(s).map(|a| (s.label(), a)))
+    .collect();
+    let points: Vec<_> = lvr_steps
+        .iter()
+        .map(|p| (p.latent_steps, p.accuracy, p.ci95))
+        .collect();
+    figures::plot_lvr_steps(&points, &references, &dir.join("lvr_steps.png"))?;
+    figures::plot_latency(
+        &[
+            ("Pearl (direct)".into(), cost.median_direct_seconds),
+            ("tool use".into(), cost.median_tool_seconds),
+        ],
+        "answer latency: Pearl vs tool use",
+        &dir.join("latency.png"),
+    )?;
+    Ok(Figures {
+        loss_curves: "figures/loss_curves.png".into(),
+        per_run_loss,
+        tsne: "figures/tsne.png".into(),
+        lvr_steps: "figures/lvr_steps.png".into(),
+        latency: "figures/latency.png".into(),
+    })
+}

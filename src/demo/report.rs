@@ -1,0 +1,485 @@
+//! Stage 5: the report directory. `table.json` holds every number (the Table-1-shaped table, the
+//! paired comparisons, LVR per latent-step count, latency, view alignment, timings); `report.md`
+//! presents the same numbers with the figures and says plainly whether Pearl beat SFT here.
+
+use super::config::DemoConfig;
+use super::embeddings::Alignment;
+use super::table::{LvrPoint, Table};
+use crate::bench::answer_cost::AnswerCostReport;
+use crate::eval::compare::Comparison;
+use crate::eval::stats::Interval;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Everything the report states.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportData {
+    pub config: DemoConfig,
+    /// Parameters of the demo model.
+    pub model_parameters: usize,
+    pub table: Table,
+    /// The base model on held-out items of its pretraining world: accuracy, interval, items, and
+    /// the chance level there.
+    pub base_on_pretraining_world: BaseCheck,
+    /// Pearl, Pearl w/o NextLat and LVR, each against SFT.
+    pub comparisons: Vec<NamedComparison>,
+    pub verdict: Verdict,
+    pub lvr_steps: Vec<LvrPoint>,
+    pub latency: LatencySummary,
+    /// View alignment of the t-SNE figure's embeddings, per model.
+    pub alignment: Vec<(String, Alignment)>,
+    /// LVR training examples (trajectories with a crop call) out of all training trajectories.
+    pub lvr_examples: Option<(usize, usize)>,
+    /// `(stage, seconds)` in order, and the total.
+    pub stages: Vec<(String, f64)>,
+    pub wall_seconds: f64,
+    /// Figure paths relative to the report directory.
+    pub figures: Figures,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseCheck {
+    pub n: usize,
+    pub accuracy: f64,
+    pub ci95: Interval,
+    pub chance: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedComparison {
+    pub a: String,
+    pub b: String,
+    pub comparison: Comparison,
+}
+
+/// Pearl vs SFT overall, in words and numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub pearl_accuracy: f64,
+    pub sft_accuracy: f64,
+    pub diff: f64,
+    pub diff_ci95: Interval,
+    pub mcnemar_p: Option<f64>,
+    pub statement: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencySummary {
+    pub items: usize,
+    pub median_pearl_s: f64,
+    pub median_tool_use_s: f64,
+    pub mean_tool_turns: f64,
+    pub mean_tool_new_tokens: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub loss_curves: String,
+    pub per_run_loss: Vec<String>,
+    pub tsne: String,
+    pub lvr_steps: String,
+    pub latency: String,
+}
+
+impl Verdict {
+    pub fn from_comparison(c: &Comparison) -> Result<Self> {
+        let row = c.rows.first().context("the comparison has no rows")?;
+        let (lo, hi) = (row.diff_ci95.lo, row.diff_ci95.hi);
+        let p = row.mcnemar.as_ref().map(|m| m.p_exact);
+        let pts = |x: f64| format!("{:+.1} points", 100.0 * x);
+        let statement = if lo > 0.0 {
+            format!(
+                "Pearl beat SFT here: {} overall, 95 % interval [{}, {}] excludes zero.",
+                pts(row.diff),
+                pts(lo),
+                pts(hi)
+            )
+        } else if hi < 0.0 {
+            format!(
+                "Pearl did not beat SFT here: SFT was better by {} overall, 95 % interval [{}, {}] excludes zero.",
+                pts(-row.diff),
+                pts(-hi),
+                pts(-lo)
+            )
+        } else {
+            format!(
+                "Pearl did not beat SFT here: the difference is {} overall and its 95 % interval [{}, {}] includes zero, so this run cannot tell them apart.",
+                pts(row.diff),
+                pts(lo),
+                pts(hi)
+            )
+        };
+        let statement = match p {
+            Some(p) => format!("{statement} Exact McNemar test: p {}.", p_value(p)),
+            None => statement,
+        };
+        Ok(Self {
+            pearl_accuracy: row.acc_b.mean,
+            sft_accuracy: row.acc_a.mean,
+            diff: row.diff,
+            diff_ci95: row.diff_ci95,
+            mcnemar_p: p,
+            statement,
+        })
+    }
+}
+
+impl LatencySummary {
+    pub fn from_report(r: &AnswerCostReport) -> Self {
+        let n = r.items.len().max(1) as f64;
+        Self {
+            items: r.items.len(),
+            median_pearl_s: r.median_direct_seconds,
+            median_tool_use_s: r.median_tool_seconds,
+            mean_tool_turns: r.items.iter().map(|i| i.tool_turns as f64).sum::<f64>() / n,
+            mean_tool_new_tokens: r
+                .items
+                .iter()
+                .map(|i| i.tool_new_tokens as f64)
+                .sum::<f64>()
+                / n,
+        }
+    }
+}
+
+/// Writes `table.json` and `report.md` into `dir`.
+pub fn write(dir: &Path, data: &ReportData) -> Result<()> {
+    let json = dir.join("table.json");
+    std::fs::write(&json, serde_json::to_string_pretty(data)? + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let md = dir.join("report.md");
+    std::fs::write(&md, markdown(data))
+        .with_context(|| format!("cannot write {}", md.display()))?;
+    Ok(())
+}
+
+/// `= 0.146`, or `< 0.001` rather than a p-value printed as zero.
+fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("= {p:.3}")
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}", 100.0 * x)
+}
+
+fn interval(i: &Interval) -> String {
+    format!("[{}, {}]", pct(i.lo), pct(i.hi))
+}
+
+/// The table as markdown: accuracy (%) and its 95 % interval per category.
+pub fn table_markdown(t: &Table) -> String {
+    let mut s = String::from("| system |");
+    for c in &t.columns {
+        let _ = write!(s, " {c} |");
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(t.columns.len()));
+    s.push('\n');
+    for row in &t.rows {
+        let _ = write!(s, "| {} |", row.system);
+        for c in &t.columns {
+            let cell = &row.cells[c];
+            let spread = cell
+                .over_seeds
+                .map(|m| format!(" (seeds {} ± {})", pct(m.mean), pct(m.std)))
+                .unwrap_or_default();
+            let _ = write!(
+                s,
+                " {} {}{spread} |",
+                pct(cell.accuracy),
+                interval(&cell.ci95)
+            );
+        }
+        s.push('\n');
+    }
+    let _ = write!(s, "| chance (uniform guess) |");
+    for c in &t.columns {
+        let _ = write!(s, " {} |", pct(t.chance.get(c).copied().unwrap_or(0.0)));
+    }
+    s.push('\n');
+    let n: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let n = t.rows.first().map_or(0, |r| r.cells[c].n);
+            format!("{c} {n}")
+        })
+        .collect();
+    let _ = writeln!(s, "\nItems per column: {}.", n.join(", "));
+    s
+}
+
+fn markdown(d: &ReportData) -> String {
+    let c = &d.config;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Pearl demo: the paper's comparison on a synthetic visual-search world\n"
+    );
+    let _ = writeln!(
+        s,
+        "Produced by `pearl demo` in {:.1} minutes. Every number below is computed by this run from \
+         the evaluation records in `eval/`; `table.json` holds the same numbers.\n",
+        d.wall_seconds / 60.0
+    );
+    let _ = writeln!(s, "## Verdict\n\n{}\n", d.verdict.statement);
+    let _ = writeln!(
+        s,
+        "Pearl {} % vs SFT {} % on {} held-out items ({} fine-tuning seed{}, same data, steps, learning rate, LoRA rank and seed for every method).\n",
+        pct(d.verdict.pearl_accuracy),
+        pct(d.verdict.sft_accuracy),
+        d.table.n_items,
+        c.seeds,
+        if c.seeds == 1 { "" } else { "s" }
+    );
+
+    let _ = writeln!(s, "## Table 1 (this run)\n");
+    let _ = writeln!(
+        s,
+        "Accuracy (%) on the held-out multiple-choice items, with 95 % percentile-bootstrap intervals over items{}. \
+         Answers follow the fixed protocol (one turn, greedy, at most 4 new tokens), except the tool-using agent, \
+         which may call the crop tool up to {} times with {} tokens per turn.\n",
+        if c.seeds > 1 {
+            " (cells pool the seeds per item; the spread over seeds is in parentheses)"
+        } else {
+            ""
+        },
+        c.eval.agent_max_calls,
+        c.eval.agent_max_new_tokens
+    );
+    s.push_str(&table_markdown(&d.table));
+    s.push('\n');
+    for row in &d.table.rows {
+        if let Some(calls) = row.mean_tool_calls {
+            let _ = writeln!(
+                s,
+                "{}: {:.2} tool calls per item on average.\n",
+                row.system, calls
+            );
+        }
+    }
+
+    let b = &d.base_on_pretraining_world;
+    let _ = writeln!(
+        s,
+        "Sanity check of the base model: on {} held-out items of its pretraining world (small scenes, objects \
+         plainly visible) it answers {} % {} (chance {} %).\n",
+        b.n,
+        pct(b.accuracy),
+        interval(&b.ci95),
+        pct(b.chance)
+    );
+    let _ = writeln!(s, "## Paired comparisons against SFT\n");
+    let _ = writeln!(
+        s,
+        "Same items, paired: the difference (B − A, points) with its paired-bootstrap 95 % interval, \
+         and the exact McNemar p-value (one seed per side) from `eval::compare`.\n"
+    );
+    s.push_str("| A | B | category | n | A % | B % | B − A | 95 % interval | McNemar p |\n|---|---|---|---|---|---|---|---|---|\n");
+    for nc in &d.comparisons {
+        for r in &nc.comparison.rows {
+            let p = r
+                .mcnemar
+                .as_ref()
+                .map_or("n/a (several seeds)".to_string(), |m| {
+                    p_value(m.p_exact).trim_start_matches("= ").to_string()
+                });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {:+.1} | {} | {} |",
+                nc.a,
+                nc.b,
+                r.category,
+                r.n,
+                pct(r.acc_a.mean),
+                pct(r.acc_b.mean),
+                100.0 * r.diff,
+                interval(&r.diff_ci95),
+                p
+            );
+        }
+    }
+    s.push('\n');
+
+    let f = &d.figures;
+    let _ = writeln!(s, "## Loss curves\n\n![loss curves]({})\n", f.loss_curves);
+    let _ = writeln!(
+        s,
+        "Left: pretraining of the base model (full fine-tuning, captions and direct questions, no tools). \
+         Right: the next-token (vlm) validation loss of the four fine-tunings; LVR's is on the answer only, \
+         so its level is not comparable with the others'. Every term of each run: {}.\n",
+        f.per_run_loss
+            .iter()
+            .map(|p| format!("[{p}]({p})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some((used, all)) = d.lvr_examples {
+        let _ = writeln!(
+            s,
+            "LVR trains on the {used} of {all} training trajectories that crop (its target is the crop's region); \
+             the other methods use all {all}.\n"
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "## Input- and trajectory-view embeddings (Figure 4)\n\n![t-SNE]({})\n",
+        f.tsne
+    );
+    let _ = writeln!(
+        s,
+        "t-SNE of the last-token embeddings of held-out trajectories: the input view <I0, Q> with the \
+         predictor tokens (circles, JEPA's prediction) and the trajectory view (crosses, JEPA's target), \
+         coloured by category. Mean cosine of each prediction with its own target vs with other \
+         trajectories' targets:\n"
+    );
+    s.push_str("| model | matched | mismatched |\n|---|---|---|\n");
+    for (name, a) in &d.alignment {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.3} | {:.3} |",
+            a.matched_cosine, a.mismatched_cosine
+        );
+    }
+    s.push('\n');
+
+    let _ = writeln!(
+        s,
+        "## LVR: accuracy vs latent steps (Figure 3)\n\n![LVR steps]({})\n",
+        f.lvr_steps
+    );
+    s.push_str("| latent steps | accuracy % | 95 % interval |\n|---|---|---|\n");
+    for p in &d.lvr_steps {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            p.latent_steps,
+            pct(p.accuracy),
+            interval(&p.ci95)
+        );
+    }
+    s.push('\n');
+
+    let l = &d.latency;
+    let _ = writeln!(
+        s,
+        "## Answer latency: Pearl vs tool use\n\n![latency]({})\n",
+        f.latency
+    );
+    let _ = writeln!(
+        s,
+        "On {} held-out trajectories, with the Pearl model: answering Pearl-style (one turn, 4 tokens) took a median \
+         {:.3} s; generating the expert's tool-using turns instead ({:.1} turns and {:.0} generated tokens on average, \
+         the crops in context) took a median {:.3} s, {:.1}× longer. Tool execution time is not included.\n",
+        l.items,
+        l.median_pearl_s,
+        l.mean_tool_turns,
+        l.mean_tool_new_tokens,
+        l.median_tool_use_s,
+        l.median_tool_use_s / l.median_pearl_s.max(1e-9)
+    );
+
+    let _ = writeln!(s, "## Setting\n");
+    let _ = writeln!(
+        s,
+        "- Model: a Qwen2.5-VL-shaped model with {:.2} M parameters (`assets/demo-model/config.json`), \
+         images at most {} pixels, pretrained from random weights for {} steps.\n\
+         - Data: {} training and {} validation trajectories (single crops, chained crops, highlight and depth tools, \
+         several calls), {} held-out test items on {}-pixel scenes with {}-pixel objects; {} pretraining examples.\n\
+         - Fine-tuning: {} steps, micro-batch {}, learning rate {}, LoRA rank {} (alpha {}), best checkpoint by \
+         validation loss every {} steps; Pearl: K = 4 predictor tokens, lambda = 0.2.\n\
+         - Seeds: data {}, fine-tuning {:?}.\n",
+        d.model_parameters as f64 / 1e6,
+        c.max_pixels,
+        c.pretrain.steps,
+        c.data.train,
+        c.data.val,
+        c.data.test,
+        c.data.scene_side,
+        c.data.object_size,
+        c.data.pretrain_train,
+        c.finetune.steps,
+        c.finetune.micro_batch,
+        c.finetune.lr,
+        c.lora_rank,
+        2 * c.lora_rank,
+        c.finetune.eval_every,
+        c.seed,
+        c.seed_list()
+    );
+    let _ = writeln!(s, "## Time per stage\n");
+    s.push_str("| stage | seconds |\n|---|---|\n");
+    for (name, secs) in &d.stages {
+        let _ = writeln!(s, "| {name} | {secs:.1} |");
+    }
+    let _ = writeln!(s, "| total | {:.1} |", d.wall_seconds);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::compare::{CompareRow, McNemar};
+    use crate::eval::stats::{Bootstrap, MeanStd};
+
+    fn comparison(diff: f64, lo: f64, hi: f64) -> Comparison {
+        let ms = |mean| MeanStd {
+            mean,
+            std: 0.0,
+            n: 1,
+        };
+        Comparison {
+            a: vec!["SFT".into()],
+            b: vec!["Pearl".into()],
+            n_common: 100,
+            n_left_out: 0,
+            bootstrap: Bootstrap::default(),
+            rows: vec![CompareRow {
+                category: "overall".into(),
+                n: 100,
+                acc_a: ms(0.5),
+                acc_b: ms(0.5 + diff),
+                diff,
+                diff_ci95: Interval { lo, hi },
+                mcnemar: Some(McNemar {
+                    only_a: 3,
+                    only_b: 9,
+                    p_exact: 0.146,
+                    chi2: 2.08,
+                    p_chi2: 0.149,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_verdict_follows_the_interval_of_the_paired_difference() {
+        let won = Verdict::from_comparison(&comparison(0.06, 0.01, 0.11)).unwrap();
+        assert!(
+            won.statement.starts_with("Pearl beat SFT"),
+            "{}",
+            won.statement
+        );
+        assert!(won.statement.contains("p = 0.146"), "{}", won.statement);
+        let tie = Verdict::from_comparison(&comparison(0.06, -0.01, 0.13)).unwrap();
+        assert!(
+            tie.statement.contains("cannot tell them apart"),
+            "{}",
+            tie.statement
+        );
+        let lost = Verdict::from_comparison(&comparison(-0.06, -0.11, -0.01)).unwrap();
+        assert!(
+            lost.statement.contains("SFT was better by +6.0 points"),
+            "{}",
+            lost.statement
+        );
+        assert!((lost.pearl_accuracy - 0.44).abs() < 1e-12);
+    }
+}
