@@ -172,6 +172,11 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
             &runs,
             &evals,
             &lvr_steps,
+            table
+                .chance
+                .get(crate::eval::seeds::OVERALL)
+                .copied()
+                .unwrap_or(0.0),
             &cost,
         )?;
         let lvr_examples = lvr_example_count(&data.train())?;
@@ -221,6 +226,7 @@ fn write_figures(
     runs: &[Finetuned],
     evals: &[Evaluated],
     lvr_steps: &[table::LvrPoint],
+    chance: f64,
     cost: &crate::bench::answer_cost::AnswerCostReport,
 ) -> Result<Figures> {
     let curve = |rows: &[Row], split: &str| -> Vec<(f64, f64)> {
@@ -275,6 +281,7 @@ fn write_figures(
     ]
     .iter()
     .filter_map(|s| overall(s).map(|a| (s.label(), a)))
+    .chain(std::iter::once(("chance".to_string(), chance)))
     .collect();
     let points: Vec<_> = lvr_steps
         .iter()
