@@ -108,7 +108,14 @@ pub fn plot_lvr_steps(
                 .configure_mesh()
                 .x_desc("latent steps (log2)")
                 .y_desc("accuracy (%)")
-                .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+                // Ticks only at whole powers of two: the axis is log2 of a step count.
+                .x_label_formatter(&|x| {
+                    if (x - x.round()).abs() < 1e-6 {
+                        format!("{:.0}", 2f64.powf(x.round()))
+                    } else {
+                        String::new()
+                    }
+                })
                 .draw()?;
         }
         let pct = |v: f64| 100.0 * v;
@@ -162,29 +169,31 @@ pub fn plot_latency(bars: &[(String, f64)], title: &str, path: &Path) -> Result<
                 .x_label_area_size(40)
                 .y_label_area_size(60);
         }
-        let n = bars.len();
-        let mut chart = b.build_cartesian_2d(0.0..n as f64, 0.0..hi)?;
+        let n = bars.len() as i32;
+        // One segment per bar, labelled at its centre.
+        let mut chart = b.build_cartesian_2d((0..n - 1).into_segmented(), 0.0..hi)?;
         if text {
             chart
                 .configure_mesh()
                 .disable_x_mesh()
-                .x_labels(n)
-                .x_label_formatter(&|x| {
-                    let i = (x - 0.5).round();
-                    if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                        bars[i as usize].0.clone()
-                    } else {
-                        String::new()
-                    }
+                .x_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(i) => bars
+                        .get(*i as usize)
+                        .map(|b| b.0.clone())
+                        .unwrap_or_default(),
+                    _ => String::new(),
                 })
                 .y_desc("seconds per answer (median)")
                 .draw()?;
         }
         chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-            let colour = Palette99::pick(i).to_rgba();
+            let i = i as i32;
             Rectangle::new(
-                [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)],
-                colour.filled(),
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), *v),
+                ],
+                Palette99::pick(i as usize).to_rgba().filled(),
             )
         }))?;
         root.present()?;

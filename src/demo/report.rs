@@ -275,6 +275,14 @@ fn markdown(d: &ReportData) -> String {
         interval(&b.ci95),
         pct(b.chance)
     );
+    if b.ci95.lo <= b.chance {
+        let _ = writeln!(
+            s,
+            "**Caveat:** that interval includes chance, so this base model has not learned to answer even \
+             where the objects are plainly visible; the fine-tuned rows then measure little beyond answer \
+             format and letter bias. A larger model or longer pretraining (`DemoConfig`) is the remedy.\n"
+        );
+    }
     let _ = writeln!(s, "## Paired comparisons against SFT\n");
     let _ = writeln!(
         s,
