@@ -5,6 +5,7 @@
 
 use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
 use crate::data::trajectory::load_jsonl;
+use crate::model::device::parse_device;
 use crate::model::lora::{LoraConfig, init_lora};
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::batch::Example;
@@ -16,7 +17,6 @@ use crate::train::optim::AdamW;
 use crate::train::step::train_step;
 use anyhow::{Context, Result, ensure};
 use burn::module::Module;
-use burn::tensor::Device;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,6 +47,13 @@ pub struct TrainBenchArgs {
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Where to run: cpu, or cuda:N with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Recompute cheap activations in the backward pass instead of keeping them
+    /// (burn's balanced gradient checkpointing): less memory, more compute.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,7 +123,12 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         a.data.display()
     );
     let examples = Example::all_of(&file);
-    let device = Device::default().autodiff();
+    let device = parse_device(&a.device)?.autodiff();
+    let device = if a.gradient_checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    };
     let lora = LoraConfig {
         r: a.lora_r,
         lora_alpha: a.lora_alpha,

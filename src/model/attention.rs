@@ -5,13 +5,14 @@
 //! elementwise ops, each of which allocates and several of which keep a `[batch, heads, q, k]`
 //! tensor for the backward pass; at 1k tokens that was most of a training step's memory and a
 //! large share of its time. Here the forward pass keeps only the probabilities `p` (plus the small
-//! `q`, `k`, `v`, output), uses the backend's fused softmax, and the backward pass is the usual
+//! `q`, `k`, `v`, output), uses a fused softmax ([`super::softmax`]), and the backward pass is the usual
 //! `dS = p * (dP - rowsum(dO * O))` in a handful of large passes. Grouped-query attention needs
 //! no repeated keys: the query heads of one group are stacked as rows of one matrix product.
 //!
 //! The op runs on the CPU backend (with or without autodiff); other backends (CUDA) take the
 //! composed path, which computes the same function with burn's differentiable ops.
 
+use super::softmax::RowSoftmax;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -92,7 +93,7 @@ impl FusedAttention for Flex {
     }
 }
 
-impl<B: Backend, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
+impl<B: RowSoftmax, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
     fn fused_attention(
         q: Prim<Self>,
         k: Prim<Self>,
@@ -134,7 +135,12 @@ fn dims4<B: Backend>(t: &Prim<B>) -> [usize; 4] {
     t.shape().dims::<4>()
 }
 
-fn forward<B: Backend>(q: Prim<B>, k: Prim<B>, v: Prim<B>, bias: Prim<B>) -> (Prim<B>, Saved<B>) {
+fn forward<B: RowSoftmax>(
+    q: Prim<B>,
+    k: Prim<B>,
+    v: Prim<B>,
+    bias: Prim<B>,
+) -> (Prim<B>, Saved<B>) {
     let [b, h, sq, hd] = dims4::<B>(&q);
     let [_, kvh, sk, _] = dims4::<B>(&k);
     let g = h / kvh;
@@ -146,7 +152,7 @@ fn forward<B: Backend>(q: Prim<B>, k: Prim<B>, v: Prim<B>, bias: Prim<B>) -> (Pr
     );
     let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3));
     let scores = B::float_add(B::float_reshape(scores, Shape::new([b, h, sq, sk])), bias);
-    let p = B::float_reshape(B::softmax(scores, 3), Shape::new([b, kvh, g * sq, sk]));
+    let p = B::float_reshape(B::softmax_last(scores), Shape::new([b, kvh, g * sq, sk]));
     let out = B::float_reshape(
         B::float_matmul(p.clone(), v.clone()),
         Shape::new([b, h, sq, hd]),

@@ -3,11 +3,13 @@
 pub mod attention;
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod lora;
 pub mod names;
 pub mod nn;
 pub mod qwen2_5_vl;
 pub mod rope;
+pub mod softmax;
 pub mod text;
 pub mod vision;
 pub mod vocab;

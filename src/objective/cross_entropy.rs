@@ -4,10 +4,12 @@
 //!
 //! Why by hand: burn's loss runs log-softmax as its decomposition into elementwise ops, so with a
 //! 150k (here 32k) vocabulary and a thousand supervised tokens each op allocates and several keep
-//! an `[n, vocab]` tensor. Here the logits are turned into the probabilities in place and only
+//! an `[n, vocab]` tensor. Here the logits are turned into the probabilities in place (with the
+//! vectorised softmax of [`crate::model::softmax`]) and only
 //! those are kept for the backward pass, which turns them into the gradient in place too.
 //! The op runs on the CPU backend; other backends (CUDA) take burn's `CrossEntropyLoss`.
 
+use crate::model::softmax::RowSoftmax;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -62,7 +64,7 @@ impl FusedCrossEntropy for Flex {
     }
 }
 
-impl<B: Backend, C: CheckpointStrategy> FusedCrossEntropy for Autodiff<B, C> {
+impl<B: RowSoftmax, C: CheckpointStrategy> FusedCrossEntropy for Autodiff<B, C> {
     fn fused_cross_entropy(x: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
         let prep = CrossEntropyBackward
             .prepare::<C>([x.node()])
@@ -84,15 +86,11 @@ struct Saved<B: Backend> {
 }
 
 /// The loss `[1]` and what the backward pass needs.
-fn forward<B: Backend>(x: FloatTensor<B>, ids: IntTensor<B>) -> (FloatTensor<B>, Saved<B>) {
+fn forward<B: RowSoftmax>(x: FloatTensor<B>, ids: IntTensor<B>) -> (FloatTensor<B>, Saved<B>) {
     let target = B::float_gather(1, x.clone(), ids.clone());
-    let max = B::float_max_dim(x.clone(), 1);
-    // `x` is no longer shared here, so these elementwise ops can reuse its buffer.
-    let e = B::float_exp(B::float_sub(x, max.clone()));
-    let sum = B::float_sum_dim(e.clone(), 1);
-    let lse = B::float_add(B::float_log(sum.clone()), max);
+    // `x` is no longer shared here, so it can become the probabilities in place.
+    let (p, lse) = B::softmax_lse_last(x);
     let loss = B::float_mean(B::float_sub(lse, target));
-    let p = B::float_div(e, sum);
     (loss, Saved { p, ids })
 }
 
