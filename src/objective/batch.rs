@@ -73,14 +73,7 @@ impl TrainBatch {
     ) -> Result<Self> {
         ensure!(!examples.is_empty(), "cannot build an empty batch");
         let tok = &processor.tokenizer;
-        let turns = TurnTokens {
-            im_start: i64::from(tok.token_id("<|im_start|>")?),
-            assistant_header: tok
-                .encode("assistant\n")?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        };
+        let turns = TurnTokens::of(tok)?;
         if cfg.jepa {
             let k = crate::processor::tokenizer::predictor_token(cfg.predictors);
             tok.token_id(&k).with_context(|| {

@@ -49,6 +49,20 @@ pub struct TurnTokens {
     pub assistant_header: Vec<i64>,
 }
 
+impl TurnTokens {
+    /// The ids of a Qwen tokenizer.
+    pub fn of(tok: &crate::processor::QwenTokenizer) -> Result<Self> {
+        Ok(Self {
+            im_start: i64::from(tok.token_id("<|im_start|>")?),
+            assistant_header: tok
+                .encode("assistant\n")?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        })
+    }
+}
+
 /// Labels of the full view (`-100` = not supervised): an assistant turn's text plus the
 /// `<|im_end|>\n` that closes it, so the model learns to stop. Tokens of one turn end where the
 /// next `<|im_start|>` begins (special tokens split tokenization, so turn boundaries are token

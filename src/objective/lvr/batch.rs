@@ -46,14 +46,7 @@ impl LvrBatch {
             })?))
         };
         let (start, end, latent) = (id_of(LVR_START)?, id_of(LVR_END)?, id_of(LVR_LATENT)?);
-        let turns = TurnTokens {
-            im_start: i64::from(tok.token_id("<|im_start|>")?),
-            assistant_header: tok
-                .encode("assistant\n")?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        };
+        let turns = TurnTokens::of(tok)?;
         let merge = processor.image.merge_size;
         let patch = processor.image.patch_size;
 
