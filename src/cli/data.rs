@@ -1,6 +1,6 @@
 //! `pearl data ...`: validate, import, synthesize, summarize trajectory data.
 
-use crate::data::synth::{self, SynthConfig, Task, Tool};
+use crate::data::synth::{self, Kind, SynthConfig, Task, Tool};
 use crate::data::validate::{ValidateOptions, validate_files};
 use clap::{Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -155,6 +155,30 @@ enum ToolArg {
     Depth,
 }
 
+/// Question kinds, by report category.
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Color,
+    Shape,
+    Horizontal,
+    Vertical,
+    Counting,
+    Depth,
+}
+
+impl KindArg {
+    fn kind(self) -> Kind {
+        match self {
+            KindArg::Color => Kind::Color,
+            KindArg::Shape => Kind::ShapeOf,
+            KindArg::Horizontal => Kind::Horizontal,
+            KindArg::Vertical => Kind::Vertical,
+            KindArg::Counting => Kind::Counting,
+            KindArg::Depth => Kind::Depth,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct SynthArgs {
     #[arg(long, value_enum)]
@@ -192,6 +216,17 @@ struct SynthArgs {
     /// Calls per trajectory in chains and multi-call plans (2 or 3).
     #[arg(long, default_value_t = 3)]
     max_calls: usize,
+    /// Options in one fixed order per question kind (every color, every shape, counts 1-5,
+    /// closer/farther) instead of shuffled subsets, as `pearl demo` uses for its small model.
+    #[arg(long)]
+    canonical_options: bool,
+    /// Objects told apart by color alone: no two objects of a scene share a color (except the
+    /// counted group of a counting question).
+    #[arg(long)]
+    unique_colors: bool,
+    /// Only questions of these kinds (default: every kind the task asks).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kinds: Vec<KindArg>,
 }
 
 fn synth_cmd(a: SynthArgs) -> anyhow::Result<()> {
@@ -246,6 +281,9 @@ fn synth_cmd(a: SynthArgs) -> anyhow::Result<()> {
     cfg.tools.sort();
     cfg.tools.dedup();
     cfg.max_calls = a.max_calls;
+    cfg.canonical_options = a.canonical_options;
+    cfg.unique_colors = a.unique_colors;
+    cfg.kinds = a.kinds.iter().map(|k| k.kind()).collect();
     let start = std::time::Instant::now();
     let summary = synth::generate(&cfg, &a.out)?;
     let total: usize = summary.counts.values().sum();

@@ -50,6 +50,7 @@ pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
 /// A world of `side`-pixel square scenes with the default clutter density.
 fn world(task: Task, seed: u64, side: u32, object_size: f64) -> SynthConfig {
     let mut c = SynthConfig::new(task, seed, 0);
+    c.canonical_options = true;
     c.scene.width = side;
     c.scene.height = side;
     c.scene.object_size = object_size;

@@ -12,4 +12,5 @@ pub mod scene;
 pub mod world;
 
 pub use expert::Tool;
+pub use question::Kind;
 pub use world::{SynthConfig, SynthSummary, Task, generate};

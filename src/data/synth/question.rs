@@ -53,13 +53,22 @@ impl Question {
     }
 }
 
-/// How objects are spread: `near` keeps the objects of a question close together, so that one
-/// crop (or a crop and a depth map) covers them all.
+/// How a question is laid out: `near` keeps the objects of a question close together, so that
+/// one crop (or a crop and a depth map) covers them all.
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
     pub near: bool,
     /// Extra objects that are never the answer.
     pub distractors: (usize, usize),
+    /// Options in one fixed order per question kind (every color, every shape, counts 1 to 5,
+    /// "closer"/"farther") instead of shuffled subsets. A letter then names the same answer in
+    /// every item, so a small model trained from scratch can learn to perceive without first
+    /// learning to look its answer up in the option list (which tiny decoders learn slowly).
+    pub canonical_options: bool,
+    /// Every distractor has a color no other object in the scene has, and the two objects of a
+    /// position or depth question differ in color: objects are then told apart by color alone,
+    /// which a small vision tower learns far faster than shapes of a few pixels.
+    pub unique_colors: bool,
 }
 
 /// Draws a scene and a question of `kind`, retrying with fresh layouts when a scene gets too
@@ -124,13 +133,16 @@ fn distract(
     rng: &mut ChaCha8Rng,
     allowed: impl Fn(Shape, Color) -> bool,
 ) {
-    let pairs: Vec<(Shape, Color)> = SHAPES
+    let mut pairs: Vec<(Shape, Color)> = SHAPES
         .iter()
         .flat_map(|&s| COLORS.iter().map(move |&c| (s, c)))
         .filter(|&(s, c)| allowed(s, c))
         .collect();
     let n = rng.random_range(layout.distractors.0..=layout.distractors.1);
     for _ in 0..n {
+        if layout.unique_colors {
+            pairs.retain(|&(_, c)| scene.objects.iter().all(|o| o.color != c));
+        }
         let Some(&(s, c)) = pairs.choose(rng) else {
             return;
         };
@@ -155,11 +167,16 @@ fn attribute(
     let (question, options, answer) = if kind == Kind::Color {
         // The shape is unique, so "the triangle" names one object; colors repeat among distractors.
         distract(&mut scene, p, layout, rng, |s, _| s != shape);
-        let mut options: Vec<Color> = COLORS.iter().copied().filter(|&c| c != color).collect();
-        options.shuffle(rng);
-        options.truncate(3);
-        options.push(color);
-        options.shuffle(rng);
+        let options = if layout.canonical_options {
+            COLORS.to_vec()
+        } else {
+            let mut options: Vec<Color> = COLORS.iter().copied().filter(|&c| c != color).collect();
+            options.shuffle(rng);
+            options.truncate(3);
+            options.push(color);
+            options.shuffle(rng);
+            options
+        };
         let answer = options.iter().position(|&c| c == color)?;
         (
             format!("What is the color of the {}?", shape.name()),
@@ -169,7 +186,9 @@ fn attribute(
     } else {
         distract(&mut scene, p, layout, rng, |_, c| c != color);
         let mut options = SHAPES.to_vec();
-        options.shuffle(rng);
+        if !layout.canonical_options {
+            options.shuffle(rng);
+        }
         let answer = options.iter().position(|&s| s == shape)?;
         (
             format!("What is the shape of the {} object?", color.name()),
@@ -198,7 +217,12 @@ fn unique_pair(
     let (sa, ca) = (*SHAPES.choose(rng)?, *COLORS.choose(rng)?);
     let (sb, cb) = loop {
         let pair = (*SHAPES.choose(rng)?, *COLORS.choose(rng)?);
-        if pair != (sa, ca) {
+        let differs = if layout.unique_colors {
+            pair.1 != ca
+        } else {
+            pair != (sa, ca)
+        };
+        if differs {
             break pair;
         }
     };
@@ -304,8 +328,12 @@ fn counting(p: &SceneParams, layout: Layout, rng: &mut ChaCha8Rng) -> Option<Que
         }
     }
     distract(&mut scene, p, layout, rng, |s, c| (s, c) != (shape, color));
-    let start = rng.random_range(k.saturating_sub(3)..=k);
-    let options: Vec<String> = (start..start + 4).map(|n| n.to_string()).collect();
+    let (start, len) = if layout.canonical_options {
+        (1, 5)
+    } else {
+        (rng.random_range(k.saturating_sub(3)..=k), 4)
+    };
+    let options: Vec<String> = (start..start + len).map(|n| n.to_string()).collect();
     Some(Question {
         kind: Kind::Counting,
         scene,
@@ -326,6 +354,20 @@ fn depth(p: &SceneParams, layout: Layout, rng: &mut ChaCha8Rng) -> Option<Questi
     distract(&mut scene, p, layout, rng, |s, c| {
         (s, c) != (a.shape, a.color) && (s, c) != (b.shape, b.color)
     });
+    if layout.canonical_options {
+        return Some(Question {
+            kind: Kind::Depth,
+            scene,
+            question: format!(
+                "Is the {} closer to or farther from the camera than the {}?",
+                a.describe(),
+                b.describe()
+            ),
+            options: vec!["closer".into(), "farther".into()],
+            answer: usize::from(a.depth > b.depth),
+            focus: vec![a.bbox_px(), b.bbox_px()],
+        });
+    }
     let mut pair = [a, b];
     pair.shuffle(rng);
     let answer = usize::from(pair[1].depth < pair[0].depth);
@@ -357,14 +399,17 @@ mod tests {
         }
     }
 
-    /// Recomputes each answer from the scene alone (not from the generator's bookkeeping).
+    /// Recomputes each answer from the scene alone (not from the generator's bookkeeping), with
+    /// shuffled and with canonical options.
     #[test]
     fn answers_follow_from_the_scene() {
-        let layout = Layout {
-            near: false,
-            distractors: (4, 8),
-        };
-        for seed in 0..40 {
+        for (seed, canonical) in (0..40).flat_map(|s| [(s, false), (s + 1000, true)]) {
+            let layout = Layout {
+                near: false,
+                distractors: (4, 8),
+                canonical_options: canonical,
+                unique_colors: canonical,
+            };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             for kind in [
                 Kind::Color,
@@ -376,6 +421,12 @@ mod tests {
             ] {
                 let q = generate(kind, &params(), layout, &mut rng).unwrap();
                 let objs = &q.scene.objects;
+                if layout.unique_colors && kind != Kind::Counting {
+                    let mut colors: Vec<&str> = objs.iter().map(|o| o.color.name()).collect();
+                    colors.sort_unstable();
+                    colors.dedup();
+                    assert_eq!(colors.len(), objs.len(), "{}", q.question);
+                }
                 let ans = &q.options[q.answer];
                 let named = |d: &str| -> Vec<&Object> {
                     objs.iter().filter(|o| d.ends_with(&o.describe())).collect()
@@ -387,6 +438,10 @@ mod tests {
                             objs.iter().filter(|o| o.shape.name() == shape).collect();
                         assert_eq!(hits.len(), 1, "{}", q.question);
                         assert_eq!(hits[0].color.name(), ans);
+                        if canonical {
+                            let all: Vec<&str> = COLORS.iter().map(|c| c.name()).collect();
+                            assert_eq!(q.options, all);
+                        }
                     }
                     Kind::ShapeOf => {
                         let color = q.question.split(' ').nth(6).unwrap();
@@ -394,6 +449,10 @@ mod tests {
                             objs.iter().filter(|o| o.color.name() == color).collect();
                         assert_eq!(hits.len(), 1, "{}", q.question);
                         assert_eq!(hits[0].shape.name(), ans);
+                        if canonical {
+                            let all: Vec<&str> = SHAPES.iter().map(|s| s.name()).collect();
+                            assert_eq!(q.options, all);
+                        }
                     }
                     Kind::Horizontal | Kind::Vertical => {
                         let rest = q
@@ -433,7 +492,22 @@ mod tests {
                             .filter(|o| o.color.name() == color && o.shape.name() == shape)
                             .count();
                         assert_eq!(ans, &n.to_string(), "{}", q.question);
-                        assert_eq!(q.options.len(), 4);
+                        assert_eq!(q.options.len(), if canonical { 5 } else { 4 });
+                    }
+                    Kind::Depth if canonical => {
+                        let rest = q.question.trim_start_matches("Is the ");
+                        let (a, b) = rest
+                            .trim_end_matches('?')
+                            .split_once(" closer to or farther from the camera than the ")
+                            .unwrap();
+                        let (a, b) = (named(a), named(b));
+                        assert_eq!((a.len(), b.len()), (1, 1), "{}", q.question);
+                        let expected = if a[0].depth < b[0].depth {
+                            "closer"
+                        } else {
+                            "farther"
+                        };
+                        assert_eq!(ans, expected);
                     }
                     Kind::Depth => {
                         let (a, b) = (named(&q.options[0]), named(&q.options[1]));
@@ -469,6 +543,8 @@ mod tests {
             Layout {
                 near: true,
                 distractors: (0, 0),
+                canonical_options: false,
+                unique_colors: false,
             },
             &mut rng,
         )

@@ -62,6 +62,12 @@ pub struct SynthConfig {
     pub highlight_width: u32,
     /// Distractor objects per scene (min, max).
     pub distractors: (usize, usize),
+    /// Options in a fixed order per question kind (`question::Layout::canonical_options`).
+    pub canonical_options: bool,
+    /// Objects told apart by color alone (`question::Layout::unique_colors`).
+    pub unique_colors: bool,
+    /// Question kinds to draw; empty = every kind the task has.
+    pub kinds: Vec<Kind>,
     /// Worker threads (output does not depend on it).
     pub threads: usize,
 }
@@ -87,6 +93,9 @@ impl SynthConfig {
             max_calls: 3,
             highlight_width: 2,
             distractors: (6, 14),
+            canonical_options: false,
+            unique_colors: false,
+            kinds: Vec::new(),
             threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
@@ -375,6 +384,70 @@ fn example(cfg: &SynthConfig, split: Split, index: usize, out: &Path) -> anyhow:
     })
 }
 
+/// Draws the concrete task (for `mixed`), the question kind and the tool. With `cfg.kinds` set,
+/// draws again until the kind is allowed (rejection keeps the other choices' proportions).
+fn draw_task(cfg: &SynthConfig, rng: &mut ChaCha8Rng) -> anyhow::Result<(Task, Kind, Tool)> {
+    for _ in 0..1000 {
+        let task = match cfg.task {
+            Task::Mixed => *[
+                Task::Attribute,
+                Task::Position,
+                Task::Counting,
+                Task::Chain,
+                Task::Multitool,
+                Task::Multicall,
+            ]
+            .choose(rng)
+            .unwrap_or(&Task::Attribute),
+            t => t,
+        };
+        let tools = &cfg.tools;
+        let (kind, tool) = match task {
+            Task::Attribute | Task::Chain => (
+                *[Kind::Color, Kind::ShapeOf]
+                    .choose(rng)
+                    .unwrap_or(&Kind::Color),
+                Tool::Crop,
+            ),
+            Task::Position => (
+                *[Kind::Horizontal, Kind::Vertical]
+                    .choose(rng)
+                    .unwrap_or(&Kind::Horizontal),
+                Tool::Crop,
+            ),
+            Task::Counting => (Kind::Counting, Tool::Crop),
+            Task::Multitool => {
+                let tool = *tools.choose(rng).unwrap_or(&Tool::Crop);
+                (
+                    *expert::kinds_for(tool).choose(rng).unwrap_or(&Kind::Color),
+                    tool,
+                )
+            }
+            Task::Multicall => (expert::multicall_kind(tools, rng), Tool::Crop),
+            Task::Pretrain | Task::Mixed => {
+                let kinds = [
+                    Kind::Color,
+                    Kind::ShapeOf,
+                    Kind::Horizontal,
+                    Kind::Vertical,
+                    Kind::Counting,
+                    Kind::Depth,
+                ];
+                (*kinds.choose(rng).unwrap_or(&Kind::Color), Tool::Crop)
+            }
+        };
+        if cfg.kinds.is_empty() || cfg.kinds.contains(&kind) {
+            return Ok((task, kind, tool));
+        }
+    }
+    anyhow::bail!(
+        "task {:?} with tools {:?} asks no question of the allowed kinds {:?}",
+        cfg.task,
+        cfg.tools,
+        cfg.kinds
+    )
+}
+
 /// Chooses the concrete task (for `mixed`), the question and the expert's plan.
 fn plan_example(
     cfg: &SynthConfig,
@@ -384,56 +457,12 @@ fn plan_example(
     let layout = Layout {
         near: true,
         distractors: cfg.distractors,
+        canonical_options: cfg.canonical_options,
+        unique_colors: cfg.unique_colors,
     };
     let obj = cfg.scene.object_size;
-    let task = match cfg.task {
-        Task::Mixed => *[
-            Task::Attribute,
-            Task::Position,
-            Task::Counting,
-            Task::Chain,
-            Task::Multitool,
-            Task::Multicall,
-        ]
-        .choose(rng)
-        .unwrap_or(&Task::Attribute),
-        t => t,
-    };
+    let (task, kind, tool) = draw_task(cfg, rng)?;
     let tools = &cfg.tools;
-    let (kind, tool) = match task {
-        Task::Attribute | Task::Chain => (
-            *[Kind::Color, Kind::ShapeOf]
-                .choose(rng)
-                .unwrap_or(&Kind::Color),
-            Tool::Crop,
-        ),
-        Task::Position => (
-            *[Kind::Horizontal, Kind::Vertical]
-                .choose(rng)
-                .unwrap_or(&Kind::Horizontal),
-            Tool::Crop,
-        ),
-        Task::Counting => (Kind::Counting, Tool::Crop),
-        Task::Multitool => {
-            let tool = *tools.choose(rng).unwrap_or(&Tool::Crop);
-            (
-                *expert::kinds_for(tool).choose(rng).unwrap_or(&Kind::Color),
-                tool,
-            )
-        }
-        Task::Multicall => (expert::multicall_kind(tools, rng), Tool::Crop),
-        Task::Pretrain | Task::Mixed => {
-            let kinds = [
-                Kind::Color,
-                Kind::ShapeOf,
-                Kind::Horizontal,
-                Kind::Vertical,
-                Kind::Counting,
-                Kind::Depth,
-            ];
-            (*kinds.choose(rng).unwrap_or(&Kind::Color), Tool::Crop)
-        }
-    };
     if task == Task::Pretrain {
         // Small, zoomed-in views: the objects are plainly visible, the answer needs no tool.
         let q = question::generate(
@@ -442,6 +471,8 @@ fn plan_example(
             Layout {
                 near: false,
                 distractors: (1, 3),
+                canonical_options: cfg.canonical_options,
+                unique_colors: cfg.unique_colors,
             },
             rng,
         )?;
