@@ -504,3 +504,27 @@ fn format_losses(v: &LossValues) -> String {
 fn live_losses(r: &StepReport, lr: f64) -> String {
     format!("{} lr {lr:.2e}", format_losses(&r.losses))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_may_change_the_devices_but_nothing_else() {
+        let cfg = RunConfig::from_toml_str("model = \"m\"\ntrain = [\"t.jsonl\"]\n").unwrap();
+        let saved = cfg.to_toml().unwrap();
+        let on_gpus = RunConfig {
+            devices: Some(vec!["cuda:0".into(), "cuda:1".into()]),
+            ..cfg.clone()
+        };
+        assert!(same_run(&saved, &cfg));
+        assert!(same_run(&saved, &on_gpus));
+        assert!(same_run(&on_gpus.to_toml().unwrap(), &cfg));
+        let other = RunConfig {
+            grad_accum: 2,
+            ..on_gpus
+        };
+        assert!(!same_run(&saved, &other));
+        assert!(!same_run("not toml [", &cfg));
+    }
+}

@@ -132,7 +132,7 @@ enum Job {
         shard: Vec<Batch>,
         scale: f64,
         seed: u64,
-        replica: Option<Replica>,
+        replica: Option<Box<Replica>>,
     },
     /// Apply the pending gradients (or drop them); device 0 hands its replica back.
     Update { apply: bool, lr: f64 },
@@ -143,7 +143,7 @@ enum Reply {
         values: Vec<LossValues>,
         grad_norm: f64,
     },
-    Updated(Option<Replica>),
+    Updated(Option<Box<Replica>>),
 }
 
 type Replies = Sender<(usize, Result<Reply>)>;
@@ -261,7 +261,7 @@ impl DataParallel {
         let supervised_tokens = micro_batches.iter().map(Batch::supervised_tokens).sum();
         let scale = loss_scale(self.devices(), micro_batches.len());
         let shards = deal(micro_batches, self.devices())?;
-        let mut replica = Some(Replica { model, optim });
+        let mut replica = Some(Box::new(Replica { model, optim }));
         for (rank, shard) in shards.into_iter().enumerate() {
             let job = Job::Backward {
                 shard,
@@ -305,7 +305,7 @@ impl DataParallel {
                 Reply::Backward { .. } => bail!("device {rank} answered out of turn"),
             }
         }
-        let Replica { model, optim } = replica.context("device 0 did not return its model")?;
+        let Replica { model, optim } = *replica.context("device 0 did not return its model")?;
         let report = StepReport {
             losses: mean_values(&values),
             grad_norm: if finite { norms[0] } else { f64::NAN },
@@ -406,8 +406,8 @@ impl Worker {
                 seed,
                 replica,
             } => {
-                if replica.is_some() {
-                    self.replica = replica;
+                if let Some(r) = replica {
+                    self.replica = Some(*r);
                 }
                 let r = self.replica.as_ref().context("no model replica")?;
                 self.device.seed(seed);
@@ -428,7 +428,7 @@ impl Worker {
                 }
                 let r = Replica { model, optim };
                 if self.rank == 0 {
-                    return Ok(Reply::Updated(Some(r)));
+                    return Ok(Reply::Updated(Some(Box::new(r))));
                 }
                 self.replica = Some(r);
                 Ok(Reply::Updated(None))
