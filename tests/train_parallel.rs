@@ -2,7 +2,9 @@
 //! one after another on the CPU, each device's summed gradient computed by the function the
 //! workers use (`shard_gradients`, with `loss_scale`), then averaged as the mean all-reduce
 //! does. The result must be the one-device gradient of the whole step (`step_gradients`), for
-//! SFT and Pearl, with shards whose supervised-token counts differ.
+//! SFT and Pearl, with shards whose supervised-token counts differ. Also: the run file's
+//! `devices` reaches the training loop (one CPU device trains exactly as the default device; a
+//! device list the CPU build cannot serve is refused before anything is written).
 
 mod train_common;
 
@@ -14,11 +16,11 @@ use pearl::objective::freeze::lora_only;
 use pearl::objective::grads::named_gradients;
 use pearl::objective::{Batch, ObjectiveConfig, PearlModel, prepare_tokenizer};
 use pearl::processor::Processor;
-use pearl::train::RunConfig;
 use pearl::train::data::{Examples, load_items};
 use pearl::train::parallel::{loss_scale, shard_gradients};
 use pearl::train::param_ids::ids_from_paths;
 use pearl::train::step::step_gradients;
+use pearl::train::{Options, RunConfig, run};
 use std::collections::BTreeMap;
 use std::path::Path;
 use train_common::{fixture_dir, run_config, synth_data};
@@ -168,4 +170,39 @@ fn sft_shards_average_to_the_one_device_gradient() {
 #[test]
 fn pearl_shards_average_to_the_one_device_gradient() {
     check(ObjectiveConfig::pearl(), "Pearl");
+}
+
+#[test]
+fn the_device_list_reaches_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = synth_data(dir.path(), 4, 1);
+    let mut default = run_config(dir.path(), train, val, 2);
+    default.objective = ObjectiveConfig::sft();
+    default.output = dir.path().join("default");
+    let cpu = RunConfig {
+        devices: Some(vec!["cpu".into()]),
+        output: dir.path().join("cpu"),
+        ..default.clone()
+    };
+    let losses = |cfg: &RunConfig| -> Vec<(String, Option<f64>, Option<f64>)> {
+        run(cfg, &Options::default())
+            .unwrap()
+            .metrics
+            .into_iter()
+            .map(|r| (r.split, r.total, r.grad_norm))
+            .collect()
+    };
+    let want = losses(&default);
+    assert_eq!(want.iter().filter(|r| r.0 == "train").count(), 2);
+    assert_eq!(losses(&cpu), want);
+
+    let two = RunConfig {
+        devices: Some(vec!["cpu".into(), "cpu".into()]),
+        grad_accum: 2,
+        output: dir.path().join("two"),
+        ..default
+    };
+    let e = format!("{:#}", run(&two, &Options::default()).unwrap_err());
+    assert!(e.contains("no all-reduce"), "{e}");
+    assert!(!two.output.exists(), "nothing written for a refused run");
 }
