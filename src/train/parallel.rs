@@ -170,6 +170,11 @@ impl DataParallel {
         model: PearlModel,
         optim: &AdamW,
     ) -> Result<(Self, PearlModel)> {
+        // burn's CPU backend would panic at the first collective; say why instead.
+        ensure!(
+            cfg!(feature = "cuda"),
+            "data-parallel training needs CUDA devices (a build with `--features cuda`)"
+        );
         Self::start_with(cfg, devices, model, optim, true)
     }
 
