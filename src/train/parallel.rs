@@ -13,7 +13,7 @@
 //! Loss normalisation: on one device a step's loss is the mean of its micro-batches' losses (see
 //! `step_gradients`). A device here sums the gradients of its `k = M / D` micro-batches and the
 //! mean all-reduce divides by `D`, so each micro-batch's loss is multiplied by
-//! [`loss_scale`]` = D / M` to give exactly the one-device gradient. A run file therefore means
+//! [`loss_scale`]`(D, M) = D / M` to give exactly the one-device gradient. A run file therefore means
 //! the same optimisation on any number of devices (global batch `micro_batch x grad_accum`).
 //!
 //! Every backward pass is a collective that all devices must join, which shapes the rest:
