@@ -3,24 +3,58 @@
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;
+use std::fmt;
 
-/// Parses `cpu`, `cuda` (GPU 0) or `cuda:N`.
-pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
-    let spec = spec.trim();
-    if spec == "cpu" {
-        return Ok(Device::default());
+/// A parsed device spelling, comparable before any device is touched (`cuda` and `cuda:0` are the
+/// same GPU), so that a run file's device list can be checked for duplicates and mixtures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// Parses `cpu`, `cuda` (GPU 0) or `cuda:N`; whether the build can use it is checked by
+    /// [`DeviceSpec::device`].
+    pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        let spec = spec.trim();
+        if spec == "cpu" {
+            return Ok(Self::Cpu);
+        }
+        let Some(rest) = spec.strip_prefix("cuda") else {
+            bail!("unknown device {spec:?} (expected cpu, cuda or cuda:N)");
+        };
+        match rest.strip_prefix(':') {
+            None if rest.is_empty() => Ok(Self::Cuda(0)),
+            Some(n) => Ok(Self::Cuda(n.parse().with_context(|| {
+                format!("device {spec:?}: {n:?} is not a GPU index")
+            })?)),
+            None => bail!("unknown device {spec:?} (expected cpu, cuda or cuda:N)"),
+        }
     }
-    let Some(rest) = spec.strip_prefix("cuda") else {
-        bail!("unknown device {spec:?} (expected cpu, cuda or cuda:N)");
-    };
-    let index: usize = match rest.strip_prefix(':') {
-        None if rest.is_empty() => 0,
-        Some(n) => n
-            .parse()
-            .with_context(|| format!("device {spec:?}: {n:?} is not a GPU index"))?,
-        None => bail!("unknown device {spec:?} (expected cpu, cuda or cuda:N)"),
-    };
-    cuda(index).with_context(|| format!("device {spec:?}"))
+
+    /// The burn device (without autodiff).
+    pub fn device(self) -> anyhow::Result<Device> {
+        match self {
+            // Explicitly Flex: `Device::default()` is the GPU in a build with `--features cuda`.
+            Self::Cpu => Ok(Device::flex()),
+            Self::Cuda(index) => cuda(index).with_context(|| format!("device \"{self}\"")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Parses `cpu`, `cuda` (GPU 0) or `cuda:N` into a device.
+pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
+    DeviceSpec::parse(spec)?.device()
 }
 
 #[cfg(feature = "cuda")]
@@ -47,5 +81,13 @@ mod tests {
             let e = parse_device("cuda:1").expect_err("no cuda feature");
             assert!(format!("{e:#}").contains("--features cuda"), "{e:#}");
         }
+    }
+
+    #[test]
+    fn specs_normalise_gpu_zero() {
+        assert_eq!(DeviceSpec::parse("cuda").unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!(DeviceSpec::parse(" cuda:0 ").unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!(DeviceSpec::parse("cuda:3").unwrap().to_string(), "cuda:3");
+        assert_eq!(DeviceSpec::parse("cpu").unwrap(), DeviceSpec::Cpu);
     }
 }

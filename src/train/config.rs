@@ -3,6 +3,7 @@
 //! error naming the key. Command-line flags override the file as `key=value` pairs applied to the
 //! TOML table before it is read, so they go through exactly the same checks.
 
+use crate::model::device::DeviceSpec;
 use crate::model::lora::LoraConfig;
 use crate::objective::lvr::LvrConfig;
 use crate::objective::{Method, MethodKind, ObjectiveConfig};
@@ -32,6 +33,10 @@ pub struct RunConfig {
     /// Run directory: checkpoints, `best/`, metrics, loss curve.
     pub output: PathBuf,
     pub seed: u64,
+    /// Devices to train on (`cpu`, `cuda:N`); several GPUs train data-parallel, each taking
+    /// `grad_accum / devices` of every step's micro-batches. Unset: burn's default device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<String>>,
     /// Full fine-tuning (every weight trains) instead of LoRA.
     pub full: bool,
     /// Examples per forward/backward pass.
@@ -115,6 +120,7 @@ impl Default for RunConfig {
             val: Vec::new(),
             output: PathBuf::from("runs/pearl"),
             seed: 0,
+            devices: None,
             full: false,
             micro_batch: 1,
             grad_accum: 1,
@@ -269,6 +275,67 @@ impl RunConfig {
             .context("no processor directory: set `processor` (needed with `random_config`)")
     }
 
+    /// The parsed `devices` list (None when unset), checked: not empty, no device twice, CPU and
+    /// GPUs not mixed, several devices only as GPUs, and `grad_accum` a multiple of their number
+    /// (each device takes the same number of micro-batches: every backward pass is a collective
+    /// that all devices must join).
+    pub fn device_specs(&self) -> Result<Option<Vec<DeviceSpec>>> {
+        let Some(list) = &self.devices else {
+            return Ok(None);
+        };
+        ensure!(
+            !list.is_empty(),
+            "`devices` is empty: list at least one (e.g. [\"cuda:0\", \"cuda:1\"]), or leave it out for the default device"
+        );
+        let specs = list
+            .iter()
+            .map(|s| DeviceSpec::parse(s).context("in `devices`"))
+            .collect::<Result<Vec<_>>>()?;
+        let n = specs.len();
+        if n > 1 && specs.contains(&DeviceSpec::Cpu) {
+            if specs.iter().all(|s| *s == DeviceSpec::Cpu) {
+                bail!(
+                    "`devices` lists cpu {n} times: data-parallel training needs CUDA devices, burn's CPU backend (Flex) implements no all-reduce"
+                );
+            }
+            bail!(
+                "`devices` mixes cpu with GPUs: data-parallel training runs on GPUs only (burn's CPU backend implements no all-reduce)"
+            );
+        }
+        for (i, a) in specs.iter().enumerate() {
+            if let Some(j) = specs[..i].iter().position(|b| b == a) {
+                bail!(
+                    "`devices` names {a} twice ({:?} and {:?})",
+                    list[j],
+                    list[i]
+                );
+            }
+        }
+        if n > 1 {
+            if !self.grad_accum.is_multiple_of(n) {
+                let below = self.grad_accum / n * n;
+                let above = below + n;
+                let options = if below > 0 {
+                    format!("{below} or {above}")
+                } else {
+                    above.to_string()
+                };
+                bail!(
+                    "`grad_accum` ({}) must be a multiple of the number of devices ({n}): each device runs grad_accum / devices of every step's micro-batches; use grad_accum = {options} (the global batch is micro_batch x grad_accum examples on any number of devices)",
+                    self.grad_accum
+                );
+            }
+            ensure!(
+                cfg!(feature = "cuda"),
+                "`devices` lists {n} GPUs, but this build has no GPU support: data-parallel training needs CUDA devices (rebuild with `--features cuda`)"
+            );
+        }
+        for s in &specs {
+            s.device().context("in `devices`")?;
+        }
+        Ok(Some(specs))
+    }
+
     /// Every check, with a message naming the key.
     pub fn validate(&self) -> Result<()> {
         match (&self.model, &self.random_config) {
@@ -282,6 +349,7 @@ impl RunConfig {
         ensure!(!self.train.is_empty(), "`train` lists no trajectory file");
         ensure!(self.micro_batch >= 1, "`micro_batch` must be at least 1");
         ensure!(self.grad_accum >= 1, "`grad_accum` must be at least 1");
+        self.device_specs()?;
         match (self.steps, self.epochs) {
             (Some(_), Some(_)) => bail!("`steps` and `epochs` are exclusive: set one"),
             (Some(0), _) => bail!("`steps` must be at least 1"),
@@ -474,6 +542,63 @@ mod tests {
         check("[objective]\npredictors = 11\n", "predictors");
         check("random_config = \"c.json\"\n", "exclusive");
         check("min_pixels = 100\nmax_pixels = 10\n", "min_pixels");
+    }
+
+    #[test]
+    fn device_lists_are_checked_with_clear_messages() {
+        let check = |devices: &str, grad_accum: usize, needle: &str| {
+            let text = format!(
+                "{}grad_accum = {grad_accum}\ndevices = {devices}\n",
+                minimal()
+            );
+            let c = RunConfig::from_toml_str(&text).unwrap();
+            let e = format!("{:#}", c.validate().unwrap_err());
+            assert!(e.contains(needle), "{devices}: {e}");
+        };
+        check("[]", 1, "`devices` is empty");
+        check("[\"tpu:0\"]", 1, "unknown device");
+        check("[\"cpu\", \"cpu\"]", 2, "no all-reduce");
+        check("[\"cpu\", \"cuda:0\"]", 2, "mixes cpu with GPUs");
+        check(
+            "[\"cuda:1\", \"cuda:0\", \"cuda\"]",
+            3,
+            "names cuda:0 twice",
+        );
+        check("[\"cuda:0\", \"cuda:1\"]", 3, "use grad_accum = 2 or 4");
+        check(
+            "[\"cuda:0\", \"cuda:1\", \"cuda:2\"]",
+            2,
+            "use grad_accum = 3 ",
+        );
+        if cfg!(not(feature = "cuda")) {
+            check("[\"cuda:0\", \"cuda:1\"]", 2, "needs CUDA devices");
+            check("[\"cuda:0\"]", 1, "--features cuda");
+        }
+
+        // Unset: the default device; one CPU: fine.
+        let c = RunConfig::from_toml_str(&minimal()).unwrap();
+        assert_eq!(c.device_specs().unwrap(), None);
+        let c = RunConfig::from_toml_str(&format!("{}devices = [\"cpu\"]\n", minimal())).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.device_specs().unwrap(), Some(vec![DeviceSpec::Cpu]));
+    }
+
+    #[test]
+    fn devices_come_through_overrides() {
+        let table: toml::Table = toml::from_str(&minimal()).unwrap();
+        let c = RunConfig::from_table_with(
+            table,
+            &[
+                "devices=[\"cuda:0\", \"cuda:1\"]".into(),
+                "grad_accum=4".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.devices, Some(vec!["cuda:0".into(), "cuda:1".into()]));
+        // Unset `devices` stays out of the saved run file (earlier checkpoints compare equal).
+        let plain = RunConfig::from_toml_str(&minimal()).unwrap();
+        assert!(!plain.to_toml().unwrap().contains("devices"));
+        assert!(c.to_toml().unwrap().contains("devices"));
     }
 
     #[test]

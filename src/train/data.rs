@@ -135,39 +135,6 @@ pub fn describe(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn order_is_a_seeded_permutation_per_epoch_and_resumable() {
-        let mut o = DataOrder::new(10, 7);
-        let mut c = Cursor::default();
-        let mut seen = Vec::new();
-        for _ in 0..4 {
-            seen.extend(o.next_batch(&mut c, 3));
-        }
-        // 3 + 3 + 3 + 1: the last micro-batch of the epoch is short.
-        assert_eq!(seen.len(), 10);
-        let mut sorted = seen.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
-        assert_ne!(seen, (0..10).collect::<Vec<_>>(), "not shuffled");
-        let e1 = o.next_batch(&mut c, 3);
-        assert_eq!(c, Cursor { epoch: 1, pos: 3 });
-        assert_ne!(e1, seen[..3].to_vec(), "epochs share an order");
-        // A fresh order resumed at the cursor continues identically.
-        let mut resumed = DataOrder::new(10, 7);
-        let mut rc = c;
-        let mut oc = c;
-        assert_eq!(resumed.next_batch(&mut rc, 4), o.next_batch(&mut oc, 4));
-        // Another seed, another order.
-        let mut other = DataOrder::new(10, 8);
-        assert_ne!(other.next_batch(&mut Cursor::default(), 10), seen);
-        assert_eq!(batches_per_epoch(10, 3), 4);
-    }
-}
-
 /// The examples a method trains on: every item for Pearl; for LVR the items with a crop of the
 /// first image (the others are counted and reported, never dropped silently).
 pub enum Examples {
@@ -222,5 +189,38 @@ impl Examples {
             Examples::Pearl(v) => MethodExample::Pearl(v[i].example()),
             Examples::Lvr(v) => MethodExample::Lvr(&v[i]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_a_seeded_permutation_per_epoch_and_resumable() {
+        let mut o = DataOrder::new(10, 7);
+        let mut c = Cursor::default();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.extend(o.next_batch(&mut c, 3));
+        }
+        // 3 + 3 + 3 + 1: the last micro-batch of the epoch is short.
+        assert_eq!(seen.len(), 10);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(seen, (0..10).collect::<Vec<_>>(), "not shuffled");
+        let e1 = o.next_batch(&mut c, 3);
+        assert_eq!(c, Cursor { epoch: 1, pos: 3 });
+        assert_ne!(e1, seen[..3].to_vec(), "epochs share an order");
+        // A fresh order resumed at the cursor continues identically.
+        let mut resumed = DataOrder::new(10, 7);
+        let mut rc = c;
+        let mut oc = c;
+        assert_eq!(resumed.next_batch(&mut rc, 4), o.next_batch(&mut oc, 4));
+        // Another seed, another order.
+        let mut other = DataOrder::new(10, 8);
+        assert_ne!(other.next_batch(&mut Cursor::default(), 10), seen);
+        assert_eq!(batches_per_epoch(10, 3), 4);
     }
 }

@@ -12,6 +12,7 @@ use super::config::RunConfig;
 use super::data::{Cursor, DataOrder, Examples, batches_per_epoch, load_items};
 use super::metrics::{MetricsLog, Row, plot_loss_curve};
 use super::optim::{AdamW, Schedule};
+use super::parallel::DataParallel;
 use super::param_ids::ids_from_paths;
 use super::step::{StepReport, mean_values, train_step};
 use crate::model::lora::{LoraConfig, init_lora};
@@ -89,7 +90,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
             let r = checkpoint::read(d)
                 .with_context(|| format!("cannot resume from {}", d.display()))?;
             ensure!(
-                r.run_toml == run_toml,
+                same_run(&r.run_toml, cfg),
                 "the run configuration differs from the one {} was trained with ({}): resume with the same configuration",
                 d.display(),
                 d.join("run.toml").display()
@@ -118,8 +119,9 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         )?
     };
 
-    // Model and optimizer: fresh, or the checkpoint's.
-    let device = Device::default().autodiff();
+    // Model and optimizer: fresh, or the checkpoint's, on the first device.
+    let devices = train_devices(cfg)?;
+    let device = devices[0].clone();
     let (mut base, mut config_json) = base_model(cfg, &device)?;
     // Released checkpoints have spare rows for Pearl's added tokens; a model without them grows.
     let grown = base.ensure_vocab(processor.tokenizer.vocab_size());
@@ -169,6 +171,13 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         optim = optim.load_state(r.optimizer)?;
         state = r.state;
         log = MetricsLog::reset(&out.join("metrics.jsonl"), &r.metrics)?;
+    }
+    // Several devices: a replica on each of the others, device 0's stays `model`.
+    let mut parallel = None;
+    if devices.len() > 1 {
+        let (p, m) = DataParallel::start(cfg, &devices, model, &optim)?;
+        model = m;
+        parallel = Some(p);
     }
     let schedule = Schedule::new(&cfg.optimizer, &cfg.schedule, state.total_steps);
     let mut order = DataOrder::new(train.len(), cfg.seed);
@@ -251,17 +260,24 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
             .collect::<Result<_>>()?;
         // Dropout draws from the device RNG: seed it from the step so a resume draws the same.
         // That RNG is process-wide: two runs in one process (threads) would disturb each other.
-        device.seed(step_seed(cfg.seed, state.step));
+        let seed = step_seed(cfg.seed, state.step);
         let lr = schedule.lr_at(state.step);
         let report: StepReport;
-        (model, report) = train_step(
-            model,
-            &mut optim,
-            &batches,
-            cfg.method(),
-            lr,
-            cfg.max_grad_norm,
-        )
+        (model, optim, report) = match parallel.as_mut() {
+            Some(p) => p.step(model, optim, batches, lr, seed),
+            None => {
+                device.seed(seed);
+                train_step(
+                    model,
+                    &mut optim,
+                    &batches,
+                    cfg.method(),
+                    lr,
+                    cfg.max_grad_norm,
+                )
+                .map(|(m, r)| (m, optim, r))
+            }
+        }
         .with_context(|| format!("step {}", state.step + 1))?;
         state.step += 1;
         done_here += 1;
@@ -309,6 +325,26 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         eprintln!("warning: no loss curve: {e:#}");
     }
     Ok(summary(&state, final_val, &log))
+}
+
+/// The run's devices, with autodiff: the run file's `devices`, or burn's default device.
+fn train_devices(cfg: &RunConfig) -> Result<Vec<Device>> {
+    match cfg.device_specs()? {
+        None => Ok(vec![Device::default().autodiff()]),
+        Some(specs) => specs
+            .into_iter()
+            .map(|s| Ok(s.device()?.autodiff()))
+            .collect(),
+    }
+}
+
+/// Whether a checkpoint's run file describes this run. The devices may differ: they change
+/// where the steps run, not what they compute.
+fn same_run(saved_toml: &str, cfg: &RunConfig) -> bool {
+    RunConfig::from_toml_str(saved_toml).is_ok_and(|mut saved| {
+        saved.devices = cfg.devices.clone();
+        saved == *cfg
+    })
 }
 
 /// The VLM before adapters, and for full fine-tuning the `config.json` its checkpoints carry.
@@ -368,7 +404,7 @@ fn every(n: usize, step: usize) -> bool {
 }
 
 /// The device RNG seed of a step (SplitMix64 of seed and step: nearby steps get unrelated seeds).
-fn step_seed(seed: u64, step: usize) -> u64 {
+pub(super) fn step_seed(seed: u64, step: usize) -> u64 {
     let mut z = seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -467,4 +503,28 @@ fn format_losses(v: &LossValues) -> String {
 
 fn live_losses(r: &StepReport, lr: f64) -> String {
     format!("{} lr {lr:.2e}", format_losses(&r.losses))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_may_change_the_devices_but_nothing_else() {
+        let cfg = RunConfig::from_toml_str("model = \"m\"\ntrain = [\"t.jsonl\"]\n").unwrap();
+        let saved = cfg.to_toml().unwrap();
+        let on_gpus = RunConfig {
+            devices: Some(vec!["cuda:0".into(), "cuda:1".into()]),
+            ..cfg.clone()
+        };
+        assert!(same_run(&saved, &cfg));
+        assert!(same_run(&saved, &on_gpus));
+        assert!(same_run(&on_gpus.to_toml().unwrap(), &cfg));
+        let other = RunConfig {
+            grad_accum: 2,
+            ..on_gpus
+        };
+        assert!(!same_run(&saved, &other));
+        assert!(!same_run("not toml [", &cfg));
+    }
 }

@@ -1,7 +1,8 @@
 //! Training: a run file (`config`), the optimizer with its schedule and global-norm clipping
 //! (`optim`), one optimizer step over micro-batches (`step`), ids that make optimizer state
 //! resumable (`param_ids`), checkpoints that survive a crash (`checkpoint`), the data order
-//! (`data`), metrics and the loss curve (`metrics`), and the loop that ties them together (`loop`).
+//! (`data`), metrics and the loss curve (`metrics`), the same step spread over several GPUs
+//! (`parallel`), and the loop that ties them together (`loop`).
 
 pub mod checkpoint;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod r#loop;
 pub mod merge;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod param_ids;
 pub mod step;
 

@@ -33,25 +33,11 @@ pub fn train_step(
     lr: f64,
     max_grad_norm: f64,
 ) -> Result<(PearlModel, StepReport)> {
-    ensure!(
-        !micro_batches.is_empty(),
-        "a step needs at least one micro-batch"
-    );
-    let n = micro_batches.len() as f64;
-    let mut acc = GradientsAccumulator::<PearlModel>::new();
-    let mut values = Vec::with_capacity(micro_batches.len());
-    let mut finite = true;
-    for batch in micro_batches {
-        let losses = method_losses(&model, batch, method)?;
-        values.push(losses.values);
-        if !losses.values.total.is_finite() {
-            // Backward through a non-finite loss only produces non-finite gradients.
-            finite = false;
-            break;
-        }
-        let grads = losses.total.div_scalar(n).backward();
-        acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
-    }
+    let StepGradients {
+        mut grads,
+        values,
+        finite,
+    } = step_gradients(&model, micro_batches, method)?;
     let mut report = StepReport {
         losses: mean_values(&values),
         grad_norm: f64::NAN,
@@ -62,13 +48,56 @@ pub fn train_step(
     if !finite {
         return Ok((model, report));
     }
-    let mut grads = acc.grads();
     report.grad_norm = clip_global_norm(&model, &mut grads, max_grad_norm);
     if !report.grad_norm.is_finite() {
         return Ok((model, report));
     }
     report.applied = true;
     Ok((optim.step(lr, model, grads), report))
+}
+
+/// The summed gradients of a step's micro-batches and their loss values.
+pub struct StepGradients {
+    pub grads: GradientsParams,
+    pub values: Vec<LossValues>,
+    /// False when a loss was not finite; the micro-batches after it were not run.
+    pub finite: bool,
+}
+
+/// The gradient of the step's loss on one device: the mean of the micro-batches' losses (each a
+/// mean over its own supervised tokens, as transformers computes it), so each loss is divided by
+/// `n` before its backward pass and the gradients are summed.
+pub fn step_gradients(
+    model: &PearlModel,
+    micro_batches: &[Batch],
+    method: Method,
+) -> Result<StepGradients> {
+    ensure!(
+        !micro_batches.is_empty(),
+        "a step needs at least one micro-batch"
+    );
+    let n = micro_batches.len() as f64;
+    let mut acc = GradientsAccumulator::<PearlModel>::new();
+    let mut values = Vec::with_capacity(micro_batches.len());
+    for batch in micro_batches {
+        let losses = method_losses(model, batch, method)?;
+        values.push(losses.values);
+        if !losses.values.total.is_finite() {
+            // Backward through a non-finite loss only produces non-finite gradients.
+            return Ok(StepGradients {
+                grads: acc.grads(),
+                values,
+                finite: false,
+            });
+        }
+        let grads = losses.total.div_scalar(n).backward();
+        acc.accumulate(model, GradientsParams::from_grads(grads, model));
+    }
+    Ok(StepGradients {
+        grads: acc.grads(),
+        values,
+        finite: true,
+    })
 }
 
 /// Term-by-term mean of loss values (terms absent in every entry stay absent).
