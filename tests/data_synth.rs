@@ -239,3 +239,38 @@ fn bad_knobs_are_refused_before_writing() {
     cfg.tools = vec![pearl::data::synth::Tool::Crop];
     assert!(generate(&cfg, dir.path()).is_err());
 }
+
+/// The demo's world: only the allowed question kinds, options in one fixed order, and a clear
+/// error when the task cannot ask any allowed kind.
+#[test]
+fn kind_filter_and_canonical_options() {
+    use pearl::data::synth::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small(Task::Mixed, 3, 2);
+    cfg.kinds = vec![Kind::Color, Kind::Depth];
+    cfg.canonical_options = true;
+    cfg.unique_colors = true;
+    generate(&cfg, dir.path()).unwrap();
+    let items = mcq(&dir.path().join("test_mcq.jsonl"));
+    assert!(!items.is_empty());
+    for item in &items {
+        match item.category.as_str() {
+            "attribute/color" => assert_eq!(
+                item.options,
+                [
+                    "red", "green", "blue", "yellow", "purple", "orange", "white", "black"
+                ]
+            ),
+            "depth/order" => assert_eq!(item.options, ["closer", "farther"]),
+            other => panic!("unexpected category {other:?}"),
+        }
+    }
+
+    let mut cfg = small(Task::Position, 3, 1);
+    cfg.kinds = vec![Kind::Color];
+    let err = generate(&cfg, tempfile::tempdir().unwrap().path()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("asks no question of the allowed kinds"),
+        "{err:#}"
+    );
+}

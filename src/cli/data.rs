@@ -224,9 +224,28 @@ struct SynthArgs {
     /// counted group of a counting question).
     #[arg(long)]
     unique_colors: bool,
+    /// Distractor objects per scene, `MIN,MAX` (default 6,14; 1,3 for --task pretrain).
+    #[arg(long)]
+    distractors: Option<String>,
+    /// One gray ground in every scene instead of a random two-tone gradient.
+    #[arg(long)]
+    plain: bool,
     /// Only questions of these kinds (default: every kind the task asks).
     #[arg(long, value_enum, value_delimiter = ',')]
     kinds: Vec<KindArg>,
+}
+
+/// `N` comma-separated counts named `names` (for the error message), e.g. `--split-sizes 8,1,1`.
+fn counts<const N: usize>(flag: &str, s: &str, names: [&str; N]) -> anyhow::Result<[usize; N]> {
+    let expected = names.join(",");
+    let parts: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{flag} {s:?}: {e} (expected {expected})"))?;
+    parts
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{flag} {s:?}: expected {N} numbers {expected}"))
 }
 
 fn synth_cmd(a: SynthArgs) -> anyhow::Result<()> {
@@ -254,19 +273,13 @@ fn synth_cmd(a: SynthArgs) -> anyhow::Result<()> {
     cfg.scene.height = h;
     cfg.scene.object_size = a.object_size;
     cfg.scene.noise = a.noise;
+    cfg.scene.plain = a.plain;
     // 40 blobs on an 896x896 canvas; the same density elsewhere.
     cfg.scene.clutter = a
         .clutter
         .unwrap_or(((40.0 * (w as f64 * h as f64) / (896.0 * 896.0)).round() as usize).max(2));
     if let Some(s) = &a.split_sizes {
-        let parts: Vec<usize> = s
-            .split(',')
-            .map(|p| p.trim().parse::<usize>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow::anyhow!("--split-sizes {s:?}: {e} (expected train,val,test)"))?;
-        let [train, val, test] = parts[..] else {
-            anyhow::bail!("--split-sizes {s:?}: expected three numbers train,val,test")
-        };
+        let [train, val, test] = counts("--split-sizes", s, ["train", "val", "test"])?;
         (cfg.train, cfg.val, cfg.test) = (train, val, test);
     }
     cfg.tools = a
@@ -283,6 +296,11 @@ fn synth_cmd(a: SynthArgs) -> anyhow::Result<()> {
     cfg.max_calls = a.max_calls;
     cfg.canonical_options = a.canonical_options;
     cfg.unique_colors = a.unique_colors;
+    if let Some(d) = &a.distractors {
+        let [lo, hi] = counts("--distractors", d, ["MIN", "MAX"])?;
+        anyhow::ensure!(lo <= hi, "--distractors {d:?}: MIN is larger than MAX");
+        cfg.distractors = (lo, hi);
+    }
     cfg.kinds = a.kinds.iter().map(|k| k.kind()).collect();
     let start = std::time::Instant::now();
     let summary = synth::generate(&cfg, &a.out)?;

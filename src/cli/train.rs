@@ -38,6 +38,10 @@ pub struct TrainArgs {
     grad_accum: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Data-parallel devices, e.g. `cuda:0,cuda:1` (the run file's `devices`; see
+    /// docs/gpu-and-scaling.md). `grad_accum` must be a multiple of their number.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
     /// Plain SFT on the same trajectories (no JEPA, no NextLat).
     #[arg(long)]
     sft: bool,
@@ -74,6 +78,15 @@ impl TrainArgs {
         }
         if !self.val.is_empty() {
             o.push(format!("val={}", paths(&self.val)));
+        }
+        if !self.devices.is_empty() {
+            let v: Vec<toml::Value> = self
+                .devices
+                .iter()
+                .cloned()
+                .map(toml::Value::String)
+                .collect();
+            o.push(format!("devices={}", toml::Value::Array(v)));
         }
         if let Some(p) = &self.output {
             o.push(format!("output={}", path(p)));

@@ -2,7 +2,7 @@
 //! - `tools/`: the `mixed` task (single crops, chained crops, several tool types, several crops
 //!   with other tools) on large cluttered scenes: fine-tuning trajectories, validation
 //!   trajectories and the held-out test items;
-//! - `pretrain/`: small scenes where the objects are plainly visible, answered directly or
+//! - `pretrain/`: small plain scenes where the objects are plainly visible, answered directly or
 //!   captioned, without tools: what the base model learns before it sees a tool.
 
 use super::config::DemoConfig;
@@ -33,27 +33,31 @@ impl DemoData {
 pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
     let d = &cfg.data;
     let tools = dir.join("tools");
-    let mut c = world(Task::Mixed, cfg.seed, d.scene_side, d.object_size);
+    let mut c = world(cfg, Task::Mixed, cfg.seed, d.scene_side);
     (c.train, c.val, c.test) = (d.train, d.val, d.test);
     c.tools = vec![Tool::Crop, Tool::Highlight, Tool::Depth];
+    c.distractors = d.distractors;
     synth::generate(&c, &tools).context("cannot synthesize the tool-use data")?;
 
-    // Pretraining scenes are 16 object sizes wide (what `pearl data synth --task pretrain` uses).
+    // Pretraining: close-ups on plain ground, the objects plainly visible.
     let pretrain = dir.join("pretrain");
-    let side = (d.object_size * 16.0).round() as u32;
-    let mut c = world(Task::Pretrain, cfg.seed ^ 0x5eed, side, d.object_size);
+    let mut c = world(cfg, Task::Pretrain, cfg.seed ^ 0x5eed, d.pretrain_side);
     (c.train, c.val, c.test) = (d.pretrain_train, d.pretrain_val, 0);
+    (c.scene.clutter, c.scene.noise, c.scene.plain) = (0, 0, true);
     synth::generate(&c, &pretrain).context("cannot synthesize the pretraining data")?;
     Ok(DemoData { tools, pretrain })
 }
 
-/// A world of `side`-pixel square scenes with the default clutter density.
-fn world(task: Task, seed: u64, side: u32, object_size: f64) -> SynthConfig {
+/// A world of `side`-pixel square scenes with the default clutter density, the demo's question
+/// kinds and options in a fixed order.
+fn world(cfg: &DemoConfig, task: Task, seed: u64, side: u32) -> SynthConfig {
     let mut c = SynthConfig::new(task, seed, 0);
     c.canonical_options = true;
+    c.unique_colors = true;
+    c.kinds = cfg.data.kinds.clone();
     c.scene.width = side;
     c.scene.height = side;
-    c.scene.object_size = object_size;
+    c.scene.object_size = cfg.data.object_size;
     // 40 blobs on an 896x896 canvas (the synth default), the same density here.
     c.scene.clutter =
         ((40.0 * f64::from(side) * f64::from(side) / (896.0 * 896.0)).round() as usize).max(2);

@@ -399,8 +399,11 @@ fn markdown(d: &ReportData) -> String {
         s,
         "- Model: a Qwen2.5-VL-shaped model with {:.2} M parameters (`assets/demo-model/config.json`), \
          images at most {} pixels, pretrained from random weights for {} steps.\n\
-         - Data: {} training and {} validation trajectories (single crops, chained crops, highlight and depth tools, \
-         several calls), {} held-out test items on {}-pixel scenes with {}-pixel objects; {} pretraining examples.\n\
+         - Data: {} training and {} validation trajectories (single crops, chained crops, highlights, \
+         several calls), {} held-out test items on {}-pixel noisy, cluttered scenes with {}-pixel objects; \
+         questions: {}, options in one fixed order (a model this small, trained from scratch, does not learn \
+         to look a letter up in a shuffled list within the budget); {} pretraining examples on {}-pixel \
+         plain scenes.\n\
          - Fine-tuning: {} steps, micro-batch {}, learning rate {}, LoRA rank {} (alpha {}), best checkpoint by \
          validation loss every {} steps; Pearl: K = 4 predictor tokens, lambda = 0.2.\n\
          - Seeds: data {}, fine-tuning {:?}.\n",
@@ -412,7 +415,14 @@ fn markdown(d: &ReportData) -> String {
         c.data.test,
         c.data.scene_side,
         c.data.object_size,
+        c.data
+            .kinds
+            .iter()
+            .map(|k| k.category())
+            .collect::<Vec<_>>()
+            .join(", "),
         c.data.pretrain_train,
+        c.data.pretrain_side,
         c.finetune.steps,
         c.finetune.micro_batch,
         c.finetune.lr,

@@ -8,7 +8,8 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 /// Question kinds, each a report category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Color,
     ShapeOf,
@@ -19,6 +20,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Color,
+        Kind::ShapeOf,
+        Kind::Horizontal,
+        Kind::Vertical,
+        Kind::Counting,
+        Kind::Depth,
+    ];
+
     pub fn category(self) -> &'static str {
         match self {
             Kind::Color => "attribute/color",
@@ -396,6 +406,7 @@ mod tests {
             object_size: 12.0,
             clutter: 10,
             noise: 8,
+            plain: false,
         }
     }
 
@@ -411,14 +422,7 @@ mod tests {
                 unique_colors: canonical,
             };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            for kind in [
-                Kind::Color,
-                Kind::ShapeOf,
-                Kind::Horizontal,
-                Kind::Vertical,
-                Kind::Counting,
-                Kind::Depth,
-            ] {
+            for kind in Kind::ALL {
                 let q = generate(kind, &params(), layout, &mut rng).unwrap();
                 let objs = &q.scene.objects;
                 if layout.unique_colors && kind != Kind::Counting {
@@ -535,6 +539,7 @@ mod tests {
             object_size: 30.0,
             clutter: 0,
             noise: 0,
+            plain: false,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let e = generate(

@@ -88,11 +88,17 @@ impl SynthConfig {
                 object_size: 12.0,
                 clutter: 40,
                 noise: 8,
+                plain: false,
             },
             tools: vec![Tool::Crop, Tool::Highlight, Tool::Depth],
             max_calls: 3,
             highlight_width: 2,
-            distractors: (6, 14),
+            // Pretraining scenes are small views with a few plainly visible objects.
+            distractors: if task == Task::Pretrain {
+                (1, 3)
+            } else {
+                (6, 14)
+            },
             canonical_options: false,
             unique_colors: false,
             kinds: Vec::new(),
@@ -110,9 +116,15 @@ impl SynthConfig {
             "object size {} px is too small to draw (at least 3)",
             s.object_size
         );
+        // Pretraining views are close-ups with a few objects; tool-use scenes need room to search.
+        let sizes = if self.task == Task::Pretrain {
+            5.0
+        } else {
+            10.0
+        };
         anyhow::ensure!(
-            s.width as f64 >= s.object_size * 10.0 && s.height as f64 >= s.object_size * 10.0,
-            "scene {}x{} is too small for {} px objects (need at least 10 object sizes per side)",
+            s.width as f64 >= s.object_size * sizes && s.height as f64 >= s.object_size * sizes,
+            "scene {}x{} is too small for {} px objects (need at least {sizes} object sizes per side)",
             s.width,
             s.height,
             s.object_size
@@ -425,15 +437,7 @@ fn draw_task(cfg: &SynthConfig, rng: &mut ChaCha8Rng) -> anyhow::Result<(Task, K
             }
             Task::Multicall => (expert::multicall_kind(tools, rng), Tool::Crop),
             Task::Pretrain | Task::Mixed => {
-                let kinds = [
-                    Kind::Color,
-                    Kind::ShapeOf,
-                    Kind::Horizontal,
-                    Kind::Vertical,
-                    Kind::Counting,
-                    Kind::Depth,
-                ];
-                (*kinds.choose(rng).unwrap_or(&Kind::Color), Tool::Crop)
+                (*Kind::ALL.choose(rng).unwrap_or(&Kind::Color), Tool::Crop)
             }
         };
         if cfg.kinds.is_empty() || cfg.kinds.contains(&kind) {
@@ -470,7 +474,7 @@ fn plan_example(
             &cfg.scene,
             Layout {
                 near: false,
-                distractors: (1, 3),
+                distractors: cfg.distractors,
                 canonical_options: cfg.canonical_options,
                 unique_colors: cfg.unique_colors,
             },
