@@ -47,7 +47,7 @@ pub struct DataConfig {
     pub object_size: f64,
     /// Question kinds of both worlds.
     pub kinds: Vec<Kind>,
-    /// Distractor objects per tool-use scene (min, max).
+    /// Distractor objects per scene, in both worlds (min, max).
     pub distractors: (usize, usize),
     /// Side of the pretraining scenes (one plain gray ground, no clutter, no noise), pixels.
     pub pretrain_side: u32,

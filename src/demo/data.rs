@@ -43,6 +43,7 @@ pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
     let pretrain = dir.join("pretrain");
     let mut c = world(cfg, Task::Pretrain, cfg.seed ^ 0x5eed, d.pretrain_side);
     (c.train, c.val, c.test) = (d.pretrain_train, d.pretrain_val, 0);
+    c.distractors = d.distractors;
     (c.scene.clutter, c.scene.noise, c.scene.plain) = (0, 0, true);
     synth::generate(&c, &pretrain).context("cannot synthesize the pretraining data")?;
     Ok(DemoData { tools, pretrain })
