@@ -10,6 +10,7 @@ pub mod infer;
 pub mod malloc;
 pub mod model;
 pub mod objective;
+pub mod plot;
 pub mod processor;
 pub mod serve;
 pub mod tools;

@@ -4,18 +4,10 @@
 //! system font; without one each figure is drawn without labels rather than not at all.
 
 use crate::eval::stats::Interval;
-use anyhow::{Context, Result, anyhow};
+use crate::plot::{draw_legend, line_sample, log_range, with_fallback};
+use anyhow::Result;
 use plotters::prelude::*;
 use std::path::Path;
-
-type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
-
-fn with_fallback(path: &Path, draw: impl Fn(bool) -> DrawResult) -> Result<()> {
-    draw(true)
-        .or_else(|_| draw(false))
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("cannot draw {}", path.display()))
-}
 
 /// One line: label and `(step, loss)` points.
 pub type Curve = (String, Vec<(f64, f64)>);
@@ -28,12 +20,7 @@ pub fn plot_loss_panels(panels: &[(String, Vec<Curve>)], path: &Path) -> Result<
         for (area, (title, curves)) in root.split_evenly((1, panels.len())).iter().zip(panels) {
             let pts = || curves.iter().flat_map(|c| &c.1).filter(|p| p.1 > 0.0);
             let max_x = pts().map(|p| p.0).fold(1.0, f64::max);
-            let hi = pts().map(|p| p.1).fold(1e-6, f64::max) * 1.3;
-            let lo = pts()
-                .map(|p| p.1)
-                .fold(f64::INFINITY, f64::min)
-                .min(hi / 10.0)
-                * 0.8;
+            let (lo, hi) = log_range(pts().map(|p| p.1), 1.3);
             let mut b = ChartBuilder::on(area);
             b.margin(15);
             if text {
@@ -55,18 +42,12 @@ pub fn plot_loss_panels(panels: &[(String, Vec<Curve>)], path: &Path) -> Result<
                 let s =
                     chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?;
                 if text {
-                    s.label(label.as_str()).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
+                    s.label(label.as_str()).legend(line_sample(colour, 2));
                 }
                 chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
             }
             if text {
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK)
-                    .draw()?;
+                draw_legend(&mut chart)?;
             }
         }
         root.present()?;
@@ -122,8 +103,7 @@ pub fn plot_lvr_steps(
         let line: Vec<(f64, f64)> = xs.iter().zip(points).map(|(&x, p)| (x, pct(p.1))).collect();
         let s = chart.draw_series(LineSeries::new(line.clone(), BLUE.stroke_width(2)))?;
         if text {
-            s.label("LVR")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+            s.label("LVR").legend(line_sample(BLUE.to_rgba(), 2));
         }
         chart.draw_series(line.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
         chart.draw_series(xs.iter().zip(points).map(|(&x, p)| {
@@ -139,17 +119,12 @@ pub fn plot_lvr_steps(
                 colour.stroke_width(2),
             ))?;
             if text {
-                s.label(label.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
+                s.label(label.as_str())
+                    .legend(line_sample(colour.to_rgba(), 2));
             }
         }
         if text {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()?;
+            draw_legend(&mut chart)?;
         }
         root.present()?;
         Ok(())

@@ -38,18 +38,14 @@ pub fn tsne_2d(e: &ViewEmbeddings) -> Result<Vec<(f64, f64)>> {
 
 /// Draws the panels `(title, embeddings, coordinates)` side by side into `path`.
 pub fn plot_panels(panels: &[(&str, &ViewEmbeddings, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
-    // Text needs a system font; without one the figure is drawn without labels.
-    draw(panels, path, true)
-        .or_else(|_| draw(panels, path, false))
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("cannot draw {}", path.display()))
+    crate::plot::with_fallback(path, |text| draw(panels, path, text))
 }
 
 fn draw(
     panels: &[(&str, &ViewEmbeddings, Vec<(f64, f64)>)],
     path: &Path,
     text: bool,
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
+) -> crate::plot::DrawResult {
     let root = BitMapBackend::new(path, (600 * panels.len() as u32, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut categories: Vec<&String> = panels.iter().flat_map(|p| &p.1.categories).collect();
@@ -97,12 +93,7 @@ fn draw(
                         Rectangle::new([(x - 5, y - 5), (x + 5, y + 5)], col.filled())
                     });
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 13))
-                .draw()?;
+            crate::plot::draw_legend(&mut chart)?;
         }
     }
     root.present()?;

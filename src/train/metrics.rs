@@ -126,10 +126,7 @@ pub fn plot_loss_curve(rows: &[Row], path: &Path) -> Result<()> {
     if rows.iter().all(|r| r.terms().is_empty()) {
         anyhow::bail!("no finite losses to plot");
     }
-    draw(rows, path, true)
-        .or_else(|_| draw(rows, path, false))
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot draw {}", path.display()))
+    crate::plot::with_fallback(path, |text| draw(rows, path, text))
 }
 
 const TERMS: [&str; 6] = [
@@ -141,26 +138,17 @@ const TERMS: [&str; 6] = [
     "total",
 ];
 
-fn draw(
-    rows: &[Row],
-    path: &Path,
-    text: bool,
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn draw(rows: &[Row], path: &Path, text: bool) -> crate::plot::DrawResult {
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
     // Log scale: the terms differ by orders of magnitude (a cosine distance near 0.01 next to
     // a cross-entropy near 6).
-    let positive = || {
+    let (min_loss, max_loss) = crate::plot::log_range(
         rows.iter()
-            .flat_map(|r| r.terms().into_iter().map(|(_, v)| v))
-            .filter(|v| *v > 0.0)
-    };
-    let max_loss = positive().fold(1e-6_f64, f64::max) * 1.2;
-    let min_loss = positive()
-        .fold(f64::INFINITY, f64::min)
-        .min(max_loss / 10.0)
-        * 0.8;
+            .flat_map(|r| r.terms().into_iter().map(|(_, v)| v)),
+        1.2,
+    );
     let mut builder = ChartBuilder::on(&root);
     builder.margin(20);
     if text {
@@ -200,9 +188,7 @@ fn draw(
             if text {
                 series
                     .label(format!("{split} {term}"))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
-                    });
+                    .legend(crate::plot::line_sample(color, width));
             }
             if split == "val" {
                 chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
@@ -210,11 +196,7 @@ fn draw(
         }
     }
     if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        crate::plot::draw_legend(&mut chart)?;
     }
     root.present()?;
     Ok(())
