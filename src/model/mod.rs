@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu_kernel;
 pub mod device;
 pub mod lora;
 pub mod names;
@@ -10,6 +11,7 @@ pub mod nn;
 pub mod qwen2_5_vl;
 pub mod rope;
 pub mod softmax;
+pub mod swiglu;
 pub mod text;
 pub mod vision;
 pub mod vocab;

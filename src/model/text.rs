@@ -4,10 +4,10 @@
 use super::attention::attention;
 use super::config::TextConfig;
 use super::nn::{Proj, load_embedding, load_rms_norm, rotate_half};
+use super::swiglu::swiglu;
 use super::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::{Embedding, RmsNorm};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 #[derive(Module, Debug)]
@@ -161,9 +161,10 @@ impl TextModel {
             );
             x = x + h;
             let h = layer.post_attention_layernorm.forward(x.clone());
-            x = x + layer.mlp.down_proj.forward(
-                silu(layer.mlp.gate_proj.forward(h.clone())) * layer.mlp.up_proj.forward(h),
-            );
+            x = x + layer.mlp.down_proj.forward(swiglu(
+                layer.mlp.gate_proj.forward(h.clone()),
+                layer.mlp.up_proj.forward(h),
+            ));
         }
         let out = self.norm.forward(x);
         if all_hidden {
