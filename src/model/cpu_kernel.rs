@@ -65,3 +65,45 @@ pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     }
     f()
 }
+
+const LANES: usize = 8;
+
+/// `sum_i a_i * b_i`, over `LANES` independent accumulators so that it vectorises.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum_i a_i * b_i * c_i`, vectorised like [`dot`].
+#[inline(always)]
+pub fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb, cc) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    let tail: f32 = (ca.remainder().iter().zip(cb.remainder()))
+        .zip(cc.remainder())
+        .map(|((x, y), z)| x * y * z)
+        .sum();
+    for ((x, y), z) in ca.zip(cb).zip(cc) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i] * z[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

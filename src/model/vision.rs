@@ -4,8 +4,10 @@
 
 use super::attention::attention;
 use super::config::VisionConfig;
-use super::nn::{MASKED, Proj, load_rms_norm, rotate_half};
+use super::nn::{MASKED, Proj, load_rms_norm};
+use super::rms_norm::rms_norm;
 use super::rope::{vision_cos_sin, vision_patch_coords};
+use super::rope_apply::apply_rope;
 use super::swiglu::swiglu;
 use super::weights::WeightSource;
 use burn::module::Module;
@@ -172,11 +174,14 @@ impl VisionTower {
             } else {
                 &windows
             };
-            let h = blk
-                .attn
-                .forward(blk.norm1.forward(x.clone()), cos.clone(), sin.clone(), segs);
+            let h = blk.attn.forward(
+                rms_norm(&blk.norm1, x.clone()),
+                cos.clone(),
+                sin.clone(),
+                segs,
+            );
             x = x + h;
-            let h = blk.norm2.forward(x.clone());
+            let h = rms_norm(&blk.norm2, x.clone());
             let m = blk.mlp.down_proj.forward(swiglu(
                 blk.mlp.gate_proj.forward(h.clone()),
                 blk.mlp.up_proj.forward(h),
@@ -184,7 +189,7 @@ impl VisionTower {
             x = x + m;
         }
 
-        let x = self.merger.ln_q.forward(x).reshape([n / unit, d * unit]);
+        let x = rms_norm(&self.merger.ln_q, x).reshape([n / unit, d * unit]);
         let x = self.merger.mlp2.forward(gelu(self.merger.mlp0.forward(x)));
         // Back from window order to the processor's order of merged tokens.
         Ok(x.select(0, index_tensor(&plan.unit_inverse, &device)))
@@ -198,9 +203,8 @@ impl VisionAttention {
         let h = self.num_heads;
         let hd = d / h;
         let qkv = self.qkv.forward(x).reshape([n, 3, h, hd]);
-        let rope = |t: Tensor<3>| {
-            t.clone() * cos.clone().unsqueeze_dim(1) + rotate_half(t) * sin.clone().unsqueeze_dim(1)
-        };
+        let (cos, sin) = (cos.unsqueeze_dim(1), sin.unsqueeze_dim(1)); // broadcast over heads
+        let rope = |t: Tensor<3>| apply_rope(t, cos.clone(), sin.clone());
         let q = rope(qkv.clone().narrow(1, 0, 1).reshape([n, h, hd]));
         let k = rope(qkv.clone().narrow(1, 1, 1).reshape([n, h, hd]));
         let v = qkv.narrow(1, 2, 1).reshape([n, h, hd]);
