@@ -151,8 +151,11 @@ fn forward<B: RowSoftmax>(
         Shape::new([b, kvh, g * sq, hd]),
     );
     let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3));
-    let scores = B::float_add(B::float_reshape(scores, Shape::new([b, h, sq, sk])), bias);
-    let p = B::float_reshape(B::softmax_last(scores), Shape::new([b, kvh, g * sq, sk]));
+    let scores = B::float_reshape(scores, Shape::new([b, h, sq, sk]));
+    let p = B::float_reshape(
+        B::softmax_biased(scores, bias),
+        Shape::new([b, kvh, g * sq, sk]),
+    );
     let out = B::float_reshape(
         B::float_matmul(p.clone(), v.clone()),
         Shape::new([b, h, sq, hd]),
@@ -171,7 +174,7 @@ fn forward<B: RowSoftmax>(
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: Backend> Backward<B, 3> for AttentionBackward {
+impl<B: RowSoftmax> Backward<B, 3> for AttentionBackward {
     type State = Saved<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -195,7 +198,7 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
             return;
         }
         let dp = B::float_matmul(d_out, B::float_swap_dims(s.v, 2, 3));
-        let ds = B::float_mul(B::float_sub(dp, correction), s.p);
+        let ds = B::softmax_backward(s.p, dp, correction);
         if let Some(node) = node_k {
             let dk = B::float_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q);
             grads.register::<B>(node.id, dk);
