@@ -1,6 +1,7 @@
-//! What the hand-written CPU kernels of the fused ops ([`super::swiglu`], [`super::rms_norm`])
-//! share: reading a CPU-backend tensor as a dense f32 slice, wrapping a result vector as a tensor,
-//! splitting rows over the thread pool, and a vectorisable sigmoid.
+//! What the hand-written CPU kernels of the fused ops ([`super::swiglu`], [`super::rms_norm`],
+//! [`super::rope_apply`], [`super::softmax`], [`super::matmul`]) share: reading a CPU-backend
+//! tensor as a dense f32 slice, wrapping a result vector as a tensor without a copy, the size of
+//! a thread-pool task, and vectorisable sigmoid and dot products.
 //!
 //! Why by hand: burn-flex runs elementwise ops on one thread, one op per pass over memory, and
 //! burn's autodiff keeps each intermediate; on a 2-core machine those serial passes were about
@@ -9,7 +10,6 @@
 use super::softmax::exp_nonpositive;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorData;
-use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// The tensor's elements in row-major order (borrowed when it is dense already).
@@ -29,17 +29,6 @@ pub fn f32_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
 /// ~64k elements, so that the pool's overhead stays small.
 pub fn rows_per_task(row: usize) -> usize {
     (65_536 / row.max(1)).max(1)
-}
-
-/// Runs `f(first_row, block)` over blocks of whole rows of `out` in parallel.
-pub fn par_rows<F>(out: &mut [f32], row: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Send + Sync,
-{
-    let rows = rows_per_task(row);
-    out.par_chunks_mut(rows * row)
-        .enumerate()
-        .for_each(|(i, block)| f(i * rows, block));
 }
 
 /// `1 / (1 + e^-x)` from [`exp_nonpositive`] of `-|x|` (branch-free, so loops over it vectorise).

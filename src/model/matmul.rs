@@ -57,6 +57,14 @@ struct Ptrs {
 unsafe impl Send for Ptrs {}
 unsafe impl Sync for Ptrs {}
 
+impl Ptrs {
+    /// Taken through a method so that closures capture the whole (`Send`) struct rather than
+    /// its raw-pointer fields.
+    fn get(self) -> (*const f32, *const f32, *mut f32) {
+        (self.a, self.b, self.out)
+    }
+}
+
 fn flex_matmul(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     let da = a.shape().to_vec();
     let r = da.len();
@@ -81,7 +89,7 @@ fn flex_matmul(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
         out: out.as_mut_ptr(),
     };
     let one = |i: usize, parallelism: gemm::Parallelism| {
-        let p = p;
+        let (pa, pb, pout) = p.get();
         // SAFETY: `offset` and the strides address elements of `a` and `b` (their layouts),
         // and output matrix `i` is `m * n` elements of `out`, written by this call only.
         unsafe {
@@ -89,14 +97,14 @@ fn flex_matmul(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
                 m,
                 n,
                 k,
-                p.out.add(i * m * n),
+                pout.add(i * m * n),
                 1,
                 n as isize,
                 false,
-                p.a.offset(offset(i, &sa)),
+                pa.offset(offset(i, &sa)),
                 sa[r - 1],
                 sa[r - 2],
-                p.b.offset(offset(i, &sb)),
+                pb.offset(offset(i, &sb)),
                 sb[r - 1],
                 sb[r - 2],
                 0.0,
