@@ -6,12 +6,14 @@
 //! tensor for the backward pass; at 1k tokens that was most of a training step's memory and a
 //! large share of its time. Here the forward pass keeps only the probabilities `p` (plus the small
 //! `q`, `k`, `v`, output), uses a fused softmax ([`super::softmax`]), and the backward pass is the usual
-//! `dS = p * (dP - rowsum(dO * O))` in a handful of large passes. Grouped-query attention needs
-//! no repeated keys: the query heads of one group are stacked as rows of one matrix product.
+//! `dS = p * (dP - rowsum(dO * O))` in a handful of large passes; the products go through
+//! [`super::matmul`] on the CPU. Grouped-query attention needs no repeated keys: the query heads
+//! of one group are stacked as rows of one matrix product.
 //!
 //! The op runs on the CPU backend (with or without autodiff); other backends (CUDA) take the
 //! composed path, which computes the same function with burn's differentiable ops.
 
+use super::matmul::BatchMatmul;
 use super::softmax::RowSoftmax;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -93,7 +95,7 @@ impl FusedAttention for Flex {
     }
 }
 
-impl<B: RowSoftmax, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
+impl<B: RowSoftmax + BatchMatmul, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
     fn fused_attention(
         q: Prim<Self>,
         k: Prim<Self>,
@@ -135,7 +137,7 @@ fn dims4<B: Backend>(t: &Prim<B>) -> [usize; 4] {
     t.shape().dims::<4>()
 }
 
-fn forward<B: RowSoftmax>(
+fn forward<B: RowSoftmax + BatchMatmul>(
     q: Prim<B>,
     k: Prim<B>,
     v: Prim<B>,
@@ -150,11 +152,14 @@ fn forward<B: RowSoftmax>(
         B::float_mul_scalar(q, scale.into()),
         Shape::new([b, kvh, g * sq, hd]),
     );
-    let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3));
-    let scores = B::float_add(B::float_reshape(scores, Shape::new([b, h, sq, sk])), bias);
-    let p = B::float_reshape(B::softmax_last(scores), Shape::new([b, kvh, g * sq, sk]));
+    let scores = B::batch_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3));
+    let scores = B::float_reshape(scores, Shape::new([b, h, sq, sk]));
+    let p = B::float_reshape(
+        B::softmax_biased(scores, bias),
+        Shape::new([b, kvh, g * sq, sk]),
+    );
     let out = B::float_reshape(
-        B::float_matmul(p.clone(), v.clone()),
+        B::batch_matmul(p.clone(), v.clone()),
         Shape::new([b, h, sq, hd]),
     );
     let saved = Saved {
@@ -171,7 +176,7 @@ fn forward<B: RowSoftmax>(
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: Backend> Backward<B, 3> for AttentionBackward {
+impl<B: RowSoftmax + BatchMatmul> Backward<B, 3> for AttentionBackward {
     type State = Saved<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -188,20 +193,20 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
         );
         let d_out = B::float_reshape(d_out, Shape::new([b, kvh, rows, hd]));
         if let Some(node) = node_v {
-            let dv = B::float_matmul(B::float_swap_dims(s.p.clone(), 2, 3), d_out.clone());
+            let dv = B::batch_matmul(B::float_swap_dims(s.p.clone(), 2, 3), d_out.clone());
             grads.register::<B>(node.id, dv);
         }
         if node_q.is_none() && node_k.is_none() {
             return;
         }
-        let dp = B::float_matmul(d_out, B::float_swap_dims(s.v, 2, 3));
-        let ds = B::float_mul(B::float_sub(dp, correction), s.p);
+        let dp = B::batch_matmul(d_out, B::float_swap_dims(s.v, 2, 3));
+        let ds = B::softmax_backward(s.p, dp, correction);
         if let Some(node) = node_k {
-            let dk = B::float_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q);
+            let dk = B::batch_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q);
             grads.register::<B>(node.id, dk);
         }
         if let Some(node) = node_q {
-            let dq = B::float_mul_scalar(B::float_matmul(ds, s.k), s.scale.into());
+            let dq = B::float_mul_scalar(B::batch_matmul(ds, s.k), s.scale.into());
             grads.register::<B>(node.id, B::float_reshape(dq, Shape::new([b, h, sq, hd])));
         }
     }

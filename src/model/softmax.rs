@@ -6,6 +6,7 @@
 //! in an attention-heavy step this was about a tenth of the CPU time. Other backends and dtypes
 //! use the backend's softmax.
 
+use super::cpu_kernel::{f32_values, with_simd};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
@@ -24,6 +25,22 @@ pub trait RowSoftmax: Backend {
     fn softmax_lse_last(t: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         softmax_lse_composed::<Self>(t)
     }
+
+    /// `softmax(scores + bias)` over the last dimension, for attention scores
+    /// `[b, h, q, k]` and an additive bias `[b, 1, q, k]` shared by the heads.
+    fn softmax_biased(scores: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::softmax_last(Self::float_add(scores, bias))
+    }
+
+    /// The softmax's backward pass, `p * (dp - correction)`, for `p`, `dp` of one shape and a
+    /// `correction` with 1 in the last dimension (each row's `sum(dp * p)`).
+    fn softmax_backward(
+        p: FloatTensor<Self>,
+        dp: FloatTensor<Self>,
+        correction: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::float_mul(Self::float_sub(dp, correction), p)
+    }
 }
 
 /// The softmax and log-sum-exp from the backend's elementwise ops (max-shifted for stability).
@@ -37,6 +54,20 @@ fn softmax_lse_composed<B: Backend>(t: FloatTensor<B>) -> (FloatTensor<B>, Float
 }
 
 impl RowSoftmax for Flex {
+    fn softmax_biased(scores: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        match flex_softmax_biased(scores, &bias) {
+            Ok(p) => p,
+            Err(scores) => Flex::softmax_last(Flex::float_add(scores, bias)),
+        }
+    }
+
+    fn softmax_backward(p: FlexTensor, dp: FlexTensor, correction: FlexTensor) -> FlexTensor {
+        match flex_softmax_backward(&p, dp, &correction) {
+            Ok(ds) => ds,
+            Err(dp) => Flex::float_mul(Flex::float_sub(dp, correction), p),
+        }
+    }
+
     fn softmax_last(t: FlexTensor) -> FlexTensor {
         flex_softmax(t).map(|(p, _)| p).unwrap_or_else(|t| {
             let last = t.shape().num_dims() - 1;
@@ -62,10 +93,7 @@ impl RowSoftmax for Flex {
 fn flex_softmax(t: FlexTensor) -> Result<(FlexTensor, Vec<f32>), FlexTensor> {
     let shape = t.shape();
     let row = shape[shape.num_dims() - 1];
-    let whole = t.is_contiguous()
-        && t.layout().start_offset() == 0
-        && t.bytes().len() == shape.num_elements() * 4;
-    if t.dtype() != DType::F32 || !whole || row == 0 {
+    if !whole_f32(&t) || row == 0 {
         return Err(t);
     }
     let mut t = t;
@@ -78,6 +106,84 @@ fn flex_softmax(t: FlexTensor) -> Result<(FlexTensor, Vec<f32>), FlexTensor> {
         .zip(lse.par_chunks_mut(ROWS))
         .for_each(|(block, lse)| softmax_rows(block, row, lse));
     Ok((t, lse))
+}
+
+/// Whether `t` is an f32 tensor that owns its whole buffer in row-major order, so that it can be
+/// overwritten in place (a shared buffer is copied first by `storage_mut`).
+fn whole_f32(t: &FlexTensor) -> bool {
+    t.dtype() == DType::F32
+        && t.is_contiguous()
+        && t.layout().start_offset() == 0
+        && t.bytes().len() == t.shape().num_elements() * 4
+}
+
+/// In place: `softmax(scores + bias)` with `scores: [b, h, q, k]`, `bias: [b, 1, q, k]` (one
+/// pass per row instead of a broadcast add that burn-flex runs serially element by element).
+fn flex_softmax_biased(scores: FlexTensor, bias: &FlexTensor) -> Result<FlexTensor, FlexTensor> {
+    let dims = scores.shape().to_vec();
+    let bdims = bias.shape().to_vec();
+    let fits = dims.len() == 4
+        && bdims == [dims[0], 1, dims[2], dims[3]]
+        && bias.dtype() == DType::F32
+        && dims[3] > 0;
+    if !fits || !whole_f32(&scores) {
+        return Err(scores);
+    }
+    let (h, q, k) = (dims[1], dims[2], dims[3]);
+    let bias = f32_values(bias);
+    let mut scores = scores;
+    let data: &mut [f32] = scores.storage_mut();
+    const ROWS: usize = 32;
+    data.par_chunks_mut(k * ROWS)
+        .enumerate()
+        .for_each(|(block, rows)| {
+            with_simd(|| {
+                for (i, r) in rows.chunks_mut(k).enumerate() {
+                    let row = block * ROWS + i; // (b, h, q) flattened
+                    let b_row = (row / (h * q)) * q + row % q;
+                    for (x, &m) in r.iter_mut().zip(&bias[b_row * k..(b_row + 1) * k]) {
+                        *x += m;
+                    }
+                    softmax_row(r);
+                }
+            })
+        });
+    Ok(scores)
+}
+
+/// In place on `dp`: `p * (dp - correction)` row by row (two serial broadcast passes otherwise).
+fn flex_softmax_backward(
+    p: &FlexTensor,
+    dp: FlexTensor,
+    correction: &FlexTensor,
+) -> Result<FlexTensor, FlexTensor> {
+    let shape = dp.shape();
+    let k = shape[shape.num_dims() - 1];
+    let fits = p.shape() == shape
+        && correction.shape().num_elements() * k == shape.num_elements()
+        && p.dtype() == DType::F32
+        && correction.dtype() == DType::F32
+        && k > 0;
+    if !fits || !whole_f32(&dp) {
+        return Err(dp);
+    }
+    let (p, c) = (f32_values(p), f32_values(correction));
+    let mut dp = dp;
+    let data: &mut [f32] = dp.storage_mut();
+    const ROWS: usize = 32;
+    data.par_chunks_mut(k * ROWS)
+        .zip(p.par_chunks(k * ROWS))
+        .zip(c.par_chunks(ROWS))
+        .for_each(|((d, p), c)| {
+            with_simd(|| {
+                for ((d, p), &c) in d.chunks_mut(k).zip(p.chunks(k)).zip(c) {
+                    for (d, &p) in d.iter_mut().zip(p) {
+                        *d = p * (*d - c);
+                    }
+                }
+            })
+        });
+    Ok(dp)
 }
 
 fn softmax_rows(block: &mut [f32], row: usize, lse: &mut [f32]) {
@@ -144,7 +250,7 @@ fn softmax_row(r: &mut [f32]) -> f32 {
 /// `x = n ln2 + f`, `e^f` by Cephes' degree-6 polynomial on `|f| <= ln2/2`, `2^n` by building
 /// the exponent bits. Branch-free, so a loop over it vectorises.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -208,5 +314,39 @@ mod tests {
         for (g, w) in lse.iter().zip(&want_lse) {
             assert!((g - w).abs() < 1e-5, "log-sum-exp {g} vs {w}");
         }
+    }
+
+    fn flex(dims: [usize; 4], seed: f32) -> FlexTensor {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| (i as f32 * 0.37 + seed).sin() * 4.0)
+            .collect();
+        FlexTensor::from_data(TensorData::new(v, dims))
+    }
+
+    fn close(a: FlexTensor, b: FlexTensor) {
+        let (a, b) = (a.into_data(), b.into_data());
+        a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-6));
+    }
+
+    #[test]
+    fn biased_softmax_adds_each_sequences_bias_to_every_head() {
+        let (b, h, q, k) = (2, 3, 5, 11);
+        let scores = flex([b, h, q, k], 0.0);
+        let mut bias = flex([b, 1, q, k], 1.0);
+        bias.storage_mut::<f32>()[3] = super::super::nn::MASKED;
+        let want = Flex::softmax(Flex::float_add(scores.clone(), bias.clone()), 3);
+        let got = flex_softmax_biased(scores, &bias).expect("the in-place path");
+        close(got, want);
+    }
+
+    #[test]
+    fn softmax_backward_matches_the_composed_ops() {
+        let dims = [2, 2, 7, 9];
+        let (p, dp) = (flex(dims, 0.5), flex(dims, 2.0));
+        let c = flex([2, 2, 7, 1], 3.0);
+        let want = Flex::float_mul(Flex::float_sub(dp.clone(), c.clone()), p.clone());
+        let got = flex_softmax_backward(&p, dp, &c).expect("the in-place path");
+        close(got, want);
     }
 }

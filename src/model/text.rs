@@ -3,11 +3,13 @@
 
 use super::attention::attention;
 use super::config::TextConfig;
-use super::nn::{Proj, load_embedding, load_rms_norm, rotate_half};
+use super::nn::{Proj, load_embedding, load_rms_norm};
+use super::rms_norm::rms_norm;
+use super::rope_apply::apply_rope;
+use super::swiglu::swiglu;
 use super::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::{Embedding, RmsNorm};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 #[derive(Module, Debug)]
@@ -153,19 +155,20 @@ impl TextModel {
             }
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
             let h = layer.self_attn.forward(
-                layer.input_layernorm.forward(x.clone()),
+                rms_norm(&layer.input_layernorm, x.clone()),
                 cos.clone(),
                 sin.clone(),
                 bias.clone(),
                 slot,
             );
             x = x + h;
-            let h = layer.post_attention_layernorm.forward(x.clone());
-            x = x + layer.mlp.down_proj.forward(
-                silu(layer.mlp.gate_proj.forward(h.clone())) * layer.mlp.up_proj.forward(h),
-            );
+            let h = rms_norm(&layer.post_attention_layernorm, x.clone());
+            x = x + layer.mlp.down_proj.forward(swiglu(
+                layer.mlp.gate_proj.forward(h.clone()),
+                layer.mlp.up_proj.forward(h),
+            ));
         }
-        let out = self.norm.forward(x);
+        let out = rms_norm(&self.norm, x);
         if all_hidden {
             hidden.push(out.clone());
         }
@@ -193,19 +196,12 @@ impl TextAttention {
         let [b, s, d] = x.dims();
         let (h, kvh) = (self.num_heads, self.num_kv_heads);
         let hd = d / h;
-        let rope = |t: Tensor<4>| t.clone() * cos.clone() + rotate_half(t) * sin.clone();
-        let q = rope(
-            self.q_proj
-                .forward(x.clone())
-                .reshape([b, s, h, hd])
-                .swap_dims(1, 2),
-        );
-        let k = rope(
-            self.k_proj
-                .forward(x.clone())
-                .reshape([b, s, kvh, hd])
-                .swap_dims(1, 2),
-        );
+        // Rotated in the projections' `[b, s, heads, hd]` layout (angles broadcast over heads),
+        // then viewed as `[b, heads, s, hd]`.
+        let (cos, sin) = (cos.reshape([b, s, 1, hd]), sin.reshape([b, s, 1, hd]));
+        let rope = |t: Tensor<4>| apply_rope(t, cos.clone(), sin.clone()).swap_dims(1, 2);
+        let q = rope(self.q_proj.forward(x.clone()).reshape([b, s, h, hd]));
+        let k = rope(self.k_proj.forward(x.clone()).reshape([b, s, kvh, hd]));
         let v = self
             .v_proj
             .forward(x)

@@ -4,12 +4,15 @@
 
 use super::attention::attention;
 use super::config::VisionConfig;
-use super::nn::{MASKED, Proj, load_rms_norm, rotate_half};
+use super::nn::{MASKED, Proj, load_rms_norm};
+use super::rms_norm::rms_norm;
 use super::rope::{vision_cos_sin, vision_patch_coords};
+use super::rope_apply::apply_rope;
+use super::swiglu::swiglu;
 use super::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::RmsNorm;
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 #[derive(Module, Debug)]
@@ -171,19 +174,22 @@ impl VisionTower {
             } else {
                 &windows
             };
-            let h = blk
-                .attn
-                .forward(blk.norm1.forward(x.clone()), cos.clone(), sin.clone(), segs);
+            let h = blk.attn.forward(
+                rms_norm(&blk.norm1, x.clone()),
+                cos.clone(),
+                sin.clone(),
+                segs,
+            );
             x = x + h;
-            let h = blk.norm2.forward(x.clone());
-            let m = blk
-                .mlp
-                .down_proj
-                .forward(silu(blk.mlp.gate_proj.forward(h.clone())) * blk.mlp.up_proj.forward(h));
+            let h = rms_norm(&blk.norm2, x.clone());
+            let m = blk.mlp.down_proj.forward(swiglu(
+                blk.mlp.gate_proj.forward(h.clone()),
+                blk.mlp.up_proj.forward(h),
+            ));
             x = x + m;
         }
 
-        let x = self.merger.ln_q.forward(x).reshape([n / unit, d * unit]);
+        let x = rms_norm(&self.merger.ln_q, x).reshape([n / unit, d * unit]);
         let x = self.merger.mlp2.forward(gelu(self.merger.mlp0.forward(x)));
         // Back from window order to the processor's order of merged tokens.
         Ok(x.select(0, index_tensor(&plan.unit_inverse, &device)))
@@ -197,24 +203,29 @@ impl VisionAttention {
         let h = self.num_heads;
         let hd = d / h;
         let qkv = self.qkv.forward(x).reshape([n, 3, h, hd]);
-        let rope = |t: Tensor<3>| {
-            t.clone() * cos.clone().unsqueeze_dim(1) + rotate_half(t) * sin.clone().unsqueeze_dim(1)
-        };
+        let (cos, sin) = (cos.unsqueeze_dim(1), sin.unsqueeze_dim(1)); // broadcast over heads
+        let rope = |t: Tensor<3>| apply_rope(t, cos.clone(), sin.clone());
         let q = rope(qkv.clone().narrow(1, 0, 1).reshape([n, h, hd]));
         let k = rope(qkv.clone().narrow(1, 1, 1).reshape([n, h, hd]));
         let v = qkv.narrow(1, 2, 1).reshape([n, h, hd]);
-        // Gather each segment into a padded batch [segments, heads, max_len, hd].
+        // Gather each segment into a padded batch [segments, heads, max_len, hd]. Rows are
+        // gathered as 2-D `[n, d]` tensors: burn-flex's gather and its backward (a scatter-add)
+        // have a fast row-copy path for 2-D tensors only.
         let (s, l) = (segs.count, segs.max_len);
         let pad = |t: Tensor<3>| {
-            t.select(0, segs.gather.clone())
-                .reshape([s, l, h, hd])
-                .swap_dims(1, 2)
+            let t = t.reshape([n, d]);
+            let t = match &segs.gather {
+                Some(gather) => t.select(0, gather.clone()),
+                None => t,
+            };
+            t.reshape([s, l, h, hd]).swap_dims(1, 2)
         };
         let out = attention(pad(q), pad(k), pad(v), segs.key_bias.clone()); // [s, h, l, hd]
-        let out = out
-            .swap_dims(1, 2)
-            .reshape([s * l, d])
-            .select(0, segs.scatter.clone());
+        let out = out.swap_dims(1, 2).reshape([s * l, d]);
+        let out = match &segs.scatter {
+            Some(scatter) => out.select(0, scatter.clone()),
+            None => out,
+        };
         self.proj.forward(out)
     }
 }
@@ -224,10 +235,12 @@ impl VisionAttention {
 struct Segments {
     count: usize,
     max_len: usize,
-    /// `[count * max_len]`: sequence index for each padded slot (padding repeats a real index).
-    gather: Tensor<1, Int>,
-    /// `[n]`: padded slot of each sequence position.
-    scatter: Tensor<1, Int>,
+    /// `[count * max_len]`: sequence index for each padded slot (padding repeats a real index);
+    /// `None` when every segment is full, so that the padded batch is the sequence itself (e.g.
+    /// images whose sides are multiples of the window).
+    gather: Option<Tensor<1, Int>>,
+    /// `[n]`: padded slot of each sequence position (`None` with `gather`).
+    scatter: Option<Tensor<1, Int>>,
     /// `[count, 1, max_len, max_len]`: 0 for real keys, MASKED for padding keys.
     key_bias: Tensor<4>,
 }
@@ -252,11 +265,12 @@ impl Segments {
                 }
             }
         }
+        let identity = gather.iter().enumerate().all(|(slot, &i)| slot == i) && gather.len() == n;
         Self {
             count,
             max_len,
-            gather: index_tensor(&gather, device),
-            scatter: index_tensor(&scatter, device),
+            gather: (!identity).then(|| index_tensor(&gather, device)),
+            scatter: (!identity).then(|| index_tensor(&scatter, device)),
             key_bias: Tensor::from_data(
                 TensorData::new(bias, [count, 1, max_len, max_len]),
                 device,
@@ -367,6 +381,24 @@ mod tests {
         for (slot, &u) in units.iter().enumerate() {
             assert_eq!(plan.unit_inverse[u], slot);
         }
+    }
+
+    #[test]
+    fn full_segments_need_no_gather_and_cut_ones_do() {
+        let device = Device::default();
+        let full = Segments::new(&[(0, 4), (4, 4)], &device);
+        assert!(full.gather.is_none() && full.scatter.is_none());
+        let cut = Segments::new(&[(0, 4), (4, 2)], &device);
+        let gather = cut.gather.expect("a padded segment needs a gather");
+        let idx: Vec<i64> = gather
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec()
+            .expect("ints");
+        assert_eq!(idx, vec![0, 1, 2, 3, 4, 5, 5, 5]);
+        let scatter = cut.scatter.expect("scatter").into_data().convert::<i64>();
+        let scatter: Vec<i64> = scatter.try_to_vec().expect("ints");
+        assert_eq!(scatter, vec![0, 1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! What the hand-written CPU kernels of the fused ops ([`super::swiglu`], [`super::rms_norm`],
+//! [`super::rope_apply`], [`super::softmax`], [`super::matmul`]) share: reading a CPU-backend
+//! tensor as a dense f32 slice, wrapping a result vector as a tensor without a copy, the size of
+//! a thread-pool task, and vectorisable sigmoid and dot products.
+//!
+//! Why by hand: burn-flex runs elementwise ops on one thread, one op per pass over memory, and
+//! burn's autodiff keeps each intermediate; on a 2-core machine those serial passes were about
+//! half of a training step's wall time once the matrix products ran on both cores.
+
+use super::softmax::exp_nonpositive;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::TensorData;
+use std::borrow::Cow;
+
+/// The tensor's elements in row-major order (borrowed when it is dense already).
+pub fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("dense").to_vec()),
+    }
+}
+
+/// A dense f32 tensor of the given shape over `values`.
+pub fn f32_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Rows per task when rows of `row` elements are split over the thread pool: tasks of at least
+/// ~64k elements, so that the pool's overhead stays small.
+pub fn rows_per_task(row: usize) -> usize {
+    (65_536 / row.max(1)).max(1)
+}
+
+/// `1 / (1 + e^-x)` from [`exp_nonpositive`] of `-|x|` (branch-free, so loops over it vectorise).
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    let e = exp_nonpositive(-x.abs());
+    let s = 1.0 / (1.0 + e);
+    if x >= 0.0 { s } else { e * s }
+}
+
+/// Runs `f` compiled for AVX2 + FMA where the CPU has them, so that the loops in it vectorise
+/// with fused multiply-adds; plain code elsewhere.
+#[inline(always)]
+pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU supports the features `run` is compiled for (checked above).
+        return unsafe { run(f) };
+    }
+    f()
+}
+
+const LANES: usize = 8;
+
+/// `sum_i a_i * b_i`, over `LANES` independent accumulators so that it vectorises.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum_i a_i * b_i * c_i`, vectorised like [`dot`].
+#[inline(always)]
+pub fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb, cc) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    let tail: f32 = (ca.remainder().iter().zip(cb.remainder()))
+        .zip(cc.remainder())
+        .map(|((x, y), z)| x * y * z)
+        .sum();
+    for ((x, y), z) in ca.zip(cb).zip(cc) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i] * z[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
