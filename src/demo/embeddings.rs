@@ -95,9 +95,9 @@ impl ViewEmbeddings {
         let (predicted, target) = (centred(&self.predicted), centred(&self.target));
         let n = predicted.len();
         let (mut matched, mut mismatched) = (0.0, 0.0);
-        for i in 0..n {
-            for j in 0..n {
-                let c = cosine(&predicted[i], &target[j]);
+        for (i, p) in predicted.iter().enumerate() {
+            for (j, t) in target.iter().enumerate() {
+                let c = cosine(p, t);
                 if i == j {
                     matched += c;
                 } else {

@@ -36,16 +36,15 @@ pub fn tsne_2d(e: &ViewEmbeddings) -> Result<Vec<(f64, f64)>> {
     Ok(y.outer_iter().map(|r| (r[0], r[1])).collect())
 }
 
-/// Draws the panels `(title, embeddings, coordinates)` side by side into `path`.
-pub fn plot_panels(panels: &[(&str, &ViewEmbeddings, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
+/// One panel: title, the embeddings, and their t-SNE coordinates.
+pub type Panel<'a> = (&'a str, &'a ViewEmbeddings, Vec<(f64, f64)>);
+
+/// Draws the panels side by side into `path`.
+pub fn plot_panels(panels: &[Panel<'_>], path: &Path) -> Result<()> {
     crate::plot::with_fallback(path, |text| draw(panels, path, text))
 }
 
-fn draw(
-    panels: &[(&str, &ViewEmbeddings, Vec<(f64, f64)>)],
-    path: &Path,
-    text: bool,
-) -> crate::plot::DrawResult {
+fn draw(panels: &[Panel<'_>], path: &Path, text: bool) -> crate::plot::DrawResult {
     let root = BitMapBackend::new(path, (600 * panels.len() as u32, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut categories: Vec<&String> = panels.iter().flat_map(|p| &p.1.categories).collect();
