@@ -37,6 +37,11 @@ pub struct RunConfig {
     /// `grad_accum / devices` of every step's micro-batches. Unset: burn's default device.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<String>>,
+    /// Recompute cheap activations (elementwise ops, reshapes) in the backward pass instead of
+    /// keeping them: burn's balanced gradient checkpointing. Less memory, more compute, same
+    /// gradients.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
     /// Full fine-tuning (every weight trains) instead of LoRA.
     pub full: bool,
     /// Examples per forward/backward pass.
@@ -121,6 +126,7 @@ impl Default for RunConfig {
             output: PathBuf::from("runs/pearl"),
             seed: 0,
             devices: None,
+            gradient_checkpointing: false,
             full: false,
             micro_batch: 1,
             grad_accum: 1,

@@ -327,22 +327,32 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
     Ok(summary(&state, final_val, &log))
 }
 
-/// The run's devices, with autodiff: the run file's `devices`, or burn's default device.
+/// The run's devices, with autodiff (and gradient checkpointing if asked): the run file's
+/// `devices`, or burn's default device.
 fn train_devices(cfg: &RunConfig) -> Result<Vec<Device>> {
+    let autodiff = |d: Device| {
+        let d = d.autodiff();
+        if cfg.gradient_checkpointing {
+            d.gradient_checkpointing()
+        } else {
+            d
+        }
+    };
     match cfg.device_specs()? {
-        None => Ok(vec![Device::default().autodiff()]),
+        None => Ok(vec![autodiff(Device::default())]),
         Some(specs) => specs
             .into_iter()
-            .map(|s| Ok(s.device()?.autodiff()))
+            .map(|s| Ok(autodiff(s.device()?)))
             .collect(),
     }
 }
 
-/// Whether a checkpoint's run file describes this run. The devices may differ: they change
-/// where the steps run, not what they compute.
+/// Whether a checkpoint's run file describes this run. The devices and gradient checkpointing
+/// may differ: they change where and how the steps run, not what they compute.
 fn same_run(saved_toml: &str, cfg: &RunConfig) -> bool {
     RunConfig::from_toml_str(saved_toml).is_ok_and(|mut saved| {
         saved.devices = cfg.devices.clone();
+        saved.gradient_checkpointing = cfg.gradient_checkpointing;
         saved == *cfg
     })
 }
