@@ -5,7 +5,7 @@
 
 use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
 use crate::data::trajectory::load_jsonl;
-use crate::model::device::parse_device;
+use crate::model::device::{parse_device, training_device};
 use crate::model::lora::{LoraConfig, init_lora};
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::batch::Example;
@@ -123,12 +123,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         a.data.display()
     );
     let examples = Example::all_of(&file);
-    let device = parse_device(&a.device)?.autodiff();
-    let device = if a.gradient_checkpointing {
-        device.gradient_checkpointing()
-    } else {
-        device
-    };
+    let device = training_device(parse_device(&a.device)?, a.gradient_checkpointing);
     let lora = LoraConfig {
         r: a.lora_r,
         lora_alpha: a.lora_alpha,

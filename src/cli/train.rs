@@ -63,13 +63,10 @@ impl TrainArgs {
     fn overrides(&self) -> Vec<String> {
         let mut o = Vec::new();
         let path = |p: &PathBuf| toml::Value::String(p.display().to_string()).to_string();
-        let paths = |ps: &[PathBuf]| {
-            let v: Vec<toml::Value> = ps
-                .iter()
-                .map(|p| toml::Value::String(p.display().to_string()))
-                .collect();
-            toml::Value::Array(v).to_string()
+        let strings = |items: Vec<String>| {
+            toml::Value::Array(items.into_iter().map(toml::Value::String).collect()).to_string()
         };
+        let paths = |ps: &[PathBuf]| strings(ps.iter().map(|p| p.display().to_string()).collect());
         if let Some(p) = &self.model {
             o.push(format!("model={}", path(p)));
         }
@@ -80,13 +77,7 @@ impl TrainArgs {
             o.push(format!("val={}", paths(&self.val)));
         }
         if !self.devices.is_empty() {
-            let v: Vec<toml::Value> = self
-                .devices
-                .iter()
-                .cloned()
-                .map(toml::Value::String)
-                .collect();
-            o.push(format!("devices={}", toml::Value::Array(v)));
+            o.push(format!("devices={}", strings(self.devices.clone())));
         }
         if let Some(p) = &self.output {
             o.push(format!("output={}", path(p)));

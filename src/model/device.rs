@@ -57,6 +57,17 @@ pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
     DeviceSpec::parse(spec)?.device()
 }
 
+/// `device` with autodiff, for training; with burn's balanced gradient checkpointing (cheap
+/// activations recomputed in the backward pass instead of kept) when asked.
+pub fn training_device(device: Device, gradient_checkpointing: bool) -> Device {
+    let device = device.autodiff();
+    if gradient_checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda(index: usize) -> anyhow::Result<Device> {
     Ok(Device::cuda(index))

@@ -330,14 +330,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
 /// The run's devices, with autodiff (and gradient checkpointing if asked): the run file's
 /// `devices`, or burn's default device.
 fn train_devices(cfg: &RunConfig) -> Result<Vec<Device>> {
-    let autodiff = |d: Device| {
-        let d = d.autodiff();
-        if cfg.gradient_checkpointing {
-            d.gradient_checkpointing()
-        } else {
-            d
-        }
-    };
+    let autodiff = |d| crate::model::device::training_device(d, cfg.gradient_checkpointing);
     match cfg.device_specs()? {
         None => Ok(vec![autodiff(Device::default())]),
         Some(specs) => specs
