@@ -7,6 +7,7 @@ use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
 use crate::data::trajectory::load_jsonl;
 use crate::model::device::{parse_device, training_device};
 use crate::model::lora::{LoraConfig, init_lora};
+use crate::model::precision::Precision;
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
@@ -54,6 +55,10 @@ pub struct TrainBenchArgs {
     /// (burn's balanced gradient checkpointing): less memory, more compute.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// f32, or bf16: frozen weights and activations in bf16, LoRA factors as f32 master copies
+    /// (meant for GPUs; on the CPU backend bf16 products convert through f32 and run slower).
+    #[arg(long, default_value = "f32", value_parser = Precision::parse)]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +77,7 @@ pub struct StepTiming {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainBench {
+    pub precision: Precision,
     pub params: usize,
     pub trainable_params: usize,
     pub batch: usize,
@@ -149,6 +155,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         vlm.ensure_vocab(processor.tokenizer.vocab_size());
         let vlm = init_lora(vlm, &lora, 1)?;
         let mut model = lora_only(PearlModel::new(vlm, &obj, 2));
+        model.vlm = model.vlm.with_precision(a.precision);
         let params = model.num_params();
         let trainable: usize = crate::model::names::named_params(&model)
             .iter()
@@ -231,6 +238,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         None => Vec::new(),
     };
     Ok(TrainBench {
+        precision: a.precision,
         params,
         trainable_params,
         batch: b,
@@ -247,9 +255,10 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
 
 pub fn print(r: &TrainBench) {
     println!(
-        "model {:.1} M params ({:.2} M trainable), batch {} x {} ({} tokens, {} supervised), {} threads",
+        "model {:.1} M params ({:.2} M trainable), {}, batch {} x {} ({} tokens, {} supervised), {} threads",
         r.params as f64 / 1e6,
         r.trainable_params as f64 / 1e6,
+        r.precision.name(),
         r.batch,
         r.seq_len,
         r.tokens,

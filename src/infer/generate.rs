@@ -179,7 +179,7 @@ pub fn generate_streaming(
         let n = active.len();
         let ids: Vec<i64> = chosen.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &device);
-        let x = model.model.embed_tokens.forward(ids);
+        let x = model.embed_ids(ids);
         let mut step_pos = vec![0i64; 3 * n];
         for (r, &p) in active.iter().enumerate() {
             for c in 0..3 {

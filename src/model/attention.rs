@@ -10,10 +10,12 @@
 //! [`super::matmul`] on the CPU. Grouped-query attention needs no repeated keys: the query heads
 //! of one group are stacked as rows of one matrix product.
 //!
-//! The op runs on the CPU backend (with or without autodiff); other backends (CUDA) take the
-//! composed path, which computes the same function with burn's differentiable ops.
+//! The op runs on the CPU backend (with or without autodiff) in f32; other backends (CUDA) and
+//! dtypes (bf16) take the composed path, which computes the same function with burn's
+//! differentiable ops.
 
 use super::matmul::BatchMatmul;
+use super::precision::{cast, in_f32};
 use super::softmax::RowSoftmax;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -24,7 +26,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
-use burn::tensor::{BackendPrimitive, Float, Shape, Tensor};
+use burn::tensor::{BackendPrimitive, DType, Float, Shape, Tensor};
 
 type Prim<B> = FloatTensor<B>;
 
@@ -33,6 +35,9 @@ type Prim<B> = FloatTensor<B>;
 /// key/value head `j / (heads / kv_heads)`), with an additive `bias: [batch, 1, q_len, k_len]`
 /// broadcast over heads (0, or [`super::nn::MASKED`] for masked keys). No gradient flows to `bias`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    if [&q, &k, &v, &bias].iter().any(|t| t.dtype() != DType::F32) {
+        return composed(q, k, v, bias);
+    }
     if let Some(out) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&q, &k, &v, &bias) {
         return out;
     }
@@ -45,17 +50,19 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> T
     composed(q, k, v, bias)
 }
 
-/// The same function from burn's differentiable tensor ops (any backend).
+/// The same function from burn's differentiable tensor ops (any backend, any dtype): products
+/// in the inputs' dtype, the biased softmax in f32 (as transformers' eager attention).
 pub fn composed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     let [b, h, sq, hd] = q.dims();
     let [_, kvh, sk, _] = k.dims();
     let g = h / kvh;
+    let dtype = q.dtype();
     let q = q
         .mul_scalar(1.0 / (hd as f64).sqrt())
         .reshape([b, kvh, g * sq, hd]);
-    let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, h, sq, sk]) + bias;
+    let scores = in_f32(q.matmul(k.swap_dims(2, 3)).reshape([b, h, sq, sk])) + in_f32(bias);
     let p = burn::tensor::activation::softmax(scores, 3).reshape([b, kvh, g * sq, sk]);
-    p.matmul(v).reshape([b, h, sq, hd])
+    cast(p, dtype).matmul(v).reshape([b, h, sq, hd])
 }
 
 /// Runs the fused op if all four tensors live on backend `B` (the conversion fails otherwise).

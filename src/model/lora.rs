@@ -6,6 +6,7 @@
 use super::checkpoint::{param_values, write_atomic, write_safetensors};
 use super::names::{named_params, parse_peft_name, peft_name};
 use super::nn::{Proj, tensor2, transpose};
+use super::precision::in_f32;
 use super::qwen2_5_vl::Qwen2_5Vl;
 use super::weights::{ParamKind, RandomWeights, WeightSource, to_f32};
 use anyhow::{Context, bail};
@@ -284,8 +285,9 @@ pub fn save_peft_adapter(
 pub fn merge_lora(mut model: Qwen2_5Vl) -> Qwen2_5Vl {
     for (_, proj) in projections_mut(&mut model) {
         if let Some(l) = proj.lora.take() {
+            // In f32 whatever the base's dtype: the merged weight is a new master copy.
             let delta = l.a.val().matmul(l.b.val()).mul_scalar(l.scale);
-            let w = proj.base.weight.val() + delta;
+            let w = in_f32(proj.base.weight.val()) + in_f32(delta);
             proj.base.weight = burn::module::Param::from_tensor(w);
         }
     }

@@ -9,6 +9,7 @@ pub mod lora;
 pub mod matmul;
 pub mod names;
 pub mod nn;
+pub mod precision;
 pub mod qwen2_5_vl;
 pub mod rms_norm;
 pub mod rope;

@@ -4,7 +4,7 @@
 //! This file is the one place that translates.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 /// A float parameter: its module path, id, shape and (when collected with values) row-major data.
 #[derive(Debug, Clone)]
@@ -13,6 +13,8 @@ pub struct NamedParam {
     pub id: ParamId,
     pub dims: Vec<usize>,
     pub require_grad: bool,
+    /// Storage dtype (bf16 for frozen weights under [`super::precision::Precision::Bf16`]).
+    pub dtype: DType,
 }
 
 struct Collector {
@@ -33,6 +35,7 @@ impl ModuleVisitor for Collector {
             id: param.id,
             dims: param.dims().to_vec(),
             require_grad: param.is_require_grad(),
+            dtype: param.dtype(),
         });
     }
 }

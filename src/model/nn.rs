@@ -2,6 +2,7 @@
 //! LoRA adapter), RMSNorm, embeddings. PyTorch stores linears as `[out, in]`; burn multiplies by
 //! `[in, out]`, so weights are transposed once, here, at load time.
 
+use super::precision::cast;
 use super::weights::{ParamKind, WeightSource};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm};
@@ -107,20 +108,36 @@ impl Proj {
         self
     }
 
+    /// `x W + b (+ LoRA)` in `x`'s dtype. The base weight is used in `x`'s dtype (cast if it is
+    /// an f32 master copy under bf16 activations). The adapter runs in its own (f32) dtype, as
+    /// PEFT does: `x` is cast up, the rank-r products and the sum are f32, and the result is
+    /// rounded once to `x`'s dtype; the factors' gradients are then f32 products too.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let base = |x: Tensor<D>| {
+            let w = cast(self.base.weight.val(), dtype);
+            let b = self.base.bias.as_ref().map(|b| cast(b.val(), dtype));
+            linear(x, w, b)
+        };
         match &self.lora {
-            None => self.base.forward(x),
+            None => base(x),
             Some(l) => {
                 // The scale goes on the `[r, out]` factor rather than on the `[.., out]` product:
                 // one tiny multiplication instead of a pass (and its backward) over activations.
                 // `linear` folds the batch dimensions into rows: one matrix product per factor.
+                let a = l.a.val();
+                let ad = a.dtype();
                 let b = l.b.val().mul_scalar(l.scale);
                 let delta = linear(
-                    linear(l.dropout.forward(x.clone()), l.a.val(), None),
+                    linear(l.dropout.forward(cast(x.clone(), ad)), a, None),
                     b,
                     None,
                 );
-                self.base.forward(x) + delta
+                if ad == dtype {
+                    base(x) + delta
+                } else {
+                    cast(cast(base(x), ad) + delta, dtype)
+                }
             }
         }
     }

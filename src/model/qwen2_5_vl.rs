@@ -3,6 +3,7 @@
 
 use super::config::Qwen2_5VlConfig;
 use super::nn::{MASKED, tensor2};
+use super::precision::{Precision, cast};
 use super::rope::{VisionTokens, mrope_cos_sin, mrope_position_ids};
 use super::text::{KvCache, TextModel};
 use super::vision::{VisionTower, index_tensor};
@@ -18,6 +19,9 @@ pub struct Qwen2_5Vl {
     pub model: TextModel,
     #[module(skip)]
     pub cfg: Qwen2_5VlConfig,
+    /// The dtype of frozen weights and activations ([`Precision`]; f32 unless switched).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// A right-padded batch of token sequences with their images, as plain host data.
@@ -80,6 +84,7 @@ impl Qwen2_5Vl {
             visual: VisionTower::load(&cfg.vision, src, device)?,
             model: TextModel::load(&cfg.text, src, device)?,
             cfg: cfg.clone(),
+            precision: Precision::F32,
         })
     }
 
@@ -113,7 +118,13 @@ impl Qwen2_5Vl {
             [pixel_values.len() / pd, pd],
             &self.device(),
         );
-        self.visual.forward(px, grid_thw)
+        self.visual
+            .forward(cast(px, self.compute_dtype()), grid_thw)
+    }
+
+    /// Embeddings `[batch, seq, d]` of token ids `[batch, seq]`, in the compute dtype.
+    pub fn embed_ids(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        cast(self.model.embed_tokens.forward(ids), self.compute_dtype())
     }
 
     /// Token embeddings `[batch, seq, d]` with image embeddings placed at the image-token positions
@@ -127,7 +138,7 @@ impl Qwen2_5Vl {
         let (b, s) = (batch.batch, batch.seq_len);
         let ids =
             Tensor::<2, Int>::from_data(TensorData::new(batch.input_ids.clone(), [b, s]), &device);
-        let x = self.model.embed_tokens.forward(ids);
+        let x = self.embed_ids(ids);
         let d = x.dims()[2];
         let image_pos: Vec<usize> = (0..b * s)
             .filter(|&i| {
@@ -154,6 +165,7 @@ impl Qwen2_5Vl {
         for (k, &p) in image_pos.iter().enumerate() {
             index[p] = b * s + k;
         }
+        let img = cast(img, x.dtype());
         let all = Tensor::cat(vec![x.reshape([b * s, d]), img], 0);
         Ok(all
             .select(0, index_tensor(&index, &device))

@@ -6,9 +6,10 @@
 //! backward. Here each row is normalised in one parallel pass that keeps only the input and one
 //! reciprocal RMS `r` per row, and the backward pass is, per row with `g = d_y * gamma`,
 //! `d_x = r * g - x * r^3 * mean(g * x)`, and `d_gamma = sum over rows of d_y * x * r`.
-//! Other backends and dtypes take burn's module.
+//! Other backends and dtypes take [`composed`], which normalises in f32 as transformers does.
 
 use super::cpu_kernel::{dot, dot3, f32_tensor, f32_values, rows_per_task, with_simd};
+use super::precision::{cast, in_f32};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -38,7 +39,16 @@ pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
             return y;
         }
     }
-    norm.forward(x)
+    composed(norm, x)
+}
+
+/// transformers' `Qwen2RMSNorm` from burn's differentiable ops (any backend, any dtype):
+/// normalised in f32, back in `x`'s dtype, then scaled by `gamma` in that dtype.
+pub fn composed<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    let xf = in_f32(x);
+    let rms = (xf.clone().square().mean_dim(D - 1) + norm.epsilon).sqrt();
+    cast(xf / rms, dtype) * cast(norm.gamma.val(), dtype).unsqueeze()
 }
 
 fn fused_on<B: FusedRmsNorm, const D: usize>(

@@ -11,6 +11,7 @@
 
 use super::cpu_kernel::{f32_tensor, f32_values, rows_per_task, with_simd};
 use super::nn::rotate_half;
+use super::precision::{cast, in_f32};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -46,9 +47,12 @@ pub fn apply_rope<const D: usize>(x: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) 
     composed(x, cos, sin)
 }
 
-/// The same function from burn's differentiable ops (any backend).
+/// The same function from burn's differentiable ops (any backend, any dtype). Computed in f32
+/// and returned in `x`'s dtype, as transformers rotates vision queries and keys.
 pub fn composed<const D: usize>(x: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) -> Tensor<D> {
-    x.clone() * cos + rotate_half(x) * sin
+    let dtype = x.dtype();
+    let (x, cos, sin) = (in_f32(x), in_f32(cos), in_f32(sin));
+    cast(x.clone() * cos + rotate_half(x) * sin, dtype)
 }
 
 fn fused_on<B: FusedRope, const D: usize>(

@@ -4,6 +4,7 @@
 use super::attention::attention;
 use super::config::TextConfig;
 use super::nn::{Proj, load_embedding, load_rms_norm};
+use super::precision::{cast, in_f32};
 use super::rms_norm::rms_norm;
 use super::rope_apply::apply_rope;
 use super::swiglu::swiglu;
@@ -175,12 +176,16 @@ impl TextModel {
         (out, hidden)
     }
 
-    /// Logits `[.., vocab]` of final hidden states `[.., d]`.
+    /// Logits `[.., vocab]` of final hidden states `[.., d]`, in f32 whatever the compute dtype
+    /// (losses and sampling read them).
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        match &self.lm_head {
+        in_f32(match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze()),
-        }
+            None => {
+                let w = self.embed_tokens.weight.val();
+                cast(hidden, w.dtype()).matmul(w.transpose().unsqueeze())
+            }
+        })
     }
 }
 

@@ -2,12 +2,13 @@
 //! (the target, stop-gradient). The embeddings themselves come from `continuation`.
 
 use super::Distance;
+use crate::model::precision::in_f32;
 use burn::nn::loss::SmoothL1LossConfig;
 use burn::tensor::Tensor;
 
 /// `pred, target: [batch, d]` -> scalar loss, averaged over the batch.
 pub fn jepa_loss(pred: Tensor<2>, target: Tensor<2>, distance: Distance) -> Tensor<1> {
-    let target = target.detach();
+    let (pred, target) = (in_f32(pred), in_f32(target.detach()));
     match distance {
         Distance::Cosine => {
             // 1 - cos, with PyTorch's eps guard on the norms.

@@ -6,6 +6,7 @@
 
 use super::dynamics::DynamicsHead;
 use super::sft::{NextTokens, cross_entropy, rows};
+use crate::model::precision::{cast, in_f32};
 use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
 use burn::nn::loss::SmoothL1LossConfig;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -24,13 +25,14 @@ pub fn nextlat_losses(
 ) -> NextLat {
     let device = hidden.device();
     let n = next.positions.len();
-    let h_t = rows(hidden, &next.positions);
+    // NextLat runs in f32: the dynamics head is a trainable (master) module.
+    let h_t = in_f32(rows(hidden, &next.positions));
     let after: Vec<usize> = next.positions.iter().map(|p| p + 1).collect();
-    let h_next = rows(hidden, &after).detach();
+    let h_next = in_f32(rows(hidden, &after).detach());
     let ids: Vec<i64> = after.iter().map(|&p| full.input_ids[p]).collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
     let d = h_t.dims()[1];
-    let e_next = model.model.embed_tokens.forward(ids).reshape([n, d]);
+    let e_next = in_f32(model.model.embed_tokens.forward(ids)).reshape([n, d]);
     let pred = head.forward(h_t, e_next);
 
     // Mean per example, then over the examples that have supervised positions.
@@ -58,14 +60,19 @@ pub fn nextlat_losses(
 
 /// Logits through the language-model head with its weights cut from the graph.
 fn frozen_logits(model: &Qwen2_5Vl, h: Tensor<2>) -> Tensor<2> {
-    match &model.model.lm_head {
+    let logits = match &model.model.lm_head {
         Some(head) => {
-            let out = h.matmul(head.base.weight.val().detach());
+            let w = head.base.weight.val().detach();
+            let out = cast(h, w.dtype()).matmul(w);
             match &head.base.bias {
-                Some(b) => out + b.val().detach().unsqueeze(),
+                Some(b) => out.clone() + cast(b.val().detach(), out.dtype()).unsqueeze(),
                 None => out,
             }
         }
-        None => h.matmul(model.model.embed_tokens.weight.val().detach().transpose()),
-    }
+        None => {
+            let w = model.model.embed_tokens.weight.val().detach();
+            cast(h, w.dtype()).matmul(w.transpose())
+        }
+    };
+    in_f32(logits)
 }

@@ -5,6 +5,7 @@
 
 use crate::model::device::DeviceSpec;
 use crate::model::lora::LoraConfig;
+use crate::model::precision::Precision;
 use crate::objective::lvr::LvrConfig;
 use crate::objective::{Method, MethodKind, ObjectiveConfig};
 use anyhow::{Context, Result, bail, ensure};
@@ -42,6 +43,10 @@ pub struct RunConfig {
     /// gradients.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gradient_checkpointing: bool,
+    /// `bf16`: frozen weights and activations in bf16, trainable parameters kept as f32 master
+    /// copies (see `model::precision`); `f32` (default) everywhere else.
+    #[serde(skip_serializing_if = "is_f32")]
+    pub precision: Precision,
     /// Full fine-tuning (every weight trains) instead of LoRA.
     pub full: bool,
     /// Examples per forward/backward pass.
@@ -127,6 +132,7 @@ impl Default for RunConfig {
             seed: 0,
             devices: None,
             gradient_checkpointing: false,
+            precision: Precision::F32,
             full: false,
             micro_batch: 1,
             grad_accum: 1,
@@ -444,6 +450,10 @@ impl RunConfig {
 
 /// Sets `a.b.c = value` in a TOML table. The value is parsed as TOML (`3`, `1e-4`, `true`,
 /// `["a", "b"]`, `"text"`); anything that does not parse is taken as a bare string (paths).
+fn is_f32(p: &Precision) -> bool {
+    *p == Precision::F32
+}
+
 fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
     let (key, raw) = o
         .split_once('=')

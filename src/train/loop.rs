@@ -156,6 +156,8 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         // LVR's targets are the vision tower's own output: it trains with that tower frozen.
         (false, MethodKind::Lvr) => lvr_lora_only(model),
     };
+    // After choosing what trains: frozen weights take the run's precision, trainable ones stay f32.
+    model.vlm = model.vlm.with_precision(cfg.precision);
     let mut optim = AdamW::new(&cfg.optimizer);
     let mut state = TrainState {
         step: 0,

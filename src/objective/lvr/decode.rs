@@ -117,7 +117,7 @@ impl<'a> LatentDecoder<'a> {
         ensure!(ids.len() == b, "{} tokens for {b} rows", ids.len());
         let device = self.model.device();
         let t = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [b, 1]), &device);
-        let x = self.model.model.embed_tokens.forward(t);
+        let x = self.model.embed_ids(t);
         let d = x.dims()[2];
         self.feed(x.reshape([b, d]));
         Ok(())

@@ -16,6 +16,7 @@
 
 use super::LvrConfig;
 use super::batch::LvrBatch;
+use crate::model::precision::in_f32;
 use crate::model::qwen2_5_vl::Qwen2_5Vl;
 use crate::model::vision::index_tensor;
 use crate::objective::sft::{next_tokens, rows, vlm_loss};
@@ -75,7 +76,8 @@ pub fn lvr_losses(model: &Qwen2_5Vl, batch: &LvrBatch, cfg: &LvrConfig) -> Resul
     let text = vlm_loss(model, &hidden, &next);
     let before: Vec<usize> = batch.latent_positions.iter().map(|&p| p - 1).collect();
     let predicted = rows(&hidden, &before);
-    let latent = MseLoss::new().forward(predicted, region.detach(), Reduction::Mean);
+    let latent =
+        MseLoss::new().forward(in_f32(predicted), in_f32(region.detach()), Reduction::Mean);
     let total = text.clone() + latent.clone().mul_scalar(cfg.latent_weight);
     Ok(LvrLosses {
         total,

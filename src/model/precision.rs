@@ -1,0 +1,125 @@
+//! Mixed precision: bf16 weights and activations, f32 master copies of what trains.
+//!
+//! With `Precision::Bf16` every frozen parameter (the base weights of LoRA training, the whole
+//! model at inference) is stored in bf16, and activations flow in bf16 from the embeddings to the
+//! last hidden state. Trainable parameters (LoRA factors, the dynamics head, everything in full
+//! fine-tuning) stay f32: they are the master copies AdamW updates. Each projection casts them to
+//! the activations' dtype as it uses them; burn's `cast` is differentiable and casts the gradient
+//! back, so gradients, AdamW moments and updates are f32.
+//!
+//! What stays f32 inside a bf16 forward pass, as transformers computes it: RMSNorm statistics,
+//! the rotary embedding, attention's softmax, and everything a loss reads (logits, the embeddings
+//! compared by the JEPA loss, NextLat's states). bf16 has f32's exponent range, so no loss
+//! scaling is needed.
+
+use super::qwen2_5_vl::Qwen2_5Vl;
+use anyhow::bail;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, FloatDType, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The dtype of frozen weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            other => bail!("unknown precision {other:?}; expected \"f32\" or \"bf16\""),
+        }
+    }
+
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// `t` in `dtype` (no op, and no autodiff node, when it already is).
+pub fn cast<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(FloatDType::from(dtype))
+    }
+}
+
+/// `t` in f32: what every loss and every host read-out takes.
+pub fn in_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    cast(t, DType::F32)
+}
+
+/// Casts every float parameter that does not require a gradient to `dtype`; trainable ones are
+/// left as they are (f32 master copies). Ids and `require_grad` are kept.
+pub fn cast_frozen<M: Module>(module: M, dtype: DType) -> M {
+    struct CastFrozen(DType);
+    impl ModuleMapper for CastFrozen {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if param.is_require_grad() {
+                return param;
+            }
+            let dtype = self.0;
+            param.map(|t| cast(t, dtype))
+        }
+    }
+    module.map(&mut CastFrozen(dtype))
+}
+
+impl Qwen2_5Vl {
+    /// The dtype activations flow in.
+    pub fn compute_dtype(&self) -> DType {
+        self.precision.dtype()
+    }
+
+    /// Switches the model to `precision`: frozen parameters are cast to its dtype (call it after
+    /// choosing what trains) and activations flow in it. `F32` casts frozen parameters back.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        let mut model = cast_frozen(self, precision.dtype());
+        model.precision = precision;
+        model
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_spellings_and_names_a_bad_one() {
+        assert_eq!(Precision::parse("bf16").unwrap(), Precision::Bf16);
+        assert_eq!(Precision::parse("BFloat16").unwrap(), Precision::Bf16);
+        assert_eq!(Precision::parse("fp32").unwrap(), Precision::F32);
+        let err = Precision::parse("fp8").unwrap_err().to_string();
+        assert!(err.contains("\"fp8\"") && err.contains("bf16"), "{err}");
+    }
+
+    #[test]
+    fn cast_is_differentiable_and_returns_f32_gradients() {
+        let device = burn::tensor::Device::flex().autodiff();
+        let w = Tensor::<1>::from_floats([1.5, -2.0, 0.25], &device).require_grad();
+        let y = cast(w.clone(), DType::BF16);
+        assert_eq!(y.dtype(), DType::BF16);
+        let loss = in_f32(y.powi_scalar(2)).sum();
+        let grads = loss.backward();
+        let g = w.grad(&grads).expect("gradient");
+        assert_eq!(g.dtype(), DType::F32);
+        let g: Vec<f32> = g.try_into_vec_as::<f32>().unwrap();
+        assert_eq!(g, vec![3.0, -4.0, 0.5]);
+    }
+}
