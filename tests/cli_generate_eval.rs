@@ -67,6 +67,25 @@ fn generate_answers_and_reports_token_counts() {
         o.stdout
     };
     assert_eq!(sampled("4"), sampled("4"));
+    // In bf16 (weights and activations), the adapter merged first.
+    let bf16 = pearl(&[
+        "generate",
+        "--model",
+        &model_dir(),
+        "--adapter",
+        &fixture_dir().join("adapter").display().to_string(),
+        "--image",
+        &image("scene0.png"),
+        "--prompt",
+        "What is the colour of the square?",
+        "--max-new-tokens",
+        "3",
+        "--precision",
+        "bf16",
+    ]);
+    let stderr = String::from_utf8_lossy(&bf16.stderr);
+    assert!(bf16.status.success(), "{stderr}");
+    assert!(stderr.contains("(35 image)"), "{stderr}");
 }
 
 #[test]
@@ -92,6 +111,17 @@ fn generate_refuses_bad_arguments_with_a_message() {
     ]);
     assert!(!temp.status.success());
     assert!(String::from_utf8_lossy(&temp.stderr).contains("temperature"));
+    let precision = pearl(&[
+        "generate",
+        "--model",
+        &model_dir(),
+        "--prompt",
+        "x",
+        "--precision",
+        "fp8",
+    ]);
+    assert!(!precision.status.success());
+    assert!(String::from_utf8_lossy(&precision.stderr).contains("\"fp8\""));
 }
 
 /// Three MCQ items over the fixture images, in the project's JSONL format.

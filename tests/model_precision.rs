@@ -50,7 +50,7 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 fn bf16_stores_frozen_weights_in_bf16_and_keeps_trainable_ones_f32() {
     let device = Device::default().autodiff();
     let mut model = fixture_model(&device);
-    model.vlm = model.vlm.with_precision(Precision::Bf16);
+    model.vlm = model.vlm.with_precision(Precision::Bf16).unwrap();
     let params = named_params(&model);
     let (mut frozen, mut trainable) = (0, 0);
     for p in &params {
@@ -72,7 +72,7 @@ fn bf16_stores_frozen_weights_in_bf16_and_keeps_trainable_ones_f32() {
         "{frozen} frozen, {trainable} trainable"
     );
     // Back to f32: every parameter is f32 again.
-    model.vlm = model.vlm.with_precision(Precision::F32);
+    model.vlm = model.vlm.with_precision(Precision::F32).unwrap();
     assert!(named_params(&model).iter().all(|p| p.dtype == DType::F32));
 }
 
@@ -81,7 +81,7 @@ fn bf16_pearl_losses_and_gradients_agree_with_the_f32_reference() {
     let cfg = ObjectiveConfig::pearl();
     let device = Device::default().autodiff();
     let mut model = fixture_model(&device);
-    model.vlm = model.vlm.with_precision(Precision::Bf16);
+    model.vlm = model.vlm.with_precision(Precision::Bf16).unwrap();
     let batch = fixture_batch(&cfg);
     let dir = fixture_dir();
     let expected: serde_json::Value = serde_json::from_str(
@@ -164,7 +164,7 @@ fn sft_logits_and_grads(precision: Precision) -> (Vec<f32>, Vec<(String, Vec<f32
     let device = Device::default().autodiff();
     let mut model = fixture_model(&device);
     model.dynamics = None;
-    model.vlm = model.vlm.with_precision(precision);
+    model.vlm = model.vlm.with_precision(precision).unwrap();
     let batch = common::fixture_batch("forward_batch");
     let labels: Vec<i64> = batch
         .input_ids

@@ -155,7 +155,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         vlm.ensure_vocab(processor.tokenizer.vocab_size());
         let vlm = init_lora(vlm, &lora, 1)?;
         let mut model = lora_only(PearlModel::new(vlm, &obj, 2));
-        model.vlm = model.vlm.with_precision(a.precision);
+        model.vlm = model.vlm.with_precision(a.precision)?;
         let params = model.num_params();
         let trainable: usize = crate::model::names::named_params(&model)
             .iter()

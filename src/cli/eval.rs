@@ -17,6 +17,10 @@ pub struct EvalArgs {
     /// LoRA adapter directory to apply on top of the model.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// f32, or bf16: weights and activations in bf16 (half the memory; on the CPU slower, as
+    /// bf16 products convert through f32).
+    #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
+    pub precision: crate::model::precision::Precision,
     /// Benchmark file format.
     #[arg(long, value_enum)]
     pub bench: BenchFormat,

@@ -58,13 +58,18 @@ pub fn main() -> anyhow::Result<()> {
             None => Ok(Box::new(generate::load_chat_model(
                 &a.model,
                 a.adapter.as_deref(),
+                a.precision,
             )?)),
-            Some(steps) => Ok(Box::new(crate::objective::lvr::LvrChatModel::load(
-                &a.model,
-                a.adapter.as_deref(),
-                steps,
-                &burn::tensor::Device::flex(),
-            )?)),
+            Some(steps) => {
+                let mut m = crate::objective::lvr::LvrChatModel::load(
+                    &a.model,
+                    a.adapter.as_deref(),
+                    steps,
+                    &burn::tensor::Device::flex(),
+                )?;
+                m.model = m.model.with_precision(a.precision)?;
+                Ok(Box::new(m))
+            }
         }),
         Command::Generate(a) => generate::run(a),
         Command::Serve(a) => serve::run(a),

@@ -89,10 +89,18 @@ impl Qwen2_5Vl {
 
     /// Switches the model to `precision`: frozen parameters are cast to its dtype (call it after
     /// choosing what trains) and activations flow in it. `F32` casts frozen parameters back.
-    pub fn with_precision(self, precision: Precision) -> Self {
+    /// Refused where the model's device cannot hold that dtype (e.g. a GPU without bf16).
+    pub fn with_precision(self, precision: Precision) -> anyhow::Result<Self> {
+        let device = self.device();
+        if !device.supports_dtype(precision.dtype()) {
+            bail!(
+                "precision {} is not supported on device {device:?}",
+                precision.name()
+            );
+        }
         let mut model = cast_frozen(self, precision.dtype());
         model.precision = precision;
-        model
+        Ok(model)
     }
 }
 

@@ -157,7 +157,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         (false, MethodKind::Lvr) => lvr_lora_only(model),
     };
     // After choosing what trains: frozen weights take the run's precision, trainable ones stay f32.
-    model.vlm = model.vlm.with_precision(cfg.precision);
+    model.vlm = model.vlm.with_precision(cfg.precision)?;
     let mut optim = AdamW::new(&cfg.optimizer);
     let mut state = TrainState {
         step: 0,
