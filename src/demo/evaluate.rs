@@ -60,38 +60,45 @@ pub struct Evaluated {
     pub records: Vec<ItemRecord>,
 }
 
-/// Runs `system` over `items` into `eval_dir/<system>[-seedN]`.
-fn run_one(
-    model: &mut dyn ChatModel,
-    system: System,
-    seed: Option<u64>,
-    items: &[McqItem],
-    mode: &Mode,
-    cfg: &DemoConfig,
-    eval_dir: &Path,
+/// What every evaluation of one call shares: the items, where runs go, the demo's settings.
+struct EvalSet<'a> {
+    cfg: &'a DemoConfig,
+    items: &'a [McqItem],
+    eval_dir: &'a Path,
     progress: bool,
-) -> Result<Evaluated> {
-    let name = match seed {
-        Some(s) => format!("{}-seed{s}", system.slug()),
-        None => system.slug(),
-    };
-    let dir = eval_dir.join(name);
-    let run = RunConfig {
-        bench: "synthetic visual search (held-out test split)".into(),
-        batch_size: cfg.eval.batch_size,
-        bootstrap: bootstrap(cfg),
-        progress,
-    };
-    let summary = evaluate(model, items, mode, &run, &dir)
-        .with_context(|| format!("evaluating {}", system.label()))?;
-    let records = crate::eval::record::read_run(&dir)?;
-    Ok(Evaluated {
-        system,
-        seed,
-        dir,
-        summary,
-        records,
-    })
+}
+
+impl EvalSet<'_> {
+    /// Runs `system` over the items into `eval_dir/<system>[-seedN]`.
+    fn run_one(
+        &self,
+        model: &mut dyn ChatModel,
+        system: System,
+        seed: Option<u64>,
+        mode: &Mode,
+    ) -> Result<Evaluated> {
+        let name = match seed {
+            Some(s) => format!("{}-seed{s}", system.slug()),
+            None => system.slug(),
+        };
+        let dir = self.eval_dir.join(name);
+        let run = RunConfig {
+            bench: "synthetic visual search (held-out test split)".into(),
+            batch_size: self.cfg.eval.batch_size,
+            bootstrap: bootstrap(self.cfg),
+            progress: self.progress,
+        };
+        let summary = evaluate(model, self.items, mode, &run, &dir)
+            .with_context(|| format!("evaluating {}", system.label()))?;
+        let records = crate::eval::record::read_run(&dir)?;
+        Ok(Evaluated {
+            system,
+            seed,
+            dir,
+            summary,
+            records,
+        })
+    }
 }
 
 pub fn bootstrap(cfg: &DemoConfig) -> Bootstrap {
@@ -110,33 +117,21 @@ pub fn evaluate_base(
     eval_dir: &Path,
     progress: bool,
 ) -> Result<Vec<Evaluated>> {
-    let device = Device::default();
-    let mut model = LocalModel::load(base, None, &device)?;
-    let direct = run_one(
-        &mut model,
-        System::Base,
-        None,
-        items,
-        &Mode::Direct,
+    let set = EvalSet {
         cfg,
+        items,
         eval_dir,
         progress,
-    )?;
+    };
+    let device = Device::default();
+    let mut model = LocalModel::load(base, None, &device)?;
+    let direct = set.run_one(&mut model, System::Base, None, &Mode::Direct)?;
     let agent = AgentConfig {
         max_calls: cfg.eval.agent_max_calls,
         max_new_tokens: cfg.eval.agent_max_new_tokens,
         ..AgentConfig::new(eval_dir.join("agent-crops"))
     };
-    let tools = run_one(
-        &mut model,
-        System::BaseWithTools,
-        None,
-        items,
-        &Mode::Tools(agent),
-        cfg,
-        eval_dir,
-        progress,
-    )?;
+    let tools = set.run_one(&mut model, System::BaseWithTools, None, &Mode::Tools(agent))?;
     Ok(vec![direct, tools])
 }
 
@@ -173,35 +168,28 @@ pub fn evaluate_finetuned(
     eval_dir: &Path,
     progress: bool,
 ) -> Result<Vec<Evaluated>> {
+    let set = EvalSet {
+        cfg,
+        items,
+        eval_dir,
+        progress,
+    };
     let device = Device::default();
     let seed = Some(run.seed);
     if run.method != Method::Lvr {
         let mut model = LocalModel::load(base, Some(&run.adapter), &device)?;
-        return Ok(vec![run_one(
+        return Ok(vec![set.run_one(
             &mut model,
             System::Finetuned(run.method),
             seed,
-            items,
             &Mode::Direct,
-            cfg,
-            eval_dir,
-            progress,
         )?]);
     }
     let mut model = LvrChatModel::load(base, Some(&run.adapter), LVR_STEPS, &device)?;
     let mut out = Vec::new();
     for &steps in &cfg.eval.lvr_steps {
         model.latent_steps = steps;
-        let e = run_one(
-            &mut model,
-            System::LvrSteps(steps),
-            seed,
-            items,
-            &Mode::Direct,
-            cfg,
-            eval_dir,
-            progress,
-        )?;
+        let e = set.run_one(&mut model, System::LvrSteps(steps), seed, &Mode::Direct)?;
         if steps == LVR_STEPS {
             // LVR's row in the table is the published setting: the same run, not a second one.
             out.push(Evaluated {

@@ -224,21 +224,21 @@ impl Qwen2_5VlConfig {
                 bail!("`{name}` must be positive");
             }
         }
-        if t.hidden_size % t.num_attention_heads != 0 {
+        if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             bail!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 t.hidden_size,
                 t.num_attention_heads
             );
         }
-        if t.num_attention_heads % t.num_key_value_heads != 0 {
+        if !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
             bail!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 t.num_attention_heads,
                 t.num_key_value_heads
             );
         }
-        if t.head_dim() % 2 != 0 {
+        if !t.head_dim().is_multiple_of(2) {
             bail!(
                 "text head_dim {} must be even for rotary embeddings",
                 t.head_dim()
@@ -251,7 +251,7 @@ impl Qwen2_5VlConfig {
                 t.head_dim() / 2
             );
         }
-        if v.hidden_size % v.num_heads != 0 || v.head_dim() % 4 != 0 {
+        if !v.hidden_size.is_multiple_of(v.num_heads) || !v.head_dim().is_multiple_of(4) {
             bail!(
                 "vision hidden_size {} / num_heads {} must give a head_dim divisible by 4 (2-D rotary)",
                 v.hidden_size,
@@ -259,7 +259,7 @@ impl Qwen2_5VlConfig {
             );
         }
         let unit = v.spatial_merge_size * v.patch_size;
-        if v.window_size % unit != 0 || v.window_size == 0 {
+        if !v.window_size.is_multiple_of(unit) || v.window_size == 0 {
             bail!(
                 "vision window_size {} must be a positive multiple of spatial_merge_size*patch_size = {unit}",
                 v.window_size

@@ -199,7 +199,7 @@ struct PeftSource<'a> {
 
 impl WeightSource for PeftSource<'_> {
     fn take(&mut self, name: &str, shape: &[usize], _kind: ParamKind) -> anyhow::Result<Vec<f32>> {
-        let raw = if self.st.names().iter().any(|n| *n == name) {
+        let raw = if self.st.names().contains(&name) {
             name.to_string()
         } else {
             name.replace(".weight", ".default.weight")
@@ -217,7 +217,7 @@ impl WeightSource for PeftSource<'_> {
         to_f32(view.dtype(), view.data()).with_context(|| format!("adapter tensor `{name}`"))
     }
     fn contains(&self, name: &str) -> bool {
-        self.st.names().iter().any(|n| *n == name)
+        self.st.names().contains(&name)
     }
 }
 

@@ -49,6 +49,10 @@ impl VlBatch {
     }
 }
 
+/// What the decoder returns: final-norm hidden states `[batch, seq, d]`, every layer's hidden
+/// states (when asked for), the `[3, batch, seq]` M-RoPE positions and the decoding offsets.
+pub type Decoded = (Tensor<3>, Vec<Tensor<3>>, Vec<i64>, Vec<i64>);
+
 pub struct VlOutput {
     /// Final-norm hidden states `[batch, seq, d]`.
     pub last_hidden: Tensor<3>,
@@ -107,7 +111,7 @@ impl Qwen2_5Vl {
         grid_thw: &[[usize; 3]],
     ) -> anyhow::Result<Tensor<2>> {
         let pd = self.cfg.vision.patch_dim();
-        if pixel_values.len() % pd != 0 {
+        if !pixel_values.len().is_multiple_of(pd) {
             anyhow::bail!(
                 "pixel_values holds {} values, not a multiple of the patch size {pd}",
                 pixel_values.len()
@@ -197,7 +201,7 @@ impl Qwen2_5Vl {
         x: Tensor<3>,
         batch: &VlBatch,
         all_hidden: bool,
-    ) -> anyhow::Result<(Tensor<3>, Vec<Tensor<3>>, Vec<i64>, Vec<i64>)> {
+    ) -> anyhow::Result<Decoded> {
         self.decode_cached(x, batch, all_hidden, None)
     }
 
@@ -209,7 +213,7 @@ impl Qwen2_5Vl {
         batch: &VlBatch,
         all_hidden: bool,
         cache: Option<&mut KvCache>,
-    ) -> anyhow::Result<(Tensor<3>, Vec<Tensor<3>>, Vec<i64>, Vec<i64>)> {
+    ) -> anyhow::Result<Decoded> {
         let device = self.device();
         let (b, s) = (batch.batch, batch.seq_len);
         let (pos, deltas) = mrope_position_ids(

@@ -57,9 +57,9 @@ mod tests {
         let after = m.model.embed_tokens.weight.val();
         assert_eq!(after.dims()[0], v + 5);
         assert_eq!(m.cfg.text.vocab_size, v + 5);
-        let old = after.clone().slice([0..v]);
+        let old = after.clone().slice(0..v);
         assert_eq!(old.into_data(), before.clone().into_data());
-        let new_row: Vec<f32> = after.slice([v..v + 1]).try_into_vec_as().unwrap();
+        let new_row: Vec<f32> = after.slice(v..v + 1).try_into_vec_as().unwrap();
         let mean: Vec<f32> = before.mean_dim(0).try_into_vec_as().unwrap();
         assert_eq!(new_row, mean);
         if let Some(h) = &m.model.lm_head {
