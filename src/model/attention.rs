@@ -35,7 +35,8 @@ type Prim<B> = FloatTensor<B>;
 /// key/value head `j / (heads / kv_heads)`), with an additive `bias: [batch, 1, q_len, k_len]`
 /// broadcast over heads (0, or [`super::nn::MASKED`] for masked keys). No gradient flows to `bias`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
-    if [&q, &k, &v, &bias].iter().any(|t| t.dtype() != DType::F32) {
+    let f32s = [&q, &k, &v, &bias].iter().all(|t| t.dtype() == DType::F32);
+    if !super::fused::enabled() || !f32s {
         return composed(q, k, v, bias);
     }
     if let Some(out) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&q, &k, &v, &bias) {

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu_kernel;
 pub mod device;
+pub mod fused;
 pub mod lora;
 pub mod matmul;
 pub mod names;

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 /// `norm.forward(x)`, fused on the CPU backend.
 pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
     let gamma = norm.gamma.val();
-    if x.dtype() == DType::F32 && gamma.dtype() == DType::F32 {
+    if super::fused::enabled() && x.dtype() == DType::F32 && gamma.dtype() == DType::F32 {
         let eps = norm.epsilon;
         if let Some(y) = fused_on::<Autodiff<Flex, NoCheckpointing>, D>(&x, &gamma, eps) {
             return y;

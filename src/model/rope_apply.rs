@@ -33,7 +33,7 @@ pub fn apply_rope<const D: usize>(x: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) 
     let fits = xd[D - 1] % 2 == 0
         && cd == sin.dims()
         && (0..D).all(|i| cd[i] == xd[i] || (cd[i] == 1 && i < D - 1));
-    if f32s && fits {
+    if super::fused::enabled() && f32s && fits {
         if let Some(y) = fused_on::<Autodiff<Flex, NoCheckpointing>, D>(&x, &cos, &sin) {
             return y;
         }

@@ -26,7 +26,8 @@ use rayon::prelude::*;
 
 /// `silu(gate) * up` for tensors of the same shape.
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
-    if gate.dims() == up.dims() && gate.dtype() == DType::F32 && up.dtype() == DType::F32 {
+    let f32s = gate.dtype() == DType::F32 && up.dtype() == DType::F32;
+    if super::fused::enabled() && gate.dims() == up.dims() && f32s {
         if let Some(out) = fused_on::<Autodiff<Flex, NoCheckpointing>, D>(&gate, &up) {
             return out;
         }
