@@ -7,49 +7,17 @@ mod common;
 
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device};
+use common::pearl_fixture::{self, rel_l2};
 use common::{Tensors, fixture_dir, tensor_vec};
-use pearl::data::trajectory::load_jsonl;
-use pearl::model::Qwen2_5Vl;
-use pearl::model::lora::load_peft_adapter;
 use pearl::model::names::named_params;
 use pearl::model::precision::Precision;
-use pearl::objective::batch::Example;
-use pearl::objective::freeze::lora_only;
 use pearl::objective::grads::named_gradients;
-use pearl::objective::{DynamicsHead, ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
-use pearl::processor::Processor;
-
-fn fixture_model(device: &Device) -> PearlModel {
-    let dir = fixture_dir();
-    let vlm = Qwen2_5Vl::from_dir(&dir.join("model"), device).unwrap();
-    let vlm = load_peft_adapter(vlm, &dir.join("adapter")).unwrap();
-    let d = vlm.cfg.text.hidden_size;
-    let head = DynamicsHead::load(&dir.join("dynamics_head.safetensors"), d, device).unwrap();
-    lora_only(PearlModel {
-        vlm,
-        dynamics: Some(head),
-    })
-}
-
-fn fixture_batch(cfg: &ObjectiveConfig) -> TrainBatch {
-    let dir = fixture_dir();
-    let mut processor = Processor::from_dir(&dir.join("model")).unwrap();
-    processor.tokenizer.add_pearl_tokens();
-    let file = load_jsonl(&dir.join("expected/pearl_trajectories.jsonl")).unwrap();
-    TrainBatch::build(&processor, &Example::all_of(&file), cfg).unwrap()
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let err: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    (err / norm.max(1e-60)).sqrt()
-}
+use pearl::objective::{ObjectiveConfig, compute_losses};
 
 #[test]
 fn bf16_stores_frozen_weights_in_bf16_and_keeps_trainable_ones_f32() {
     let device = Device::default().autodiff();
-    let mut model = fixture_model(&device);
+    let mut model = pearl_fixture::model(&device);
     model.vlm = model.vlm.with_precision(Precision::Bf16).unwrap();
     let params = named_params(&model);
     let (mut frozen, mut trainable) = (0, 0);
@@ -80,14 +48,11 @@ fn bf16_stores_frozen_weights_in_bf16_and_keeps_trainable_ones_f32() {
 fn bf16_pearl_losses_and_gradients_agree_with_the_f32_reference() {
     let cfg = ObjectiveConfig::pearl();
     let device = Device::default().autodiff();
-    let mut model = fixture_model(&device);
+    let mut model = pearl_fixture::model(&device);
     model.vlm = model.vlm.with_precision(Precision::Bf16).unwrap();
-    let batch = fixture_batch(&cfg);
+    let batch = pearl_fixture::batch(&cfg);
     let dir = fixture_dir();
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("expected/pearl_loss.json")).unwrap(),
-    )
-    .unwrap();
+    let expected = pearl_fixture::expected();
 
     // Activations flow in bf16; what losses read comes back as f32.
     let out = model.vlm.forward(&batch.full, false).unwrap();
@@ -125,26 +90,7 @@ fn bf16_pearl_losses_and_gradients_agree_with_the_f32_reference() {
         };
         assert_eq!(dtype, Some(DType::F32), "gradient of {}", p.path);
     }
-    let ours = named_gradients(&model, &grads);
-    let reference = Tensors::read(&dir.join("expected/pearl_grads.safetensors"));
-    let names = expected["grad_names"].as_array().unwrap();
-    assert_eq!(ours.len(), names.len(), "one gradient per trainable tensor");
-    // Whole-model agreement: every gradient concatenated (single small tensors, such as a bias
-    // of a few values, carry more relative noise than the update as a whole).
-    let (mut all_ours, mut all_ref) = (Vec::new(), Vec::new());
-    let mut worst = (0.0f64, String::new());
-    for n in names {
-        let n = n.as_str().unwrap();
-        let (_, _, g) = ours.iter().find(|(k, _, _)| k == n).unwrap();
-        let r = reference.f32(n);
-        let e = rel_l2(g, &r);
-        if e > worst.0 {
-            worst = (e, n.to_string());
-        }
-        all_ours.extend_from_slice(g);
-        all_ref.extend(r);
-    }
-    let total = rel_l2(&all_ours, &all_ref);
+    let (total, worst) = pearl_fixture::gradient_errors(&model, &grads);
     eprintln!(
         "gradients: relative L2 {total:.2e} overall, worst tensor {:.2e} ({})",
         worst.0, worst.1
@@ -162,7 +108,7 @@ fn bf16_pearl_losses_and_gradients_agree_with_the_f32_reference() {
 fn sft_logits_and_grads(precision: Precision) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
     use pearl::objective::sft::{next_tokens, rows, vlm_loss};
     let device = Device::default().autodiff();
-    let mut model = fixture_model(&device);
+    let mut model = pearl_fixture::model(&device);
     model.dynamics = None;
     model.vlm = model.vlm.with_precision(precision).unwrap();
     let batch = common::fixture_batch("forward_batch");

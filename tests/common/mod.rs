@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixture paths and safetensors reading.
 #![allow(dead_code)]
 
+pub mod pearl_fixture;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -105,4 +107,48 @@ pub fn other_config() -> pearl::model::Qwen2_5VlConfig {
     cfg.vision.window_size = 112;
     cfg.vision.fullatt_block_indexes = vec![2];
     cfg
+}
+
+/// Runs the fixture model over `expected/NAME` and compares image embeddings, M-RoPE positions,
+/// every hidden state and the logits with transformers' (max |diff| <= 1e-3 at non-pad positions).
+pub fn check_forward(name: &str) {
+    let device = burn::tensor::Device::flex();
+    let model = pearl::model::Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
+    let t = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
+    let batch = fixture_batch(name);
+    let out = model.forward(&batch, true).unwrap();
+    let mask = batch.attention_mask.clone();
+    let d = model.cfg.text.hidden_size;
+    let v = model.cfg.text.vocab_size;
+
+    if t.has("image_embeds") {
+        let got = tensor_vec(out.image_embeds.clone().unwrap());
+        let diff = max_abs_diff(&got, &t.f32("image_embeds"), |_| true);
+        assert!(diff <= 1e-3, "{name}: image_embeds max diff {diff}");
+    }
+    if t.has("position_ids") {
+        let (b, s) = (batch.batch, batch.seq_len);
+        let want = t.i64("position_ids");
+        for i in 0..3 * b * s {
+            if mask[i % (b * s)] != 0 {
+                assert_eq!(out.position_ids[i], want[i], "{name}: position id {i}");
+            }
+        }
+        assert_eq!(out.rope_deltas, t.i64("rope_deltas"), "{name}: rope_deltas");
+    }
+    assert_eq!(
+        out.hidden_states.len(),
+        model.cfg.text.num_hidden_layers + 1
+    );
+    for (l, h) in out.hidden_states.iter().enumerate() {
+        let got = tensor_vec(h.clone());
+        let diff = max_abs_diff(&got, &t.f32(&format!("hidden_states.{l}")), |i| {
+            mask[i / d] != 0
+        });
+        assert!(diff <= 1e-3, "{name}: hidden_states.{l} max diff {diff}");
+    }
+    let logits = tensor_vec(model.logits(out.last_hidden));
+    let diff = max_abs_diff(&logits, &t.f32("logits"), |i| mask[i / v] != 0);
+    assert!(diff <= 1e-3, "{name}: logits max diff {diff}");
+    eprintln!("{name}: logits max diff {diff:e}");
 }

@@ -1,0 +1,27 @@
+//! The composed forms of the fused CPU kernels are what a GPU (or any backend other than burn's
+//! CPU one) runs. With the fused kernels switched off (`model::fused`), the CPU takes that same
+//! code, so the fixture's reference checks here prove the GPU's code path against transformers
+//! and the authors' objective, at the f32 tolerances, without a GPU.
+
+mod common;
+
+use common::{check_forward, pearl_fixture};
+
+fn composed_only() {
+    // Process-wide, and every test of this binary wants it off.
+    pearl::model::fused::set_enabled(false);
+}
+
+#[test]
+fn composed_forward_matches_transformers() {
+    composed_only();
+    for name in ["forward_single", "forward_batch", "forward_text_only"] {
+        check_forward(name);
+    }
+}
+
+#[test]
+fn composed_pearl_objective_matches_the_reference() {
+    composed_only();
+    pearl_fixture::check_against_reference();
+}
