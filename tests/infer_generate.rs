@@ -11,7 +11,13 @@ use pearl::model::VlBatch;
 use pearl::processor::EncodedBatch;
 
 fn local() -> LocalModel {
-    LocalModel::load(&fixture_dir().join("model"), None, &Device::flex()).unwrap()
+    LocalModel::load(
+        &fixture_dir().join("model"),
+        None,
+        &Device::flex(),
+        pearl::model::precision::Precision::F32,
+    )
+    .unwrap()
 }
 
 fn image(name: &str) -> Part {
@@ -217,7 +223,13 @@ fn bad_inputs_are_errors() {
     let err = format!("{:#}", m.generate(&missing, 2).unwrap_err());
     assert!(err.contains("no_such.png"), "{err}");
     assert!(
-        LocalModel::load(&fixture_dir().join("images"), None, &Device::flex()).is_err(),
+        LocalModel::load(
+            &fixture_dir().join("images"),
+            None,
+            &Device::flex(),
+            pearl::model::precision::Precision::F32
+        )
+        .is_err(),
         "a directory without a model"
     );
     let bad_sampling = GenerateOptions {

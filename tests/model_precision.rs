@@ -162,3 +162,30 @@ fn bf16_error_is_comparable_to_pytorchs_own_bf16_error() {
     assert!(overall < 2.0 * 3.1e-2, "gradients off by {overall:.3e}");
     assert!(worst.0 < 2.0 * 9.1e-2, "{} off by {:.3e}", worst.1, worst.0);
 }
+
+/// Inference in bf16: every weight is stored in bf16 as it is read, the adapter merged in f32 and
+/// stored in bf16 too, and the model answers.
+#[test]
+fn bf16_inference_stores_every_weight_in_bf16_and_answers() {
+    use pearl::eval::answerer::ChatModel;
+    let dir = fixture_dir();
+    let mut model = pearl::infer::LocalModel::load(
+        &dir.join("model"),
+        Some(&dir.join("adapter")),
+        &Device::flex(),
+        Precision::Bf16,
+    )
+    .unwrap();
+    assert_eq!(model.model.precision, Precision::Bf16);
+    let params = named_params(&model.model);
+    assert!(!params.is_empty());
+    for p in &params {
+        assert_eq!(p.dtype, DType::BF16, "{}", p.path);
+    }
+    assert!(params.iter().all(|p| !p.path.contains(".lora.")), "merged");
+    use pearl::data::chat::{Message, Role};
+    let chat = vec![Message::text(Role::User, "Hi")];
+    let g = model.generate(&[chat], 3).unwrap();
+    assert_eq!(g.len(), 1);
+    assert!((1..=3).contains(&g[0].new_tokens), "{:?}", g[0].new_tokens);
+}

@@ -13,7 +13,13 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 
 fn fixture_model() -> LocalModel {
-    let mut m = LocalModel::load(&fixture_dir().join("model"), None, &Device::flex()).unwrap();
+    let mut m = LocalModel::load(
+        &fixture_dir().join("model"),
+        None,
+        &Device::flex(),
+        pearl::model::precision::Precision::F32,
+    )
+    .unwrap();
     // Random weights may emit a stop token at any step; without stops every answer uses its
     // whole budget, which the tests rely on.
     m.stop_tokens = vec![];

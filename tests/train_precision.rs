@@ -72,3 +72,38 @@ fn an_unknown_precision_is_refused_with_its_name() {
         .to_string();
     assert!(err.contains("fp8") && err.contains("bf16"), "{err}");
 }
+
+/// Full fine-tuning in bf16: every weight trains, so every weight stays an f32 master copy while
+/// activations run in bf16; the step's loss is finite and follows the f32 run's.
+#[test]
+fn bf16_full_finetuning_keeps_f32_masters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = synth_data(dir.path(), 2, 1);
+    let mut f32_run = run_config(dir.path(), train, val, 1);
+    f32_run.full = true;
+    f32_run.output = dir.path().join("f32");
+    let bf16_run = RunConfig {
+        precision: Precision::Bf16,
+        output: dir.path().join("bf16"),
+        ..f32_run.clone()
+    };
+    let first_loss = |cfg: &RunConfig| {
+        run(cfg, &Options::default()).unwrap().metrics[0]
+            .total
+            .unwrap()
+    };
+    let (want, got) = (first_loss(&f32_run), first_loss(&bf16_run));
+    assert!(
+        got.is_finite() && (want - got).abs() <= 0.03 * want.abs(),
+        "{want} vs {got}"
+    );
+    // The saved checkpoint is f32, as any hub checkpoint this project writes.
+    let model_dir = bf16_run.output.join("best/model");
+    let bytes = std::fs::read(model_dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(
+        st.tensors()
+            .iter()
+            .all(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+    );
+}

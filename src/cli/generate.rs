@@ -51,9 +51,7 @@ pub fn load_chat_model(
     adapter: Option<&Path>,
     precision: Precision,
 ) -> anyhow::Result<LocalModel> {
-    let mut m = LocalModel::load(model, adapter, &burn::tensor::Device::flex())?;
-    m.model = m.model.with_precision(precision)?;
-    Ok(m)
+    LocalModel::load(model, adapter, &burn::tensor::Device::flex(), precision)
 }
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {

@@ -60,16 +60,13 @@ pub fn main() -> anyhow::Result<()> {
                 a.adapter.as_deref(),
                 a.precision,
             )?)),
-            Some(steps) => {
-                let mut m = crate::objective::lvr::LvrChatModel::load(
-                    &a.model,
-                    a.adapter.as_deref(),
-                    steps,
-                    &burn::tensor::Device::flex(),
-                )?;
-                m.model = m.model.with_precision(a.precision)?;
-                Ok(Box::new(m))
-            }
+            Some(steps) => Ok(Box::new(crate::objective::lvr::LvrChatModel::load(
+                &a.model,
+                a.adapter.as_deref(),
+                steps,
+                &burn::tensor::Device::flex(),
+                a.precision,
+            )?)),
         }),
         Command::Generate(a) => generate::run(a),
         Command::Serve(a) => serve::run(a),

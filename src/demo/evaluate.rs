@@ -13,6 +13,7 @@ use crate::eval::run::{Mode, RunConfig, evaluate};
 use crate::eval::stats::Bootstrap;
 use crate::eval::summary::Summary;
 use crate::infer::LocalModel;
+use crate::model::precision::Precision;
 use crate::objective::lvr::LvrChatModel;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
@@ -124,7 +125,7 @@ pub fn evaluate_base(
         progress,
     };
     let device = Device::default();
-    let mut model = LocalModel::load(base, None, &device)?;
+    let mut model = LocalModel::load(base, None, &device, Precision::F32)?;
     let direct = set.run_one(&mut model, System::Base, None, &Mode::Direct)?;
     let agent = AgentConfig {
         max_calls: cfg.eval.agent_max_calls,
@@ -147,7 +148,7 @@ pub fn evaluate_base_on_pretraining_world(
     eval_dir: &Path,
     progress: bool,
 ) -> Result<Summary> {
-    let mut model = LocalModel::load(base, None, &Device::default())?;
+    let mut model = LocalModel::load(base, None, &Device::default(), Precision::F32)?;
     let dir = eval_dir.join("base-pretraining-world");
     let run = RunConfig {
         bench: "synthetic pretraining world (held-out validation items)".into(),
@@ -177,7 +178,7 @@ pub fn evaluate_finetuned(
     let device = Device::default();
     let seed = Some(run.seed);
     if run.method != Method::Lvr {
-        let mut model = LocalModel::load(base, Some(&run.adapter), &device)?;
+        let mut model = LocalModel::load(base, Some(&run.adapter), &device, Precision::F32)?;
         return Ok(vec![set.run_one(
             &mut model,
             System::Finetuned(run.method),
@@ -185,7 +186,8 @@ pub fn evaluate_finetuned(
             &Mode::Direct,
         )?]);
     }
-    let mut model = LvrChatModel::load(base, Some(&run.adapter), LVR_STEPS, &device)?;
+    let mut model =
+        LvrChatModel::load(base, Some(&run.adapter), LVR_STEPS, &device, Precision::F32)?;
     let mut out = Vec::new();
     for &steps in &cfg.eval.lvr_steps {
         model.latent_steps = steps;

@@ -37,6 +37,11 @@ pub fn measure(
     out.flush()
         .with_context(|| format!("cannot write {}", subset.display()))?;
     drop(out);
-    let mut model = LocalModel::load(base, Some(adapter), &Device::default())?;
+    let mut model = LocalModel::load(
+        base,
+        Some(adapter),
+        &Device::default(),
+        crate::model::precision::Precision::F32,
+    )?;
     answer_cost::run(&mut model, &subset, MAX_NEW_TOKENS, cfg.eval.latency_runs)
 }

@@ -8,6 +8,7 @@ use crate::data::chat::Message;
 use crate::eval::answerer::{ChatModel, Generation};
 use crate::model::Qwen2_5Vl;
 use crate::model::lora::{load_peft_adapter, merge_lora};
+use crate::model::precision::Precision;
 use crate::processor::{EncodedBatch, Processor};
 use anyhow::Context;
 use burn::tensor::Device;
@@ -24,13 +25,19 @@ pub struct LocalModel {
 
 impl LocalModel {
     /// Loads a hub-layout model directory and, if given, a PEFT LoRA adapter, which is merged
-    /// into the weights: inference then costs what the base model costs.
-    pub fn load(model_dir: &Path, adapter: Option<&Path>, device: &Device) -> anyhow::Result<Self> {
+    /// into the weights: inference then costs what the base model costs. Weights are stored in
+    /// `precision` as they are read (a merged weight is summed in f32, then stored so too).
+    pub fn load(
+        model_dir: &Path,
+        adapter: Option<&Path>,
+        device: &Device,
+        precision: Precision,
+    ) -> anyhow::Result<Self> {
         let processor = Processor::from_dir(model_dir)
             .with_context(|| format!("cannot load the processor of {}", model_dir.display()))?;
-        let mut model = Qwen2_5Vl::from_dir(model_dir, device)?;
+        let mut model = Qwen2_5Vl::from_dir_in(model_dir, device, precision)?;
         if let Some(dir) = adapter {
-            model = merge_lora(load_peft_adapter(model, dir)?);
+            model = merge_lora(load_peft_adapter(model, dir)?).for_inference(precision)?;
         }
         let stops = stop_tokens(model_dir, &processor.tokenizer)?;
         Ok(Self::new(model, processor, stops))

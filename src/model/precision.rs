@@ -15,7 +15,7 @@
 use super::qwen2_5_vl::Qwen2_5Vl;
 use anyhow::bail;
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The dtype of frozen weights and activations.
@@ -43,6 +43,17 @@ impl Precision {
         }
     }
 
+    /// Refuses a device that cannot hold this precision's dtype (e.g. a GPU without bf16).
+    pub fn check_supported(self, device: &Device) -> anyhow::Result<()> {
+        if !device.supports_dtype(self.dtype()) {
+            bail!(
+                "precision {} is not supported on device {device:?}",
+                self.name()
+            );
+        }
+        Ok(())
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
@@ -65,20 +76,31 @@ pub fn in_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     cast(t, DType::F32)
 }
 
-/// Casts every float parameter that does not require a gradient to `dtype`; trainable ones are
-/// left as they are (f32 master copies). Ids and `require_grad` are kept.
-pub fn cast_frozen<M: Module>(module: M, dtype: DType) -> M {
-    struct CastFrozen(DType);
-    impl ModuleMapper for CastFrozen {
+/// Casts the float parameters of `module` for which `select(require_grad)` holds to `dtype`.
+/// Ids and `require_grad` are kept.
+fn cast_params<M: Module>(module: M, dtype: DType, select: fn(bool) -> bool) -> M {
+    struct CastParams(DType, fn(bool) -> bool);
+    impl ModuleMapper for CastParams {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            if param.is_require_grad() {
+            if !(self.1)(param.is_require_grad()) {
                 return param;
             }
             let dtype = self.0;
             param.map(|t| cast(t, dtype))
         }
     }
-    module.map(&mut CastFrozen(dtype))
+    module.map(&mut CastParams(dtype, select))
+}
+
+/// Casts every float parameter that does not require a gradient to `dtype`; trainable ones are
+/// left as they are (f32 master copies).
+pub fn cast_frozen<M: Module>(module: M, dtype: DType) -> M {
+    cast_params(module, dtype, |trains| !trains)
+}
+
+/// Casts every float parameter to `dtype` (loading a model in a precision).
+pub fn cast_all<M: Module>(module: M, dtype: DType) -> M {
+    cast_params(module, dtype, |_| true)
 }
 
 impl Qwen2_5Vl {
@@ -91,14 +113,17 @@ impl Qwen2_5Vl {
     /// choosing what trains) and activations flow in it. `F32` casts frozen parameters back.
     /// Refused where the model's device cannot hold that dtype (e.g. a GPU without bf16).
     pub fn with_precision(self, precision: Precision) -> anyhow::Result<Self> {
-        let device = self.device();
-        if !device.supports_dtype(precision.dtype()) {
-            bail!(
-                "precision {} is not supported on device {device:?}",
-                precision.name()
-            );
-        }
+        precision.check_supported(&self.device())?;
         let mut model = cast_frozen(self, precision.dtype());
+        model.precision = precision;
+        Ok(model)
+    }
+
+    /// For inference: every parameter stored in `precision`, since nothing trains and nothing
+    /// needs an f32 master copy; activations flow in it.
+    pub fn for_inference(self, precision: Precision) -> anyhow::Result<Self> {
+        precision.check_supported(&self.device())?;
+        let mut model = cast_all(self, precision.dtype());
         model.precision = precision;
         Ok(model)
     }

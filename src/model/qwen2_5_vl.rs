@@ -65,11 +65,17 @@ pub struct VlOutput {
 }
 
 impl Qwen2_5Vl {
-    /// Loads `config.json` and the safetensors weights of a model directory.
+    /// Loads `config.json` and the safetensors weights of a model directory (in f32).
     pub fn from_dir(dir: &Path, device: &Device) -> anyhow::Result<Self> {
+        Self::from_dir_in(dir, device, Precision::F32)
+    }
+
+    /// [`from_dir`](Self::from_dir) with every weight stored in `precision` as it is read (in bf16
+    /// the f32 copy of only one layer exists at a time).
+    pub fn from_dir_in(dir: &Path, device: &Device, precision: Precision) -> anyhow::Result<Self> {
         let cfg = Qwen2_5VlConfig::from_file(&dir.join("config.json"))?;
         let mut src = SafetensorsWeights::open(dir)?;
-        Self::load(&cfg, &mut src, device)
+        Self::load_in(&cfg, &mut src, device, precision)
             .with_context(|| format!("cannot load the model in {}", dir.display()))
     }
 
@@ -83,12 +89,23 @@ impl Qwen2_5Vl {
         src: &mut dyn WeightSource,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        Self::load_in(cfg, src, device, Precision::F32)
+    }
+
+    pub fn load_in(
+        cfg: &Qwen2_5VlConfig,
+        src: &mut dyn WeightSource,
+        device: &Device,
+        precision: Precision,
+    ) -> anyhow::Result<Self> {
         cfg.validate()?;
+        precision.check_supported(device)?;
+        let dtype = precision.dtype();
         Ok(Self {
-            visual: VisionTower::load(&cfg.vision, src, device)?,
-            model: TextModel::load(&cfg.text, src, device)?,
+            visual: VisionTower::load(&cfg.vision, src, device, dtype)?,
+            model: TextModel::load(&cfg.text, src, device, dtype)?,
             cfg: cfg.clone(),
-            precision: Precision::F32,
+            precision,
         })
     }
 

@@ -4,14 +4,14 @@
 use super::attention::attention;
 use super::config::TextConfig;
 use super::nn::{Proj, load_embedding, load_rms_norm};
-use super::precision::{cast, in_f32};
+use super::precision::{cast, cast_all, in_f32};
 use super::rms_norm::rms_norm;
 use super::rope_apply::apply_rope;
 use super::swiglu::swiglu;
 use super::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::{Embedding, RmsNorm};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 #[derive(Module, Debug)]
 pub struct TextAttention {
@@ -76,15 +76,19 @@ impl TextModel {
         cfg: &TextConfig,
         src: &mut dyn WeightSource,
         device: &Device,
+        dtype: DType,
     ) -> anyhow::Result<Self> {
         let (d, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
         let kv = cfg.num_key_value_heads * hd;
         let eps = cfg.rms_norm_eps;
-        let embed_tokens = load_embedding(src, "model.embed_tokens", cfg.vocab_size, d, device)?;
+        let embed_tokens = cast_all(
+            load_embedding(src, "model.embed_tokens", cfg.vocab_size, d, device)?,
+            dtype,
+        );
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            layers.push(DecoderLayer {
+            let layer = DecoderLayer {
                 input_layernorm: load_rms_norm(
                     src,
                     &format!("{p}.input_layernorm"),
@@ -112,20 +116,18 @@ impl TextModel {
                     up_proj: Proj::load(src, &format!("{p}.mlp.up_proj"), d, i, false, device)?,
                     down_proj: Proj::load(src, &format!("{p}.mlp.down_proj"), i, d, false, device)?,
                 },
-            });
+            };
+            // Stored in the load precision layer by layer: the f32 copy of one layer at a time.
+            layers.push(cast_all(layer, dtype));
         }
-        let norm = load_rms_norm(src, "model.norm", d, eps, device)?;
+        let norm = cast_all(load_rms_norm(src, "model.norm", d, eps, device)?, dtype);
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(Proj::load(
-                src,
-                "lm_head",
-                d,
-                cfg.vocab_size,
-                false,
-                device,
-            )?)
+            Some(cast_all(
+                Proj::load(src, "lm_head", d, cfg.vocab_size, false, device)?,
+                dtype,
+            ))
         };
         Ok(Self {
             embed_tokens,

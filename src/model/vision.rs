@@ -5,6 +5,7 @@
 use super::attention::attention;
 use super::config::VisionConfig;
 use super::nn::{MASKED, Proj, load_rms_norm};
+use super::precision::cast_all;
 use super::rms_norm::rms_norm;
 use super::rope::{vision_cos_sin, vision_patch_coords};
 use super::rope_apply::apply_rope;
@@ -13,7 +14,7 @@ use super::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::RmsNorm;
 use burn::tensor::activation::gelu;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 #[derive(Module, Debug)]
 pub struct VisionAttention {
@@ -60,6 +61,7 @@ impl VisionTower {
         cfg: &VisionConfig,
         src: &mut dyn WeightSource,
         device: &Device,
+        dtype: DType,
     ) -> anyhow::Result<Self> {
         let d = cfg.hidden_size;
         // The hub stores the patch embedding as a Conv3d kernel [D, C, T, P, P]; read it as [D, C*T*P*P].
@@ -76,13 +78,16 @@ impl VisionTower {
                 &shape,
                 super::weights::ParamKind::Weight,
             )?;
-            Proj::from_pytorch(&w, None, cfg.patch_dim(), d, device)
+            cast_all(
+                Proj::from_pytorch(&w, None, cfg.patch_dim(), d, device),
+                dtype,
+            )
         };
         let eps = 1e-6;
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
             let p = format!("visual.blocks.{i}");
-            blocks.push(VisionBlock {
+            let block = VisionBlock {
                 norm1: load_rms_norm(src, &format!("{p}.norm1"), d, eps, device)?,
                 attn: VisionAttention {
                     qkv: Proj::load(src, &format!("{p}.attn.qkv"), d, 3 * d, true, device)?,
@@ -116,7 +121,9 @@ impl VisionTower {
                         device,
                     )?,
                 },
-            });
+            };
+            // Stored in the load precision block by block: the f32 copy of one block at a time.
+            blocks.push(cast_all(block, dtype));
         }
         let merged = d * cfg.merge_unit();
         let merger = PatchMerger {
@@ -134,7 +141,7 @@ impl VisionTower {
         Ok(Self {
             patch_embed,
             blocks,
-            merger,
+            merger: cast_all(merger, dtype),
             cfg: cfg.clone(),
         })
     }

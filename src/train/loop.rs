@@ -16,6 +16,7 @@ use super::parallel::DataParallel;
 use super::param_ids::ids_from_paths;
 use super::step::{StepReport, mean_values, train_step};
 use crate::model::lora::{LoraConfig, init_lora};
+use crate::model::precision::Precision;
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::freeze::{lora_only, set_trainable};
 use crate::objective::lvr::lvr_lora_only;
@@ -359,8 +360,15 @@ fn base_model(cfg: &RunConfig, device: &Device) -> Result<(Qwen2_5Vl, Option<ser
         (None, Some(file)) => file.clone(),
         (None, None) => bail!("set `model` or `random_config`"),
     };
+    // The frozen base of a LoRA run is stored in the run's precision as it is read; full
+    // fine-tuning trains every weight, so it reads f32 master copies.
+    let precision = if cfg.full {
+        Precision::F32
+    } else {
+        cfg.precision
+    };
     let vlm = match &cfg.model {
-        Some(dir) => Qwen2_5Vl::from_dir(dir, device)?,
+        Some(dir) => Qwen2_5Vl::from_dir_in(dir, device, precision)?,
         None => Qwen2_5Vl::random(&Qwen2_5VlConfig::from_file(&config_path)?, cfg.seed, device)?,
     };
     let config_json = if cfg.full {

@@ -177,6 +177,7 @@ impl LvrChatModel {
         adapter: Option<&std::path::Path>,
         latent_steps: usize,
         device: &burn::tensor::Device,
+        precision: crate::model::precision::Precision,
     ) -> Result<Self> {
         anyhow::ensure!(
             latent_steps <= super::MAX_LATENT_STEPS,
@@ -188,11 +189,12 @@ impl LvrChatModel {
             &mut processor.tokenizer,
             crate::objective::Method::Lvr(&super::LvrConfig::default()),
         );
-        let mut model = Qwen2_5Vl::from_dir(model_dir, device)?;
+        let mut model = Qwen2_5Vl::from_dir_in(model_dir, device, precision)?;
         model.ensure_vocab(processor.tokenizer.vocab_size());
         if let Some(dir) = adapter {
             model =
-                crate::model::lora::merge_lora(crate::model::lora::load_peft_adapter(model, dir)?);
+                crate::model::lora::merge_lora(crate::model::lora::load_peft_adapter(model, dir)?)
+                    .for_inference(precision)?;
         }
         Ok(Self {
             model,
