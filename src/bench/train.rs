@@ -59,6 +59,10 @@ pub struct TrainBenchArgs {
     /// (meant for GPUs; on the CPU backend bf16 products convert through f32 and run slower).
     #[arg(long, default_value = "f32", value_parser = Precision::parse)]
     pub precision: Precision,
+    /// Run every op in its composed form from burn's ops (the code a GPU runs) instead of the
+    /// fused CPU kernels: what the kernels buy.
+    #[arg(long)]
+    pub no_fused: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +82,7 @@ pub struct StepTiming {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainBench {
     pub precision: Precision,
+    pub fused_kernels: bool,
     pub params: usize,
     pub trainable_params: usize,
     pub batch: usize,
@@ -118,6 +123,7 @@ fn model_dir(config: &Path) -> PathBuf {
 
 pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     ensure!(a.steps > 0, "--steps must be at least 1");
+    crate::model::fused::set_enabled(!a.no_fused);
     let dir = model_dir(&a.config);
     let cfg = Qwen2_5VlConfig::from_file(&dir.join("config.json"))?;
     let mut processor = Processor::from_dir(&dir)?;
@@ -239,6 +245,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     };
     Ok(TrainBench {
         precision: a.precision,
+        fused_kernels: !a.no_fused,
         params,
         trainable_params,
         batch: b,
@@ -255,10 +262,15 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
 
 pub fn print(r: &TrainBench) {
     println!(
-        "model {:.1} M params ({:.2} M trainable), {}, batch {} x {} ({} tokens, {} supervised), {} threads",
+        "model {:.1} M params ({:.2} M trainable), {}{}, batch {} x {} ({} tokens, {} supervised), {} threads",
         r.params as f64 / 1e6,
         r.trainable_params as f64 / 1e6,
         r.precision.name(),
+        if r.fused_kernels {
+            ""
+        } else {
+            ", composed ops"
+        },
         r.batch,
         r.seq_len,
         r.tokens,
