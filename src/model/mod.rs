@@ -7,6 +7,7 @@ pub mod cpu_kernel;
 pub mod device;
 pub mod lora;
 pub mod matmul;
+pub mod matvec;
 pub mod names;
 pub mod nn;
 pub mod qwen2_5_vl;
