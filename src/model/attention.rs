@@ -13,6 +13,11 @@
 //! The op runs on the CPU backend (with or without autodiff) in f32; other backends (CUDA) and
 //! dtypes (bf16) take the composed path, which computes the same function with burn's
 //! differentiable ops.
+//!
+//! Causal masks: on the CPU, queries are cut into blocks of rows, and each block attends only to
+//! the keys up to the last one any of its rows sees ([`key_extents`]). The keys after it are
+//! masked for the whole block, so their probabilities are exactly 0 and skipping them changes
+//! nothing; for a causal mask this skips about half of the products, forward and backward.
 
 use super::matmul::BatchMatmul;
 use super::precision::{cast, in_f32};
@@ -39,6 +44,73 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> T
     if !super::fused::enabled() || !f32s {
         return composed(q, k, v, bias);
     }
+    let Some(blocks) = key_extents(&bias) else {
+        return whole(q, k, v, bias);
+    };
+    // Views of the inputs (the products read through strides); the output blocks are joined.
+    let outs = blocks
+        .into_iter()
+        .map(|Block { rows, keys }| {
+            let n = rows.end - rows.start;
+            whole(
+                q.clone().narrow(2, rows.start, n),
+                k.clone().narrow(2, 0, keys),
+                v.clone().narrow(2, 0, keys),
+                bias.clone().narrow(2, rows.start, n).narrow(3, 0, keys),
+            )
+        })
+        .collect();
+    Tensor::cat(outs, 2)
+}
+
+/// Query rows `rows` attend to the first `keys` keys.
+#[derive(Debug, Clone, PartialEq)]
+struct Block {
+    rows: std::ops::Range<usize>,
+    keys: usize,
+}
+
+/// Query rows per block: large enough to keep the products efficient and the per-block overhead
+/// (a few small copies) low.
+const BLOCK_ROWS: usize = 128;
+
+/// The blocks of query rows and the keys each needs, from a CPU-backend `bias: [b, 1, sq, sk]`:
+/// a block needs the keys up to the last one that any row of any sequence leaves unmasked; a row
+/// that masks every key needs them all (its softmax is uniform over all keys). `None` where
+/// splitting would skip less than a tenth of the products, or off the CPU backend (reading the
+/// bias back would stall a GPU).
+fn key_extents(bias: &Tensor<4>) -> Option<Vec<Block>> {
+    let [b, _, sq, sk] = bias.dims();
+    if sq < 2 * BLOCK_ROWS {
+        return None;
+    }
+    let flex = bias.clone().inner().try_into_primitive::<Flex>().ok()?;
+    if flex.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let values = super::cpu_kernel::f32_values(&flex);
+    let unmasked = |x: f32| x > super::nn::MASKED / 2.0;
+    let blocks: Vec<Block> = (0..sq)
+        .step_by(BLOCK_ROWS)
+        .map(|r0| {
+            let rows = r0..(r0 + BLOCK_ROWS).min(sq);
+            let keys = (0..b)
+                .flat_map(|bi| rows.clone().map(move |i| (bi * sq + i) * sk))
+                .map(|start| {
+                    let row = &values[start..start + sk];
+                    row.iter().rposition(|&x| unmasked(x)).map_or(sk, |j| j + 1)
+                })
+                .max()
+                .unwrap_or(sk);
+            Block { rows, keys }
+        })
+        .collect();
+    let kept: usize = blocks.iter().map(|bl| bl.keys * bl.rows.len()).sum();
+    (kept * 10 < sq * sk * 9).then_some(blocks)
+}
+
+/// Attention over all the given keys (one fused op, or the composed one).
+fn whole(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     if let Some(out) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&q, &k, &v, &bias) {
         return out;
     }
@@ -284,6 +356,75 @@ mod tests {
         for (f, r) in fused.into_iter().zip(reference) {
             f.into_data()
                 .assert_approx_eq::<f32>(&r.into_data(), Tolerance::absolute(1e-5));
+        }
+    }
+
+    /// A causal mask over `sq` queries and keys, with the second sequence's last `pad` keys
+    /// masked and its last query row masking every key.
+    fn causal_bias(b: usize, sq: usize, pad: usize, device: &Device) -> Tensor<4> {
+        let mut bias = vec![0f32; b * sq * sq];
+        for bi in 0..b {
+            for i in 0..sq {
+                for j in 0..sq {
+                    let padded = bi == 1 && (j >= sq - pad || i == sq - 1);
+                    if j > i || padded {
+                        bias[(bi * sq + i) * sq + j] = super::super::nn::MASKED;
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(bias, [b, 1, sq, sq]), device)
+    }
+
+    #[test]
+    fn causal_masks_skip_the_masked_keys() {
+        let device = Device::default();
+        let sq = 2 * BLOCK_ROWS + 45;
+        let blocks = key_extents(&causal_bias(2, sq, 7, &device)).expect("split");
+        let want: Vec<Block> = (0..3)
+            .map(|i| {
+                let rows = i * BLOCK_ROWS..((i + 1) * BLOCK_ROWS).min(sq);
+                // The last block holds the row that masks everything: all keys.
+                let keys = if i == 2 { sq } else { rows.end };
+                Block { rows, keys }
+            })
+            .collect();
+        assert_eq!(blocks, want);
+        // No mask, or too few rows: one block.
+        let none = Tensor::<4>::zeros([2, 1, sq, sq], &device);
+        assert!(key_extents(&none).is_none());
+        assert!(key_extents(&causal_bias(2, BLOCK_ROWS, 0, &device)).is_none());
+    }
+
+    #[test]
+    fn split_attention_matches_the_composed_ops_with_gradients() {
+        let device = Device::default().autodiff();
+        let (b, h, kvh, sq, hd) = (2, 4, 2, 2 * BLOCK_ROWS + 45, 8);
+        let n = Distribution::Normal(0.0, 1.0);
+        let q: Tensor<4> = Tensor::random([b, h, sq, hd], n, &device);
+        let k: Tensor<4> = Tensor::random([b, kvh, sq, hd], n, &device);
+        let v: Tensor<4> = Tensor::random([b, kvh, sq, hd], n, &device);
+        let bias = causal_bias(b, sq, 7, &device);
+        assert!(key_extents(&bias).is_some());
+        let w: Tensor<4> = Tensor::random(q.dims(), n, &device);
+        let run = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+            let (q, k, v) = (
+                q.clone().detach().require_grad(),
+                k.clone().detach().require_grad(),
+                v.clone().detach().require_grad(),
+            );
+            let out = f(q.clone(), k.clone(), v.clone(), bias.clone());
+            let grads = (out.clone() * w.clone()).sum().backward();
+            let g = [q.grad(&grads), k.grad(&grads), v.grad(&grads)];
+            (out, g.map(|g| g.expect("gradient")))
+        };
+        let (out, grads) = run(attention);
+        let (ref_out, ref_grads) = run(composed);
+        let tol = Tolerance::absolute(1e-4);
+        out.into_data()
+            .assert_approx_eq::<f32>(&ref_out.into_data(), tol);
+        for (g, r) in grads.into_iter().zip(ref_grads) {
+            g.into_data().assert_approx_eq::<f32>(&r.into_data(), tol);
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod device;
 pub mod fused;
 pub mod lora;
 pub mod matmul;
+pub mod matvec;
 pub mod names;
 pub mod nn;
 pub mod precision;

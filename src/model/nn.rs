@@ -117,7 +117,8 @@ impl Proj {
         let base = |x: Tensor<D>| {
             let w = cast(self.base.weight.val(), dtype);
             let b = self.base.bias.as_ref().map(|b| cast(b.val(), dtype));
-            linear(x, w, b)
+            // Decoding's one-row products take the matrix-vector kernel on the CPU.
+            super::matvec::linear(x, w, b)
         };
         match &self.lora {
             None => base(x),

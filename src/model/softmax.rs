@@ -186,7 +186,8 @@ fn flex_softmax_backward(
     Ok(dp)
 }
 
-fn softmax_rows(block: &mut [f32], row: usize, lse: &mut [f32]) {
+/// In place, row by row (`row` elements each): the softmax, and each row's log-sum-exp in `lse`.
+pub(crate) fn softmax_rows(block: &mut [f32], row: usize, lse: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for (checked above).

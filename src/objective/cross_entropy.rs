@@ -29,14 +29,16 @@ pub fn cross_entropy(logits: Tensor<2>, targets: &[i64]) -> Tensor<1> {
     let device = logits.device();
     let n = targets.len();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [n, 1]), &device);
-    if let Some(loss) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&logits, &ids) {
-        return loss;
-    }
-    if let Some(loss) = fused_on::<Autodiff<Flex, BalancedCheckpointing>>(&logits, &ids) {
-        return loss;
-    }
-    if let Some(loss) = fused_on::<Flex>(&logits, &ids) {
-        return loss;
+    if crate::model::fused::enabled() {
+        if let Some(loss) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&logits, &ids) {
+            return loss;
+        }
+        if let Some(loss) = fused_on::<Autodiff<Flex, BalancedCheckpointing>>(&logits, &ids) {
+            return loss;
+        }
+        if let Some(loss) = fused_on::<Flex>(&logits, &ids) {
+            return loss;
+        }
     }
     CrossEntropyLossConfig::new()
         .init(&device)

@@ -12,6 +12,7 @@ pub mod cross_entropy;
 pub mod dynamics;
 pub mod freeze;
 pub mod grads;
+pub mod head_loss;
 pub mod jepa;
 pub mod lvr;
 pub mod method;

@@ -5,8 +5,9 @@
 //! head with its weights frozen (the gradient reaches the dynamics head and the model, not the head).
 
 use super::dynamics::DynamicsHead;
-use super::sft::{NextTokens, cross_entropy, rows};
-use crate::model::precision::{cast, in_f32};
+use super::head_loss::{HeadWeight, head_cross_entropy};
+use super::sft::{NextTokens, rows};
+use crate::model::precision::in_f32;
 use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
 use burn::nn::loss::SmoothL1LossConfig;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -54,25 +55,23 @@ pub fn nextlat_losses(
     let w = Tensor::<1>::from_data(TensorData::new(weights, [n]), &device);
     let state = (per_position * w).sum();
 
-    let token = cross_entropy(frozen_logits(model, pred), &next.targets);
+    let token = frozen_head_loss(model, pred, &next.targets);
     NextLat { state, token }
 }
 
-/// Logits through the language-model head with its weights cut from the graph.
-fn frozen_logits(model: &Qwen2_5Vl, h: Tensor<2>) -> Tensor<2> {
-    let logits = match &model.model.lm_head {
+/// Next-token cross-entropy of `h` through the language-model head with its weights cut from
+/// the graph (head and loss as one op).
+fn frozen_head_loss(model: &Qwen2_5Vl, h: Tensor<2>, targets: &[i64]) -> Tensor<1> {
+    let text = &model.model;
+    match &text.lm_head {
         Some(head) => {
-            let w = head.base.weight.val().detach();
-            let out = cast(h, w.dtype()).matmul(w);
-            match &head.base.bias {
-                Some(b) => out.clone() + cast(b.val().detach(), out.dtype()).unsqueeze(),
-                None => out,
-            }
+            let w = HeadWeight::InOut(head.base.weight.val().detach());
+            let bias = head.base.bias.as_ref().map(|b| b.val().detach());
+            head_cross_entropy(h, w, bias, targets)
         }
         None => {
-            let w = model.model.embed_tokens.weight.val().detach();
-            cast(h, w.dtype()).matmul(w.transpose())
+            let embed = HeadWeight::Tied(text.embed_tokens.weight.val().detach());
+            head_cross_entropy(h, embed, None, targets)
         }
-    };
-    in_f32(logits)
+    }
 }

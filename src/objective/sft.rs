@@ -7,6 +7,7 @@ use crate::model::vision::index_tensor;
 use burn::tensor::Tensor;
 
 pub use super::cross_entropy::cross_entropy;
+use super::head_loss::{HeadWeight, head_cross_entropy};
 
 /// Positions whose next token is supervised: flat index `b * seq + t` of position `t`, the token
 /// at `t + 1` it must predict, and the example it belongs to.
@@ -43,5 +44,22 @@ pub fn rows(hidden: &Tensor<3>, positions: &[usize]) -> Tensor<2> {
 
 /// L_vlm from the full view's final hidden states `[batch, seq, d]`.
 pub fn vlm_loss(model: &Qwen2_5Vl, hidden: &Tensor<3>, next: &NextTokens) -> Tensor<1> {
-    cross_entropy(model.logits(rows(hidden, &next.positions)), &next.targets)
+    lm_loss(model, rows(hidden, &next.positions), &next.targets)
+}
+
+/// Mean cross-entropy of the logits of final hidden states `h: [n, d]`: the head and the loss
+/// as one op (the logits never materialised), unless the head carries a LoRA adapter.
+pub fn lm_loss(model: &Qwen2_5Vl, h: Tensor<2>, targets: &[i64]) -> Tensor<1> {
+    let text = &model.model;
+    match &text.lm_head {
+        None => {
+            let embed = HeadWeight::Tied(text.embed_tokens.weight.val());
+            head_cross_entropy(h, embed, None, targets)
+        }
+        Some(head) if head.lora.is_none() => {
+            let bias = head.base.bias.as_ref().map(|b| b.val());
+            head_cross_entropy(h, HeadWeight::InOut(head.base.weight.val()), bias, targets)
+        }
+        Some(_) => cross_entropy(model.logits(h), targets),
+    }
 }
