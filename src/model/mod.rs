@@ -10,6 +10,7 @@ pub mod matmul;
 pub mod matvec;
 pub mod names;
 pub mod nn;
+pub mod projection;
 pub mod qwen2_5_vl;
 pub mod rms_norm;
 pub mod rope;

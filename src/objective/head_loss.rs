@@ -14,7 +14,7 @@
 //! the composed path (`cross_entropy` of the logits).
 
 use super::cross_entropy::cross_entropy;
-use crate::model::cpu_kernel::{f32_tensor, f32_values};
+use crate::model::cpu_kernel::{f32_tensor, f32_values, gemm_into};
 use crate::model::softmax::softmax_rows;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -346,6 +346,7 @@ impl<'a> Head<'a> {
                 (m, v, d),
                 out,
                 false,
+                1.0,
                 (h.as_ptr(), d as isize, 1),
                 (self.w.as_ptr(), self.rs, self.cs),
             )
@@ -361,6 +362,7 @@ impl<'a> Head<'a> {
                 (m, d, v),
                 dh,
                 false,
+                1.0,
                 (g.as_ptr(), v as isize, 1),
                 (self.w.as_ptr(), self.cs, self.rs),
             )
@@ -378,6 +380,7 @@ impl<'a> Head<'a> {
                     (v, d, m),
                     dw,
                     true,
+                    1.0,
                     (g.as_ptr(), 1, v as isize),
                     (h.as_ptr(), d as isize, 1),
                 )
@@ -386,48 +389,12 @@ impl<'a> Head<'a> {
                     (d, v, m),
                     dw,
                     true,
+                    1.0,
                     (h.as_ptr(), 1, d as isize),
                     (g.as_ptr(), v as isize, 1),
                 )
             }
         }
-    }
-}
-
-/// `dst [m, n] (+)= lhs [m, k] x rhs [k, n]` with gemm on the thread pool; `dst` is row-major,
-/// the operands are (pointer, row stride, column stride).
-///
-/// SAFETY: the operands' strides must address elements of live buffers, `dst` must hold `m * n`.
-unsafe fn gemm_into(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
-) {
-    debug_assert!(dst.len() >= m * n);
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.0,
-            lhs.2,
-            lhs.1,
-            rhs.0,
-            rhs.2,
-            rhs.1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        )
     }
 }
 
