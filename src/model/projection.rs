@@ -431,7 +431,7 @@ mod tests {
 
         let plain = Device::default();
         let p = proj(9, 5, true, true, &plain);
-        let x = random::<2>([4, 9], &plain);
+        let x = random::<2>([super::super::matvec::MAX_ROWS + 3, 9], &plain); // more rows than decoding
         fused(&p, &x)
             .expect("fused")
             .into_data()
@@ -439,10 +439,13 @@ mod tests {
     }
 
     #[test]
-    fn active_dropout_is_left_to_the_composed_ops() {
+    fn active_dropout_and_decoding_rows_are_left_to_the_composed_ops() {
         let device = Device::default().autodiff();
         let w = proj(4, 4, false, false, &device);
         let p = w.with_lora(random([4, 2], &device), random([2, 4], &device), 2.0, 0.1);
         assert!(fused(&p, &random::<2>([3, 4], &device)).is_none());
+        let plain = Device::default();
+        let p = proj(4, 4, true, false, &plain);
+        assert!(fused(&p, &random::<2>([1, 4], &plain)).is_none());
     }
 }
