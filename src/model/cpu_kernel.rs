@@ -1,7 +1,8 @@
 //! What the hand-written CPU kernels of the fused ops ([`super::swiglu`], [`super::rms_norm`],
-//! [`super::rope_apply`], [`super::softmax`], [`super::matmul`]) share: reading a CPU-backend
-//! tensor as a dense f32 slice, wrapping a result vector as a tensor without a copy, the size of
-//! a thread-pool task, and vectorisable sigmoid and dot products.
+//! [`super::rope_apply`], [`super::softmax`], [`super::matmul`], [`super::projection`], the
+//! head's loss) share: reading a CPU-backend tensor as a dense f32 slice, wrapping a result vector
+//! as a tensor without a copy, the size of a thread-pool task, vectorisable sigmoid and dot
+//! products, and gemm into a buffer of ours.
 //!
 //! Why by hand: burn-flex runs elementwise ops on one thread, one op per pass over memory, and
 //! burn's autodiff keeps each intermediate; on a 2-core machine those serial passes were about
@@ -95,4 +96,52 @@ pub fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Products below this many multiply-adds run on the calling thread (burn-flex's threshold):
+/// waking the pool costs more than it saves.
+const PARALLEL_FROM: usize = 192 * 192 * 192;
+
+/// `dst [m, n] = (dst if accumulate) + scale * lhs [m, k] x rhs [k, n]` with gemm (on the thread
+/// pool when large); `dst` is row-major, each operand is (pointer, row stride, column stride).
+///
+/// # Safety
+/// The operands' strides must address elements of live buffers that `dst` does not overlap.
+pub unsafe fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    scale: f32,
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+) {
+    assert!(dst.len() >= m * n, "gemm_into: output too small");
+    let parallelism = match m * n * k >= PARALLEL_FROM {
+        true => gemm::Parallelism::Rayon(0),
+        false => gemm::Parallelism::None,
+    };
+    // SAFETY: the caller's contract; `dst` holds `m x n` row-major elements (checked above).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }

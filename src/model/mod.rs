@@ -12,6 +12,7 @@ pub mod matvec;
 pub mod names;
 pub mod nn;
 pub mod precision;
+pub mod projection;
 pub mod qwen2_5_vl;
 pub mod rms_norm;
 pub mod rope;

@@ -113,6 +113,10 @@ impl Proj {
     /// PEFT does: `x` is cast up, the rank-r products and the sum are f32, and the result is
     /// rounded once to `x`'s dtype; the factors' gradients are then f32 products too.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        // On the CPU in f32: the whole projection, adapter included, as one op.
+        if let Some(y) = super::projection::fused(self, &x) {
+            return y;
+        }
         let dtype = x.dtype();
         let base = |x: Tensor<D>| {
             let w = cast(self.base.weight.val(), dtype);

@@ -184,8 +184,9 @@ impl TextModel {
         in_f32(match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
+                // Tied head: the embedding's transpose; decoding rows take the matrix-vector kernel.
                 let w = self.embed_tokens.weight.val();
-                cast(hidden, w.dtype()).matmul(w.transpose().unsqueeze())
+                super::matvec::linear(cast(hidden, w.dtype()), w.transpose(), None)
             }
         })
     }

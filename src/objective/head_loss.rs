@@ -14,7 +14,7 @@
 //! the composed path (`cross_entropy` of the logits).
 
 use super::cross_entropy::cross_entropy;
-use crate::model::cpu_kernel::{f32_tensor, f32_values};
+use crate::model::cpu_kernel::{f32_tensor, f32_values, gemm_into};
 use crate::model::precision::{cast, in_f32};
 use crate::model::softmax::softmax_rows;
 use burn::backend::Flex;
@@ -236,10 +236,12 @@ struct Output {
     dw: Option<FlexTensor>,
 }
 
-/// Rows of logits per chunk: about 32 MiB of them, and at least 64 rows (a full-height gemm
-/// micro-kernel block, so that the products keep their speed).
+/// Rows of logits per chunk: about 64 MiB of them, and at least 64 rows (a full-height gemm
+/// micro-kernel block, so that the products keep their speed). Fewer, larger chunks pay less
+/// for gemm repacking the whole weight in each chunk's two products (with 32 MiB chunks that
+/// packing took a tenth of a Pearl step's CPU time).
 fn chunk_rows(vocab: usize) -> usize {
-    ((8 << 20) / vocab.max(1)).clamp(64, 512)
+    ((16 << 20) / vocab.max(1)).clamp(64, 1024)
 }
 
 /// The forward pass, chunk by chunk, with `dh` (if `grad_h`) and `dW` (if `grad_w`).
@@ -348,6 +350,7 @@ impl<'a> Head<'a> {
                 (m, v, d),
                 out,
                 false,
+                1.0,
                 (h.as_ptr(), d as isize, 1),
                 (self.w.as_ptr(), self.rs, self.cs),
             )
@@ -363,6 +366,7 @@ impl<'a> Head<'a> {
                 (m, d, v),
                 dh,
                 false,
+                1.0,
                 (g.as_ptr(), v as isize, 1),
                 (self.w.as_ptr(), self.cs, self.rs),
             )
@@ -380,6 +384,7 @@ impl<'a> Head<'a> {
                     (v, d, m),
                     dw,
                     true,
+                    1.0,
                     (g.as_ptr(), 1, v as isize),
                     (h.as_ptr(), d as isize, 1),
                 )
@@ -388,48 +393,12 @@ impl<'a> Head<'a> {
                     (d, v, m),
                     dw,
                     true,
+                    1.0,
                     (h.as_ptr(), 1, d as isize),
                     (g.as_ptr(), v as isize, 1),
                 )
             }
         }
-    }
-}
-
-/// `dst [m, n] (+)= lhs [m, k] x rhs [k, n]` with gemm on the thread pool; `dst` is row-major,
-/// the operands are (pointer, row stride, column stride).
-///
-/// SAFETY: the operands' strides must address elements of live buffers, `dst` must hold `m * n`.
-unsafe fn gemm_into(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
-) {
-    debug_assert!(dst.len() >= m * n);
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.0,
-            lhs.2,
-            lhs.1,
-            rhs.0,
-            rhs.2,
-            rhs.1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        )
     }
 }
 
