@@ -3,9 +3,10 @@
 //! With `Precision::Bf16` every frozen parameter (the base weights of LoRA training, the whole
 //! model at inference) is stored in bf16, and activations flow in bf16 from the embeddings to the
 //! last hidden state. Trainable parameters (LoRA factors, the dynamics head, everything in full
-//! fine-tuning) stay f32: they are the master copies AdamW updates. Each projection casts them to
-//! the activations' dtype as it uses them; burn's `cast` is differentiable and casts the gradient
-//! back, so gradients, AdamW moments and updates are f32.
+//! fine-tuning) stay f32: they are the master copies AdamW updates. A projection casts an f32 base
+//! weight to the activations' dtype as it uses it, and runs a LoRA branch in f32 as PEFT does
+//! (`nn::Proj::forward`); burn's `cast` is differentiable and casts the gradient back, so
+//! gradients, AdamW moments and updates are f32.
 //!
 //! What stays f32 inside a bf16 forward pass, as transformers computes it: RMSNorm statistics,
 //! the rotary embedding, attention's softmax, and everything a loss reads (logits, the embeddings
