@@ -73,3 +73,26 @@ fn bench_generate_names_a_missing_config() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.json"));
 }
+
+#[test]
+fn bench_generate_runs_in_bf16_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_pearl"))
+        .args(["bench", "generate", "--config"])
+        .arg(fixture_dir().join("model/config.json"))
+        .args(["--new-tokens", "2", "--runs", "1", "--precision", "bf16"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["generate"]["precision"], "bf16");
+    assert_eq!(v["generate"]["new_tokens"], 2);
+}

@@ -8,6 +8,7 @@ use super::{median, peak_rss_bytes};
 use crate::data::chat::{Message, Part, Role};
 use crate::eval::answerer::ChatModel;
 use crate::infer::{GenerateOptions, LocalModel, Sampling, generate};
+use crate::model::precision::Precision;
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::processor::Processor;
 use anyhow::{Context, ensure};
@@ -26,11 +27,13 @@ pub struct GenerateBench {
     /// Timed runs after one warm-up run.
     pub runs: usize,
     pub seed: u64,
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerateReport {
     pub config: String,
+    pub precision: Precision,
     pub params: u64,
     pub prompt_tokens: usize,
     pub image_tokens: usize,
@@ -48,7 +51,11 @@ pub struct GenerateReport {
 
 /// A random model of `config` with the processor of the config's directory. Stop tokens are
 /// disabled: random weights would end answers at arbitrary points, and timings need fixed lengths.
-pub fn random_local_model(config: &Path, seed: u64) -> anyhow::Result<LocalModel> {
+pub fn random_local_model(
+    config: &Path,
+    seed: u64,
+    precision: Precision,
+) -> anyhow::Result<LocalModel> {
     let cfg = Qwen2_5VlConfig::from_file(config)?;
     let dir = config.parent().unwrap_or(Path::new("."));
     let processor = Processor::from_dir(dir).with_context(|| {
@@ -58,7 +65,7 @@ pub fn random_local_model(config: &Path, seed: u64) -> anyhow::Result<LocalModel
         )
     })?;
     let device = burn::tensor::Device::flex();
-    let model = Qwen2_5Vl::random(&cfg, seed, &device)?;
+    let model = Qwen2_5Vl::random_in(&cfg, seed, &device, precision)?;
     Ok(LocalModel::new(model, processor, vec![]))
 }
 
@@ -85,7 +92,7 @@ pub fn run(b: &GenerateBench) -> anyhow::Result<GenerateReport> {
         "need at least 1 run of at least 2 tokens"
     );
     let started = Instant::now();
-    let mut local = random_local_model(&b.config, b.seed)?;
+    let mut local = random_local_model(&b.config, b.seed, b.precision)?;
     let init_seconds = started.elapsed().as_secs_f64();
     let chat = user_turn(&b.prompt, &b.images)?;
     let enc = local.encode(std::slice::from_ref(&chat))?;
@@ -110,6 +117,7 @@ pub fn run(b: &GenerateBench) -> anyhow::Result<GenerateReport> {
     let per_token = median(&steps);
     Ok(GenerateReport {
         config: b.config.display().to_string(),
+        precision: b.precision,
         params: local.model.cfg.num_params(),
         prompt_tokens: enc.lengths[0],
         image_tokens: enc.input_ids.iter().filter(|&&t| t == image_pad).count(),
@@ -135,6 +143,7 @@ impl GenerateReport {
             .map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
         let rows = [
             ("config", self.config.clone()),
+            ("precision", self.precision.name().to_string()),
             ("parameters", format!("{:.1} M", self.params as f64 / 1e6)),
             (
                 "prompt tokens",

@@ -37,6 +37,9 @@ pub struct GenerateBenchArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// f32, or bf16 (every weight and activation in bf16).
+    #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
+    pub precision: crate::model::precision::Precision,
     /// Trajectory JSONL: also time answering Pearl-style vs replaying its tool-using turns.
     #[arg(long)]
     pub trajectories: Option<PathBuf>,
@@ -60,12 +63,13 @@ fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
         new_tokens: a.new_tokens,
         runs: a.runs,
         seed: a.seed,
+        precision: a.precision,
     };
     let report = generate::run(&b)?;
     print!("{}", report.to_table());
     let mut json = serde_json::json!({"generate": report});
     if let Some(path) = &a.trajectories {
-        let mut model = generate::random_local_model(&a.config, a.seed)?;
+        let mut model = generate::random_local_model(&a.config, a.seed, a.precision)?;
         let cost = answer_cost::run(&mut model, path, 4, a.runs)?;
         println!();
         print!("{}", cost.to_table());

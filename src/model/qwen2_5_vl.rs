@@ -81,7 +81,17 @@ impl Qwen2_5Vl {
 
     /// A randomly initialised model of the given config (demo pretraining, benchmarks).
     pub fn random(cfg: &Qwen2_5VlConfig, seed: u64, device: &Device) -> anyhow::Result<Self> {
-        Self::load(cfg, &mut RandomWeights::new(seed, 0.02), device)
+        Self::random_in(cfg, seed, device, Precision::F32)
+    }
+
+    /// [`random`](Self::random) stored in `precision` layer by layer (the same values, rounded).
+    pub fn random_in(
+        cfg: &Qwen2_5VlConfig,
+        seed: u64,
+        device: &Device,
+        precision: Precision,
+    ) -> anyhow::Result<Self> {
+        Self::load_in(cfg, &mut RandomWeights::new(seed, 0.02), device, precision)
     }
 
     pub fn load(
