@@ -4,8 +4,8 @@
 mod common;
 use burn::tensor::Device;
 use common::*;
-use pearl::model::lora::{LoraConfig, init_lora, load_peft_adapter, merge_lora, save_peft_adapter};
 use pearl::model::{Qwen2_5Vl, VlBatch};
+use pearl::peft::lora::{LoraConfig, init_lora, load_peft_adapter, merge_lora, save_peft_adapter};
 
 fn logits(m: &Qwen2_5Vl, b: &VlBatch) -> Vec<f32> {
     tensor_vec(m.logits(m.forward(b, false).unwrap().last_hidden))

@@ -12,12 +12,12 @@ use common::{fixture_dir, tensor_vec};
 use pearl::data::synth::{SynthConfig, Task, generate};
 use pearl::data::trajectory::{TrajectoryFile, load_jsonl};
 use pearl::model::Qwen2_5Vl;
-use pearl::model::lora::{LoraConfig, init_lora, load_peft_adapter};
 use pearl::model::names::named_params;
 use pearl::objective::freeze::lora_only;
 use pearl::objective::lvr::{
     LvrBatch, LvrConfig, LvrExample, LvrExamples, lvr_lora_only, lvr_losses, region_tokens,
 };
+use pearl::peft::lora::{LoraConfig, init_lora, load_peft_adapter};
 use pearl::processor::Processor;
 use pearl::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START};
 
@@ -376,7 +376,7 @@ fn a_trained_lvr_model_goes_through_the_evaluation_harness() {
         m = optim.step(1e-2, m, g);
     }
     let m = m.valid();
-    let mut lvr = pearl::objective::lvr::LvrChatModel {
+    let mut lvr = pearl::infer::lvr::LvrChatModel {
         model: m,
         processor: p,
         latent_steps: 1,
@@ -399,7 +399,7 @@ fn a_trained_lvr_model_goes_through_the_evaluation_harness() {
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
         let chats: Vec<_> = items.iter().map(pearl::eval::protocol::chat_for).collect();
-        let direct = pearl::objective::lvr::lvr_generate(
+        let direct = pearl::infer::lvr::lvr_generate(
             &lvr.model,
             &lvr.processor,
             &chats,

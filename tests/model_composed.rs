@@ -1,5 +1,5 @@
 //! The composed forms of the fused CPU kernels are what a GPU (or any backend other than burn's
-//! CPU one) runs. With the fused kernels switched off (`model::fused`), the CPU takes that same
+//! CPU one) runs. With the fused kernels switched off (`kernels::fused`), the CPU takes that same
 //! code, so the fixture's reference checks here prove the GPU's code path against transformers
 //! and the authors' objective, at the f32 tolerances, without a GPU.
 
@@ -9,7 +9,7 @@ use common::{check_forward, pearl_fixture};
 
 fn composed_only() {
     // Process-wide, and every test of this binary wants it off.
-    pearl::model::fused::set_enabled(false);
+    pearl::kernels::fused::set_enabled(false);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use common::{fixture_dir, max_abs_diff, other_config, tensor_vec};
 use pearl::data::chat::Message;
 use pearl::data::trajectory::load_jsonl;
 use pearl::model::names::named_params;
-use pearl::model::vision::index_tensor;
+use pearl::model::qwen2_5_vl::vision::index_tensor;
 use pearl::model::{Qwen2_5Vl, VlBatch};
 use pearl::objective::batch::Example;
 use pearl::objective::jepa::jepa_loss;
@@ -142,7 +142,7 @@ fn continuations_equal_views_run_from_scratch_with_gradients() {
 fn sft_is_the_next_token_loss_alone_and_needs_no_views() {
     let device = Device::default();
     let vlm = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
-    let vlm = pearl::model::lora::load_peft_adapter(vlm, &fixture_dir().join("adapter")).unwrap();
+    let vlm = pearl::peft::lora::load_peft_adapter(vlm, &fixture_dir().join("adapter")).unwrap();
     let model = PearlModel {
         vlm,
         dynamics: None,

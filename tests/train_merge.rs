@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::Device;
 use common::{fixture_batch, fixture_dir, max_abs_diff, tensor_vec};
 use pearl::model::Qwen2_5Vl;
-use pearl::model::lora::load_peft_adapter;
+use pearl::peft::lora::load_peft_adapter;
 
 #[test]
 fn merged_model_loads_and_gives_the_adapter_models_logits() {

@@ -5,10 +5,10 @@
 mod train_common;
 
 use pearl::model::Qwen2_5Vl;
-use pearl::model::lora::load_peft_adapter;
 use pearl::model::names::named_params;
 use pearl::model::precision::Precision;
 use pearl::objective::ObjectiveConfig;
+use pearl::peft::lora::load_peft_adapter;
 use pearl::train::{Options, RunConfig, run};
 use train_common::{fixture_dir, run_config, synth_data};
 

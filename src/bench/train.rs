@@ -6,12 +6,12 @@
 use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
 use crate::data::trajectory::load_jsonl;
 use crate::model::device::{parse_device, training_device};
-use crate::model::lora::{LoraConfig, init_lora};
 use crate::model::precision::Precision;
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
 use crate::objective::{Batch, Method, ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
+use crate::peft::lora::{LoraConfig, init_lora};
 use crate::processor::Processor;
 use crate::train::config::OptimizerConfig;
 use crate::train::optim::AdamW;
@@ -123,7 +123,7 @@ fn model_dir(config: &Path) -> PathBuf {
 
 pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     ensure!(a.steps > 0, "--steps must be at least 1");
-    crate::model::fused::set_enabled(!a.no_fused);
+    crate::kernels::fused::set_enabled(!a.no_fused);
     let dir = model_dir(&a.config);
     let cfg = Qwen2_5VlConfig::from_file(&dir.join("config.json"))?;
     let mut processor = Processor::from_dir(&dir)?;

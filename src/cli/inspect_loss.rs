@@ -4,13 +4,13 @@
 use crate::data::trajectory::load_jsonl;
 use crate::model::Qwen2_5Vl;
 use crate::model::checkpoint::write_safetensors;
-use crate::model::lora::load_peft_adapter;
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
 use crate::objective::grads::named_gradients;
 use crate::objective::{
     Distance, DynamicsHead, ObjectiveConfig, PearlModel, Supervise, TrainBatch, compute_losses,
 };
+use crate::peft::lora::load_peft_adapter;
 use crate::processor::Processor;
 use anyhow::{Context, ensure};
 use burn::optim::GradientsParams;

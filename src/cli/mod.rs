@@ -60,7 +60,7 @@ pub fn main() -> anyhow::Result<()> {
                 a.adapter.as_deref(),
                 a.precision,
             )?)),
-            Some(steps) => Ok(Box::new(crate::objective::lvr::LvrChatModel::load(
+            Some(steps) => Ok(Box::new(crate::infer::lvr::LvrChatModel::load(
                 &a.model,
                 a.adapter.as_deref(),
                 steps,

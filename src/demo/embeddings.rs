@@ -5,10 +5,10 @@
 //! both models, only the weights differ.
 
 use crate::model::Qwen2_5Vl;
-use crate::model::lora::{load_peft_adapter, merge_lora};
 use crate::objective::{
     Method, ObjectiveConfig, PearlModel, TrainBatch, compute_losses, prepare_tokenizer,
 };
+use crate::peft::lora::{load_peft_adapter, merge_lora};
 use crate::processor::Processor;
 use crate::train::data::Item;
 use anyhow::{Context, Result, anyhow};

@@ -3,6 +3,7 @@
 
 pub mod generate;
 pub mod local;
+pub mod lvr;
 pub mod sampling;
 pub mod stop;
 

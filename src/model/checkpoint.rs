@@ -2,10 +2,10 @@
 //! key names and PyTorch layouts) that any Qwen2.5-VL runtime loads. Files are written to a temporary
 //! name and renamed, so a crash never leaves a half-written checkpoint behind.
 
-use super::config::VisionConfig;
 use super::names::{hub_name, named_params};
 use super::nn::transpose;
 use super::qwen2_5_vl::Qwen2_5Vl;
+use super::qwen2_5_vl::config::VisionConfig;
 use anyhow::Context;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;

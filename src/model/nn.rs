@@ -114,7 +114,7 @@ impl Proj {
     /// rounded once to `x`'s dtype; the factors' gradients are then f32 products too.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         // On the CPU in f32: the whole projection, adapter included, as one op.
-        if let Some(y) = super::projection::fused(self, &x) {
+        if let Some(y) = crate::kernels::projection::fused(self, &x) {
             return y;
         }
         let dtype = x.dtype();
@@ -122,7 +122,7 @@ impl Proj {
             let w = cast(self.base.weight.val(), dtype);
             let b = self.base.bias.as_ref().map(|b| cast(b.val(), dtype));
             // Decoding's one-row products take the matrix-vector kernel on the CPU.
-            super::matvec::linear(x, w, b)
+            crate::kernels::matvec::linear(x, w, b)
         };
         match &self.lora {
             None => base(x),

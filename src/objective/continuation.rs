@@ -11,10 +11,10 @@
 
 use super::batch::ViewBatch;
 use crate::model::nn::MASKED;
+use crate::model::qwen2_5_vl::rope::{mrope_cos_sin, mrope_position_ids};
+use crate::model::qwen2_5_vl::text::KvCache;
+use crate::model::qwen2_5_vl::vision::index_tensor;
 use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
-use crate::model::rope::{mrope_cos_sin, mrope_position_ids};
-use crate::model::text::KvCache;
-use crate::model::vision::index_tensor;
 use anyhow::{Result, ensure};
 use burn::tensor::{Tensor, TensorData};
 

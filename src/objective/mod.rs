@@ -8,11 +8,9 @@
 
 pub mod batch;
 pub mod continuation;
-pub mod cross_entropy;
 pub mod dynamics;
 pub mod freeze;
 pub mod grads;
-pub mod head_loss;
 pub mod jepa;
 pub mod lvr;
 pub mod method;

@@ -5,8 +5,8 @@
 //! head with its weights frozen (the gradient reaches the dynamics head and the model, not the head).
 
 use super::dynamics::DynamicsHead;
-use super::head_loss::{HeadWeight, head_cross_entropy};
 use super::sft::{NextTokens, rows};
+use crate::kernels::head_loss::{HeadWeight, head_cross_entropy};
 use crate::model::precision::in_f32;
 use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
 use burn::nn::loss::SmoothL1LossConfig;

@@ -13,7 +13,7 @@ use super::jepa::jepa_loss;
 use super::nextlat::nextlat_losses;
 use super::sft::{next_tokens, vlm_loss};
 use crate::model::qwen2_5_vl::Qwen2_5Vl;
-use crate::model::text::KvCache;
+use crate::model::qwen2_5_vl::text::KvCache;
 use anyhow::{Context, Result, ensure};
 use burn::module::Module;
 use burn::tensor::Tensor;

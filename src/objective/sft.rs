@@ -3,11 +3,11 @@
 //! 150k vocabulary the full `[batch, seq, vocab]` logits would dominate the step's memory.
 
 use crate::model::qwen2_5_vl::Qwen2_5Vl;
-use crate::model::vision::index_tensor;
+use crate::model::qwen2_5_vl::vision::index_tensor;
 use burn::tensor::Tensor;
 
-pub use super::cross_entropy::cross_entropy;
-use super::head_loss::{HeadWeight, head_cross_entropy};
+pub use crate::kernels::cross_entropy::cross_entropy;
+use crate::kernels::head_loss::{HeadWeight, head_cross_entropy};
 
 /// Positions whose next token is supervised: flat index `b * seq + t` of position `t`, the token
 /// at `t + 1` it must predict, and the example it belongs to.

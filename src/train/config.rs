@@ -4,10 +4,10 @@
 //! TOML table before it is read, so they go through exactly the same checks.
 
 use crate::model::device::DeviceSpec;
-use crate::model::lora::LoraConfig;
 use crate::model::precision::Precision;
 use crate::objective::lvr::LvrConfig;
 use crate::objective::{Method, MethodKind, ObjectiveConfig};
+use crate::peft::lora::LoraConfig;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -15,7 +15,6 @@ use super::optim::{AdamW, Schedule};
 use super::parallel::DataParallel;
 use super::param_ids::ids_from_paths;
 use super::step::{StepReport, mean_values, train_step};
-use crate::model::lora::{LoraConfig, init_lora};
 use crate::model::precision::Precision;
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::freeze::{lora_only, set_trainable};
@@ -24,6 +23,7 @@ use crate::objective::{
     Batch, DynamicsHead, LossValues, Method, MethodKind, PearlModel, method_losses,
     prepare_tokenizer,
 };
+use crate::peft::lora::{LoraConfig, init_lora};
 use crate::processor::Processor;
 use anyhow::{Context, Result, bail, ensure};
 use burn::module::Module;

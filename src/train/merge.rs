@@ -4,7 +4,7 @@
 
 use crate::model::Qwen2_5Vl;
 use crate::model::checkpoint::save_hub_checkpoint;
-use crate::model::lora::{load_peft_adapter, merge_lora};
+use crate::peft::lora::{load_peft_adapter, merge_lora};
 use anyhow::{Context, Result, ensure};
 use std::path::{Path, PathBuf};
 

@@ -454,9 +454,9 @@ mod tests {
     use super::*;
     use crate::data::synth::{SynthConfig, Task, generate};
     use crate::model::Qwen2_5Vl;
-    use crate::model::lora::init_lora;
     use crate::objective::freeze::lora_only;
     use crate::objective::{ObjectiveConfig, prepare_tokenizer};
+    use crate::peft::lora::init_lora;
     use crate::processor::Processor;
     use crate::train::config::LoraSection;
     use crate::train::data::{Examples, load_items};

@@ -6,11 +6,11 @@ use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use pearl::data::trajectory::load_jsonl;
 use pearl::model::Qwen2_5Vl;
-use pearl::model::lora::load_peft_adapter;
 use pearl::objective::batch::Example;
 use pearl::objective::freeze::lora_only;
 use pearl::objective::grads::named_gradients;
 use pearl::objective::{DynamicsHead, ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
+use pearl::peft::lora::load_peft_adapter;
 use pearl::processor::Processor;
 
 /// Base model + adapter + dynamics head, adapters and head trainable.

@@ -11,10 +11,8 @@
 //! `generate` (answers, and the evaluation harness's `ChatModel`).
 
 pub mod batch;
-pub mod decode;
 pub mod example;
 pub mod freeze;
-pub mod generate;
 pub mod loss;
 pub mod region;
 
@@ -22,10 +20,8 @@ use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 
 pub use batch::LvrBatch;
-pub use decode::{LatentDecoder, MAX_LATENT_STEPS};
 pub use example::{LvrExample, LvrExamples, Skipped};
 pub use freeze::lvr_lora_only;
-pub use generate::{LvrChatModel, lvr_generate};
 pub use loss::{LvrLosses, lvr_losses};
 pub use region::region_tokens;
 
@@ -65,9 +61,9 @@ impl LvrConfig {
             self.latent_weight
         );
         ensure!(
-            self.latent_steps <= decode::MAX_LATENT_STEPS,
+            self.latent_steps <= crate::infer::lvr::MAX_LATENT_STEPS,
             "latent_steps must be at most {}, got {}",
-            decode::MAX_LATENT_STEPS,
+            crate::infer::lvr::MAX_LATENT_STEPS,
             self.latent_steps
         );
         Ok(())

@@ -8,8 +8,8 @@
 //! `d_x = r * g - x * r^3 * mean(g * x)`, and `d_gamma = sum over rows of d_y * x * r`.
 //! Other backends and dtypes take [`composed`], which normalises in f32 as transformers does.
 
-use super::cpu_kernel::{dot, dot3, f32_tensor, f32_values, rows_per_task, with_simd};
-use super::precision::{cast, in_f32};
+use super::cpu::{dot, dot3, f32_tensor, f32_values, rows_per_task, with_simd};
+use crate::model::precision::{cast, in_f32};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{

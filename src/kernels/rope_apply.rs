@@ -9,9 +9,9 @@
 //! `d_x1 = d1 * cos1 + d2 * sin2`, `d_x2 = d2 * cos2 - d1 * sin1`.
 //! Other backends and dtypes take the composed ops.
 
-use super::cpu_kernel::{f32_tensor, f32_values, rows_per_task, with_simd};
-use super::nn::rotate_half;
-use super::precision::{cast, in_f32};
+use super::cpu::{f32_tensor, f32_values, rows_per_task, with_simd};
+use crate::model::nn::rotate_half;
+use crate::model::precision::{cast, in_f32};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{

@@ -9,7 +9,7 @@
 //! views included), as burn-flex does. Other backends, dtypes and broadcast batch dimensions use
 //! the backend's product.
 
-use super::cpu_kernel::f32_tensor;
+use super::cpu::f32_tensor;
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;

@@ -6,7 +6,7 @@
 //! in an attention-heavy step this was about a tenth of the CPU time. Other backends and dtypes
 //! use the backend's softmax.
 
-use super::cpu_kernel::{f32_values, with_simd};
+use super::cpu::{f32_values, with_simd};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
@@ -335,7 +335,7 @@ mod tests {
         let (b, h, q, k) = (2, 3, 5, 11);
         let scores = flex([b, h, q, k], 0.0);
         let mut bias = flex([b, 1, q, k], 1.0);
-        bias.storage_mut::<f32>()[3] = super::super::nn::MASKED;
+        bias.storage_mut::<f32>()[3] = crate::model::nn::MASKED;
         let want = Flex::softmax(Flex::float_add(scores.clone(), bias.clone()), 3);
         let got = flex_softmax_biased(scores, &bias).expect("the in-place path");
         close(got, want);

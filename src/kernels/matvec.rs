@@ -13,7 +13,7 @@
 //! gave; a transposed view (a tied head `E^T`) is summed as dot products of the rows of `E`.
 //! Autodiff tensors, other backends and dtypes, and more rows take burn's `linear`.
 
-use super::cpu_kernel::{dot, f32_tensor, f32_values, with_simd};
+use super::cpu::{dot, f32_tensor, f32_values, with_simd};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::nn::Linear;

@@ -2,12 +2,12 @@
 //! `<|image_pad|>` positions of the token embeddings, then the text decoder runs with M-RoPE.
 
 use super::config::Qwen2_5VlConfig;
-use super::nn::{MASKED, tensor2};
-use super::precision::{Precision, cast};
 use super::rope::{VisionTokens, mrope_cos_sin, mrope_position_ids};
 use super::text::{KvCache, TextModel};
 use super::vision::{VisionTower, index_tensor};
-use super::weights::{RandomWeights, SafetensorsWeights, WeightSource};
+use crate::model::nn::{MASKED, tensor2};
+use crate::model::precision::{Precision, cast};
+use crate::model::weights::{RandomWeights, SafetensorsWeights, WeightSource};
 use anyhow::Context;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};

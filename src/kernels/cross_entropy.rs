@@ -5,11 +5,11 @@
 //! Why by hand: burn's loss runs log-softmax as its decomposition into elementwise ops, so with a
 //! 150k (here 32k) vocabulary and a thousand supervised tokens each op allocates and several keep
 //! an `[n, vocab]` tensor. Here the logits are turned into the probabilities in place (with the
-//! vectorised softmax of [`crate::model::softmax`]) and only
+//! vectorised softmax of [`crate::kernels::softmax`]) and only
 //! those are kept for the backward pass, which turns them into the gradient in place too.
 //! The op runs on the CPU backend; other backends (CUDA) take burn's `CrossEntropyLoss`.
 
-use crate::model::softmax::RowSoftmax;
+use crate::kernels::softmax::RowSoftmax;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -29,7 +29,7 @@ pub fn cross_entropy(logits: Tensor<2>, targets: &[i64]) -> Tensor<1> {
     let device = logits.device();
     let n = targets.len();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [n, 1]), &device);
-    if crate::model::fused::enabled() {
+    if crate::kernels::fused::enabled() {
         if let Some(loss) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&logits, &ids) {
             return loss;
         }

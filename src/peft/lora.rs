@@ -3,12 +3,12 @@
 //! `adapter_config.json` + `adapter_model.safetensors` with PEFT key names and `[r, in]` / `[out, r]`
 //! factors, so Python tools load our adapters and we load theirs.
 
-use super::checkpoint::{param_values, write_atomic, write_safetensors};
-use super::names::{named_params, parse_peft_name, peft_name};
-use super::nn::{Proj, tensor2, transpose};
-use super::precision::in_f32;
-use super::qwen2_5_vl::Qwen2_5Vl;
-use super::weights::{ParamKind, RandomWeights, WeightSource, to_f32};
+use crate::model::checkpoint::{param_values, write_atomic, write_safetensors};
+use crate::model::names::{named_params, parse_peft_name, peft_name};
+use crate::model::nn::{Proj, tensor2, transpose};
+use crate::model::precision::in_f32;
+use crate::model::qwen2_5_vl::Qwen2_5Vl;
+use crate::model::weights::{ParamKind, RandomWeights, WeightSource, to_f32};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

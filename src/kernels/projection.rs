@@ -12,8 +12,8 @@
 //! Other backends and dtypes, an adapter whose dropout is active, and the few rows of decoding
 //! (see [`super::matvec`]) get `None`: the caller composes the projection from burn's ops.
 
-use super::cpu_kernel::{f32_tensor, f32_values, gemm_into};
-use super::nn::Proj;
+use super::cpu::{f32_tensor, f32_values, gemm_into};
+use crate::model::nn::Proj;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{

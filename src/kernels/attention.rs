@@ -20,8 +20,8 @@
 //! nothing; for a causal mask this skips about half of the products, forward and backward.
 
 use super::matmul::BatchMatmul;
-use super::precision::{cast, in_f32};
 use super::softmax::RowSoftmax;
+use crate::model::precision::{cast, in_f32};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -38,7 +38,7 @@ type Prim<B> = FloatTensor<B>;
 /// Attention of queries `q: [batch, heads, q_len, hd]` over keys and values
 /// `k, v: [batch, kv_heads, k_len, hd]` (`heads` a multiple of `kv_heads`; query head `j` uses
 /// key/value head `j / (heads / kv_heads)`), with an additive `bias: [batch, 1, q_len, k_len]`
-/// broadcast over heads (0, or [`super::nn::MASKED`] for masked keys). No gradient flows to `bias`.
+/// broadcast over heads (0, or [`crate::model::nn::MASKED`] for masked keys). No gradient flows to `bias`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     let f32s = [&q, &k, &v, &bias].iter().all(|t| t.dtype() == DType::F32);
     if !super::fused::enabled() || !f32s {
@@ -88,8 +88,8 @@ fn key_extents(bias: &Tensor<4>) -> Option<Vec<Block>> {
     if flex.dtype() != burn::tensor::DType::F32 {
         return None;
     }
-    let values = super::cpu_kernel::f32_values(&flex);
-    let unmasked = |x: f32| x > super::nn::MASKED / 2.0;
+    let values = super::cpu::f32_values(&flex);
+    let unmasked = |x: f32| x > crate::model::nn::MASKED / 2.0;
     let blocks: Vec<Block> = (0..sq)
         .step_by(BLOCK_ROWS)
         .map(|r0| {
@@ -309,7 +309,7 @@ mod tests {
             for i in 0..sq {
                 for j in 0..sk {
                     if j > i + 2 || (bi == 1 && j >= sk - 2) {
-                        bias[(bi * sq + i) * sk + j] = super::super::nn::MASKED;
+                        bias[(bi * sq + i) * sk + j] = crate::model::nn::MASKED;
                     }
                 }
             }
@@ -368,7 +368,7 @@ mod tests {
                 for j in 0..sq {
                     let padded = bi == 1 && (j >= sq - pad || i == sq - 1);
                     if j > i || padded {
-                        bias[(bi * sq + i) * sq + j] = super::super::nn::MASKED;
+                        bias[(bi * sq + i) * sq + j] = crate::model::nn::MASKED;
                     }
                 }
             }

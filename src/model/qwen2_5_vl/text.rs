@@ -1,14 +1,14 @@
 //! The Qwen2 text decoder of Qwen2.5-VL: grouped-query attention with q/k/v biases and M-RoPE,
 //! RMSNorm, SwiGLU MLP, final norm and the language-model head (tied to the embeddings or not).
 
-use super::attention::attention;
 use super::config::TextConfig;
-use super::nn::{Proj, load_embedding, load_rms_norm};
-use super::precision::{cast, cast_all, in_f32};
-use super::rms_norm::rms_norm;
-use super::rope_apply::apply_rope;
-use super::swiglu::swiglu;
-use super::weights::WeightSource;
+use crate::kernels::attention::attention;
+use crate::kernels::rms_norm::rms_norm;
+use crate::kernels::rope_apply::apply_rope;
+use crate::kernels::swiglu::swiglu;
+use crate::model::nn::{Proj, load_embedding, load_rms_norm};
+use crate::model::precision::{cast, cast_all, in_f32};
+use crate::model::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::{DType, Device, Tensor};
@@ -186,7 +186,7 @@ impl TextModel {
             None => {
                 // Tied head: the embedding's transpose; decoding rows take the matrix-vector kernel.
                 let w = self.embed_tokens.weight.val();
-                super::matvec::linear(cast(hidden, w.dtype()), w.transpose(), None)
+                crate::kernels::matvec::linear(cast(hidden, w.dtype()), w.transpose(), None)
             }
         })
     }

@@ -9,7 +9,7 @@
 //! `d_up = d_out * silu(gate)`, `d_gate = d_out * up * s * (1 + gate * (1 - s))`, `s = sigmoid(gate)`.
 //! Other backends and dtypes take the composed ops.
 
-use super::cpu_kernel::{f32_tensor, f32_values, rows_per_task, sigmoid, with_simd};
+use super::cpu::{f32_tensor, f32_values, rows_per_task, sigmoid, with_simd};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{

@@ -4,7 +4,7 @@
 //! transformers' `resize_token_embeddings(mean_resizing=True)` centres them, so the new tokens do
 //! not start as outliers.
 
-use super::qwen2_5_vl::Qwen2_5Vl;
+use super::model::Qwen2_5Vl;
 use burn::module::Param;
 use burn::tensor::Tensor;
 

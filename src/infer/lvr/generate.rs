@@ -187,13 +187,13 @@ impl LvrChatModel {
         let mut processor = Processor::from_dir(model_dir)?;
         crate::objective::prepare_tokenizer(
             &mut processor.tokenizer,
-            crate::objective::Method::Lvr(&super::LvrConfig::default()),
+            crate::objective::Method::Lvr(&crate::objective::lvr::LvrConfig::default()),
         );
         let mut model = Qwen2_5Vl::from_dir_in(model_dir, device, precision)?;
         model.ensure_vocab(processor.tokenizer.vocab_size());
         if let Some(dir) = adapter {
             model =
-                crate::model::lora::merge_lora(crate::model::lora::load_peft_adapter(model, dir)?)
+                crate::peft::lora::merge_lora(crate::peft::lora::load_peft_adapter(model, dir)?)
                     .for_inference(precision)?;
         }
         Ok(Self {

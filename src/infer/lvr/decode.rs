@@ -8,9 +8,9 @@
 //! end at different indices, so each row keeps its own next position and its padding stays
 //! masked in `key_mask`.
 
+use crate::model::qwen2_5_vl::text::KvCache;
+use crate::model::qwen2_5_vl::vision::index_tensor;
 use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
-use crate::model::text::KvCache;
-use crate::model::vision::index_tensor;
 use anyhow::{Result, ensure};
 use burn::tensor::{Int, Tensor, TensorData};
 

@@ -2,15 +2,15 @@
 //! in `fullatt_block_indexes`), and the patch merger that turns 2x2 patches into one LLM token.
 //! Follows transformers' `Qwen2_5_VisionTransformerPretrainedModel` in the order data flows.
 
-use super::attention::attention;
 use super::config::VisionConfig;
-use super::nn::{MASKED, Proj, load_rms_norm};
-use super::precision::cast_all;
-use super::rms_norm::rms_norm;
 use super::rope::{vision_cos_sin, vision_patch_coords};
-use super::rope_apply::apply_rope;
-use super::swiglu::swiglu;
-use super::weights::WeightSource;
+use crate::kernels::attention::attention;
+use crate::kernels::rms_norm::rms_norm;
+use crate::kernels::rope_apply::apply_rope;
+use crate::kernels::swiglu::swiglu;
+use crate::model::nn::{MASKED, Proj, load_rms_norm};
+use crate::model::precision::cast_all;
+use crate::model::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::RmsNorm;
 use burn::tensor::activation::gelu;
@@ -76,7 +76,7 @@ impl VisionTower {
             let w = src.take(
                 "visual.patch_embed.proj.weight",
                 &shape,
-                super::weights::ParamKind::Weight,
+                crate::model::weights::ParamKind::Weight,
             )?;
             cast_all(
                 Proj::from_pytorch(&w, None, cfg.patch_dim(), d, device),

@@ -14,9 +14,9 @@
 //! the composed path (`cross_entropy` of the logits).
 
 use super::cross_entropy::cross_entropy;
-use crate::model::cpu_kernel::{f32_tensor, f32_values, gemm_into};
+use crate::kernels::cpu::{f32_tensor, f32_values, gemm_into};
+use crate::kernels::softmax::softmax_rows;
 use crate::model::precision::{cast, in_f32};
-use crate::model::softmax::softmax_rows;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -97,7 +97,7 @@ fn in_chunks(
     if supervised == 0 {
         return h.sum().mul_scalar(0.0);
     }
-    let fits = crate::model::fused::enabled()
+    let fits = crate::kernels::fused::enabled()
         && bias.is_none()
         && in_vocab
         && targets.len() == n
@@ -141,7 +141,7 @@ pub fn composed(
     let h = match keep.len() == targets.len() {
         true => h,
         false => {
-            let idx = crate::model::vision::index_tensor(&keep, &h.device());
+            let idx = crate::model::qwen2_5_vl::vision::index_tensor(&keep, &h.device());
             h.select(0, idx)
         }
     };

@@ -1,0 +1,15 @@
+//! Hand-written ops: CPU kernels with their backward passes, taking tensors (never modules), and
+//! the process-wide switch that turns them off (`fused`).
+
+pub mod attention;
+pub mod cpu;
+pub mod cross_entropy;
+pub mod fused;
+pub mod head_loss;
+pub mod matmul;
+pub mod matvec;
+pub mod projection;
+pub mod rms_norm;
+pub mod rope_apply;
+pub mod softmax;
+pub mod swiglu;

@@ -1,0 +1,3 @@
+//! Parameter-efficient fine-tuning: LoRA adapters in PEFT's file format, and merging them.
+
+pub mod lora;
