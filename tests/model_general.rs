@@ -4,7 +4,8 @@
 mod common;
 use burn::tensor::Device;
 use common::*;
-use pearl::model::checkpoint::{hub_tensors, save_hub_checkpoint, write_safetensors};
+use pearl::model::checkpoint::write_safetensors;
+use pearl::model::qwen2_5_vl::checkpoint::{hub_tensors, save_hub_checkpoint};
 use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlBatch};
 use std::path::Path;
 

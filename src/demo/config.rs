@@ -6,6 +6,9 @@ use crate::data::synth::Kind;
 use anyhow::{Result, ensure};
 use serde::Serialize;
 
+/// Latent steps of LVR's row in the table: the authors' released checkpoint decodes 4.
+pub const LVR_STEPS: usize = 4;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoConfig {
     /// Seed of the data and of the first fine-tuning seed (`seed + k` for the k-th seed).
@@ -183,9 +186,9 @@ impl DemoConfig {
             "training needs at least one step"
         );
         ensure!(
-            self.eval.lvr_steps.contains(&super::evaluate::LVR_STEPS),
+            self.eval.lvr_steps.contains(&LVR_STEPS),
             "the LVR latent-step counts must include {} (LVR's row of the table)",
-            super::evaluate::LVR_STEPS
+            LVR_STEPS
         );
         // t-SNE's perplexity (5) needs more than 3 * 5 points in each panel.
         ensure!(

@@ -3,7 +3,7 @@
 //! a tool-using agent (crop tool, several turns), the four fine-tunings, and LVR at several latent
 //! step counts (the paper's Figure 3).
 
-use super::config::DemoConfig;
+use super::config::{DemoConfig, LVR_STEPS};
 use super::finetune::{Finetuned, Method};
 use crate::data::mcq::McqItem;
 use crate::eval::agent::AgentConfig;
@@ -135,9 +135,6 @@ pub fn evaluate_base(
     let tools = set.run_one(&mut model, System::BaseWithTools, None, &Mode::Tools(agent))?;
     Ok(vec![direct, tools])
 }
-
-/// Latent steps of LVR's row in the table: the authors' released checkpoint decodes 4.
-pub const LVR_STEPS: usize = 4;
 
 /// The base model on held-out items of its own pretraining world (small scenes, objects plainly
 /// visible): whether pretraining taught it to read a scene and answer with a letter at all.

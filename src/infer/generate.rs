@@ -9,9 +9,9 @@
 //! dead rows.
 
 use super::sampling::{Sampler, Sampling};
+use crate::kernels::tensor::index_tensor;
 use crate::model::qwen2_5_vl::rope::{VisionTokens, mrope_position_ids};
 use crate::model::qwen2_5_vl::text::KvCache;
-use crate::model::qwen2_5_vl::vision::index_tensor;
 use crate::model::{Qwen2_5Vl, VlBatch};
 use anyhow::{anyhow, ensure};
 use burn::tensor::{Int, Tensor, TensorData};

@@ -19,26 +19,24 @@
 //! masked for the whole block, so their probabilities are exactly 0 and skipping them changes
 //! nothing; for a causal mask this skips about half of the products, forward and backward.
 
+use super::dispatch::{Kernel, fused};
 use super::matmul::BatchMatmul;
 use super::softmax::RowSoftmax;
-use crate::model::precision::{cast, in_f32};
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use super::tensor::{cast, in_f32};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
-use burn::tensor::{BackendPrimitive, DType, Float, Shape, Tensor};
+use burn::backend::{Backend, DispatchTensor, Flex, TensorMetadata};
+use burn::tensor::{DType, Shape, Tensor};
+
+/// The additive value used for masked attention entries (large negative; exp underflows to 0 and an
+/// all-masked row cannot produce NaN).
+pub const MASKED: f32 = -1e30;
 
 type Prim<B> = FloatTensor<B>;
 
 /// Attention of queries `q: [batch, heads, q_len, hd]` over keys and values
 /// `k, v: [batch, kv_heads, k_len, hd]` (`heads` a multiple of `kv_heads`; query head `j` uses
 /// key/value head `j / (heads / kv_heads)`), with an additive `bias: [batch, 1, q_len, k_len]`
-/// broadcast over heads (0, or [`crate::model::nn::MASKED`] for masked keys). No gradient flows to `bias`.
+/// broadcast over heads (0, or [`MASKED`] for masked keys). No gradient flows to `bias`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     let f32s = [&q, &k, &v, &bias].iter().all(|t| t.dtype() == DType::F32);
     if !super::fused::enabled() || !f32s {
@@ -89,7 +87,7 @@ fn key_extents(bias: &Tensor<4>) -> Option<Vec<Block>> {
         return None;
     }
     let values = super::cpu::f32_values(&flex);
-    let unmasked = |x: f32| x > crate::model::nn::MASKED / 2.0;
+    let unmasked = |x: f32| x > MASKED / 2.0;
     let blocks: Vec<Block> = (0..sq)
         .step_by(BLOCK_ROWS)
         .map(|r0| {
@@ -111,16 +109,10 @@ fn key_extents(bias: &Tensor<4>) -> Option<Vec<Block>> {
 
 /// Attention over all the given keys (one fused op, or the composed one).
 fn whole(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
-    if let Some(out) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&q, &k, &v, &bias) {
-        return out;
+    match fused(FusedAttention, args(&q, &k, &v, &bias)) {
+        Some(out) => out,
+        None => composed(q, k, v, bias),
     }
-    if let Some(out) = fused_on::<Autodiff<Flex, BalancedCheckpointing>>(&q, &k, &v, &bias) {
-        return out;
-    }
-    if let Some(out) = fused_on::<Flex>(&q, &k, &v, &bias) {
-        return out;
-    }
-    composed(q, k, v, bias)
 }
 
 /// The same function from burn's differentiable tensor ops (any backend, any dtype): products
@@ -138,66 +130,25 @@ pub fn composed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Te
     cast(p, dtype).matmul(v).reshape([b, h, sq, hd])
 }
 
-/// Runs the fused op if all four tensors live on backend `B` (the conversion fails otherwise).
-fn fused_on<B: FusedAttention>(
-    q: &Tensor<4>,
-    k: &Tensor<4>,
-    v: &Tensor<4>,
-    bias: &Tensor<4>,
-) -> Option<Tensor<4>>
-where
-    Float: BackendPrimitive<B, Primitive = Prim<B>>,
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    let q = q.clone().try_into_primitive::<B>().ok()?;
-    let k = k.clone().try_into_primitive::<B>().ok()?;
-    let v = v.clone().try_into_primitive::<B>().ok()?;
-    let bias = bias.clone().try_into_primitive::<B>().ok()?;
-    Some(Tensor::from_primitive::<B>(B::fused_attention(
-        q, k, v, bias,
-    )))
+/// The fused op's inputs `[q, k, v, bias]`; no gradient flows to the bias.
+fn args(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: &Tensor<4>) -> [DispatchTensor; 4] {
+    [q, k, v, &bias.clone().detach()].map(|t| t.clone().into_dispatch())
 }
 
-/// The fused op on one backend.
-trait FusedAttention: Backend {
-    fn fused_attention(q: Prim<Self>, k: Prim<Self>, v: Prim<Self>, bias: Prim<Self>)
-    -> Prim<Self>;
-}
+/// The fused op, on any backend with a row softmax and batched products (the CPU's).
+#[derive(Debug, Clone)]
+struct FusedAttention;
 
-impl FusedAttention for Flex {
-    fn fused_attention(
-        q: Prim<Self>,
-        k: Prim<Self>,
-        v: Prim<Self>,
-        bias: Prim<Self>,
-    ) -> Prim<Self> {
-        forward::<Flex>(q, k, v, bias).0
+impl<B: RowSoftmax + BatchMatmul> Kernel<B, 4> for FusedAttention {
+    type Saved = Saved<B>;
+
+    fn forward(&self, [q, k, v, bias]: [Prim<B>; 4], track: bool) -> (Prim<B>, Option<Saved<B>>) {
+        let (out, saved) = forward::<B>(q, k, v, bias);
+        (out, track.then_some(saved))
     }
-}
 
-impl<B: RowSoftmax + BatchMatmul, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
-    fn fused_attention(
-        q: Prim<Self>,
-        k: Prim<Self>,
-        v: Prim<Self>,
-        bias: Prim<Self>,
-    ) -> Prim<Self> {
-        // Guards first: they keep the inputs' graph nodes registered while the primitives are used.
-        let nodes = [q.node(), k.node(), v.node()];
-        let prep = AttentionBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful();
-        let (out, saved) = forward::<B>(
-            q.into_primitive(),
-            k.into_primitive(),
-            v.into_primitive(),
-            bias.into_primitive(),
-        );
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish(saved, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+    fn backward(self, saved: Saved<B>, d_out: Prim<B>, wanted: [bool; 4]) -> [Option<Prim<B>>; 4] {
+        backward::<B>(saved, d_out, wanted)
     }
 }
 
@@ -253,43 +204,33 @@ fn forward<B: RowSoftmax + BatchMatmul>(
     (out, saved)
 }
 
-#[derive(Debug)]
-struct AttentionBackward;
-
-impl<B: RowSoftmax + BatchMatmul> Backward<B, 3> for AttentionBackward {
-    type State = Saved<B>;
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_q, node_k, node_v] = ops.parents;
-        let d_out = grads.consume::<B>(&ops.node);
-        let s = ops.state;
-        let [b, h, sq, hd] = dims4::<B>(&s.out);
-        let kvh = dims4::<B>(&s.k)[1];
-        let rows = h / kvh * sq;
-        // rowsum(dP * p) = rowsum(dO * O): the small tensors give the softmax correction.
-        let correction = B::float_reshape(
-            B::float_sum_dim(B::float_mul(d_out.clone(), s.out), 3),
-            Shape::new([b, kvh, rows, 1]),
-        );
-        let d_out = B::float_reshape(d_out, Shape::new([b, kvh, rows, hd]));
-        if let Some(node) = node_v {
-            let dv = B::batch_matmul(B::float_swap_dims(s.p.clone(), 2, 3), d_out.clone());
-            grads.register::<B>(node.id, dv);
-        }
-        if node_q.is_none() && node_k.is_none() {
-            return;
-        }
-        let dp = B::batch_matmul(d_out, B::float_swap_dims(s.v, 2, 3));
-        let ds = B::softmax_backward(s.p, dp, correction);
-        if let Some(node) = node_k {
-            let dk = B::batch_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q);
-            grads.register::<B>(node.id, dk);
-        }
-        if let Some(node) = node_q {
-            let dq = B::float_mul_scalar(B::batch_matmul(ds, s.k), s.scale.into());
-            grads.register::<B>(node.id, B::float_reshape(dq, Shape::new([b, h, sq, hd])));
-        }
+/// `[dq, dk, dv, None]`, each only where wanted.
+fn backward<B: RowSoftmax + BatchMatmul>(
+    s: Saved<B>,
+    d_out: Prim<B>,
+    [want_q, want_k, want_v, _]: [bool; 4],
+) -> [Option<Prim<B>>; 4] {
+    let [b, h, sq, hd] = dims4::<B>(&s.out);
+    let kvh = dims4::<B>(&s.k)[1];
+    let rows = h / kvh * sq;
+    // rowsum(dP * p) = rowsum(dO * O): the small tensors give the softmax correction.
+    let correction = B::float_reshape(
+        B::float_sum_dim(B::float_mul(d_out.clone(), s.out), 3),
+        Shape::new([b, kvh, rows, 1]),
+    );
+    let d_out = B::float_reshape(d_out, Shape::new([b, kvh, rows, hd]));
+    let dv = want_v.then(|| B::batch_matmul(B::float_swap_dims(s.p.clone(), 2, 3), d_out.clone()));
+    if !want_q && !want_k {
+        return [None, None, dv, None];
     }
+    let dp = B::batch_matmul(d_out, B::float_swap_dims(s.v, 2, 3));
+    let ds = B::softmax_backward(s.p, dp, correction);
+    let dk = want_k.then(|| B::batch_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q));
+    let dq = want_q.then(|| {
+        let dq = B::float_mul_scalar(B::batch_matmul(ds, s.k), s.scale.into());
+        B::float_reshape(dq, Shape::new([b, h, sq, hd]))
+    });
+    [dq, dk, dv, None]
 }
 
 #[cfg(test)]
@@ -309,7 +250,7 @@ mod tests {
             for i in 0..sq {
                 for j in 0..sk {
                     if j > i + 2 || (bi == 1 && j >= sk - 2) {
-                        bias[(bi * sq + i) * sk + j] = crate::model::nn::MASKED;
+                        bias[(bi * sq + i) * sk + j] = MASKED;
                     }
                 }
             }
@@ -323,7 +264,7 @@ mod tests {
         let device = Device::default();
         let (q, k, v, bias) = inputs(&device);
         assert!(
-            fused_on::<Flex>(&q, &k, &v, &bias).is_some(),
+            fused::<_, 4, 4>(FusedAttention, args(&q, &k, &v, &bias)).is_some(),
             "the CPU path is fused"
         );
         let fused = attention(q.clone(), k.clone(), v.clone(), bias.clone());
@@ -337,7 +278,7 @@ mod tests {
     fn fused_gradients_match_autodiff_of_the_composed_ops() {
         let device = Device::default().autodiff();
         let (q, k, v, bias) = inputs(&device);
-        assert!(fused_on::<Autodiff<Flex>>(&q, &k, &v, &bias).is_some());
+        assert!(fused::<_, 4, 4>(FusedAttention, args(&q, &k, &v, &bias)).is_some());
         // A loss that weights every output element differently.
         let w: Tensor<4> = Tensor::random(q.dims(), Distribution::Normal(0.0, 1.0), &device);
         let grads_of = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
@@ -368,7 +309,7 @@ mod tests {
                 for j in 0..sq {
                     let padded = bi == 1 && (j >= sq - pad || i == sq - 1);
                     if j > i || padded {
-                        bias[(bi * sq + i) * sq + j] = crate::model::nn::MASKED;
+                        bias[(bi * sq + i) * sq + j] = MASKED;
                     }
                 }
             }

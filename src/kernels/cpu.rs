@@ -1,5 +1,5 @@
-//! What the hand-written CPU kernels of the fused ops ([`super::swiglu`], [`super::rms_norm`],
-//! [`super::rope_apply`], [`super::softmax`], [`super::matmul`], [`super::projection`], the
+//! What the hand-written CPU kernels of the fused ops (`swiglu`, `rms_norm`,
+//! `rope_apply`, `softmax`, `matmul`, `projection`, the
 //! head's loss) share: reading a CPU-backend tensor as a dense f32 slice, wrapping a result vector
 //! as a tensor without a copy, the size of a thread-pool task, vectorisable sigmoid and dot
 //! products, and gemm into a buffer of ours.
@@ -8,7 +8,6 @@
 //! burn's autodiff keeps each intermediate; on a 2-core machine those serial passes were about
 //! half of a training step's wall time once the matrix products ran on both cores.
 
-use super::softmax::exp_nonpositive;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorData;
 use std::borrow::Cow;
@@ -30,6 +29,32 @@ pub fn f32_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
 /// ~64k elements, so that the pool's overhead stays small.
 pub fn rows_per_task(row: usize) -> usize {
     (65_536 / row.max(1)).max(1)
+}
+
+/// `e^x` for `x <= 0` (relative error about 1e-7; exactly 0 below -87, where f32 underflows):
+/// `x = n ln2 + f`, `e^f` by Cephes' degree-6 polynomial on `|f| <= ln2/2`, `2^n` by building
+/// the exponent bits. Branch-free, so a loop over it vectorises.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.max(-87.0);
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
+    let f = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * f + 1.398_199_9e-3;
+    p = p * f + 8.333_452e-3;
+    p = p * f + 4.166_579_6e-2;
+    p = p * f + 1.666_666_5e-1;
+    p = p * f + 0.5;
+    let ef = p * f * f + f + 1.0;
+    let two_n = f32::from_bits(((t.to_bits() as i32 - 0x4B40_0000 + 127) << 23) as u32);
+    let e = ef * two_n;
+    if x < -87.0 { 0.0 } else { e }
 }
 
 /// `1 / (1 + e^-x)` from [`exp_nonpositive`] of `-|x|` (branch-free, so loops over it vectorise).

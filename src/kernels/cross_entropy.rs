@@ -9,74 +9,54 @@
 //! those are kept for the backward pass, which turns them into the gradient in place too.
 //! The op runs on the CPU backend; other backends (CUDA) take burn's `CrossEntropyLoss`.
 
-use crate::kernels::softmax::RowSoftmax;
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use super::dispatch::{Kernel, fused};
+use super::softmax::RowSoftmax;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
+use burn::backend::{Backend, TensorMetadata};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::{
-    BackendPrimitive, Float, FloatDType, IndexingUpdateOp, Int, Shape, Tensor, TensorData,
-};
+use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
+use std::sync::Arc;
 
 /// Mean cross-entropy of `logits: [n, vocab]` against `targets` (`n` ids, each `< vocab`).
 pub fn cross_entropy(logits: Tensor<2>, targets: &[i64]) -> Tensor<1> {
-    let device = logits.device();
-    let n = targets.len();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [n, 1]), &device);
-    if crate::kernels::fused::enabled() {
-        if let Some(loss) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&logits, &ids) {
-            return loss;
-        }
-        if let Some(loss) = fused_on::<Autodiff<Flex, BalancedCheckpointing>>(&logits, &ids) {
-            return loss;
-        }
-        if let Some(loss) = fused_on::<Flex>(&logits, &ids) {
-            return loss;
-        }
+    let kernel = FusedCrossEntropy {
+        targets: targets.into(),
+    };
+    if let Some(loss) = fused(kernel, [logits.clone().into_dispatch()]) {
+        return loss;
     }
+    let device = logits.device();
+    let ids =
+        Tensor::<1, Int>::from_data(TensorData::new(targets.to_vec(), [targets.len()]), &device);
     CrossEntropyLossConfig::new()
         .init(&device)
-        .forward(logits, ids.reshape([n]))
+        .forward(logits, ids)
 }
 
-fn fused_on<B: FusedCrossEntropy>(logits: &Tensor<2>, ids: &Tensor<2, Int>) -> Option<Tensor<1>>
-where
-    Float: BackendPrimitive<B, Primitive = FloatTensor<B>>,
-    Int: BackendPrimitive<B, Primitive = IntTensor<B>>,
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    let x = logits.clone().try_into_primitive::<B>().ok()?;
-    let ids = ids.clone().try_into_primitive::<B>().ok()?;
-    Some(Tensor::from_primitive::<B>(B::fused_cross_entropy(x, ids)))
+/// The fused op on the logits; it keeps the probabilities and the target ids.
+#[derive(Debug, Clone)]
+struct FusedCrossEntropy {
+    targets: Arc<[i64]>,
 }
 
-trait FusedCrossEntropy: Backend {
-    fn fused_cross_entropy(x: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self>;
-}
+impl<B: RowSoftmax> Kernel<B, 1> for FusedCrossEntropy {
+    type Saved = Saved<B>;
 
-impl FusedCrossEntropy for Flex {
-    fn fused_cross_entropy(x: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
-        forward::<Flex>(x, ids).0
+    fn forward(&self, [x]: [FloatTensor<B>; 1], track: bool) -> (FloatTensor<B>, Option<Saved<B>>) {
+        let n = self.targets.len();
+        let data = TensorData::new(self.targets.to_vec(), [n, 1]);
+        let ids = B::int_from_data(data, &x.device());
+        let (loss, saved) = forward::<B>(x, ids);
+        (loss, track.then_some(saved))
     }
-}
 
-impl<B: RowSoftmax, C: CheckpointStrategy> FusedCrossEntropy for Autodiff<B, C> {
-    fn fused_cross_entropy(x: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
-        let prep = CrossEntropyBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful();
-        let (loss, saved) = forward::<B>(x.into_primitive(), ids);
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish(saved, loss),
-            OpsKind::UnTracked(prep) => prep.finish(loss),
-        }
+    fn backward(
+        self,
+        saved: Saved<B>,
+        d_loss: FloatTensor<B>,
+        _: [bool; 1],
+    ) -> [Option<FloatTensor<B>>; 1] {
+        [Some(backward::<B>(saved, d_loss))]
     }
 }
 
@@ -96,31 +76,21 @@ fn forward<B: RowSoftmax>(x: FloatTensor<B>, ids: IntTensor<B>) -> (FloatTensor<
     (loss, Saved { p, ids })
 }
 
-#[derive(Debug)]
-struct CrossEntropyBackward;
-
-impl<B: Backend> Backward<B, 1> for CrossEntropyBackward {
-    type State = Saved<B>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let d_loss = grads.consume::<B>(&ops.node);
-        let Some(node) = node else { return };
-        let Saved { p, ids } = ops.state;
-        let n = p.shape().dims::<2>()[0];
-        let minus_one = B::float_full(
-            Shape::new([n, 1]),
-            (-1.0f32).into(),
-            &p.device(),
-            FloatDType::from(p.dtype()),
-        );
-        let dx = B::float_scatter(1, p, ids, minus_one, IndexingUpdateOp::Add);
-        let scale = B::float_reshape(
-            B::float_div_scalar(d_loss, (n as f32).into()),
-            Shape::new([1, 1]),
-        );
-        grads.register::<B>(node.id, B::float_mul(dx, scale));
-    }
+/// `dx = (p - onehot) * d_loss / n`, in place of the probabilities.
+fn backward<B: Backend>(Saved { p, ids }: Saved<B>, d_loss: FloatTensor<B>) -> FloatTensor<B> {
+    let n = p.shape().dims::<2>()[0];
+    let minus_one = B::float_full(
+        Shape::new([n, 1]),
+        (-1.0f32).into(),
+        &p.device(),
+        FloatDType::from(p.dtype()),
+    );
+    let dx = B::float_scatter(1, p, ids, minus_one, IndexingUpdateOp::Add);
+    let scale = B::float_reshape(
+        B::float_div_scalar(d_loss, (n as f32).into()),
+        Shape::new([1, 1]),
+    );
+    B::float_mul(dx, scale)
 }
 
 #[cfg(test)]

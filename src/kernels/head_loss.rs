@@ -13,22 +13,15 @@
 //! PyTorch. Other backends and dtypes, a head with a bias, and targets out of the vocabulary take
 //! the composed path (`cross_entropy` of the logits).
 
+use super::cpu::{f32_tensor, f32_values, gemm_into};
 use super::cross_entropy::cross_entropy;
-use crate::kernels::cpu::{f32_tensor, f32_values, gemm_into};
-use crate::kernels::softmax::softmax_rows;
-use crate::model::precision::{cast, in_f32};
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use super::dispatch::{Kernel, fused};
+use super::softmax::softmax_rows;
+use super::tensor::{cast, in_f32};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
-use burn::tensor::{BackendPrimitive, DType, Float, Shape, Tensor};
+use burn::backend::{Flex, TensorMetadata};
+use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -114,13 +107,7 @@ fn in_chunks(
             targets: targets.into(),
             chunk,
         };
-        if let Some(l) = fused_on::<Autodiff<Flex, NoCheckpointing>>(&h, w, &p) {
-            return l;
-        }
-        if let Some(l) = fused_on::<Autodiff<Flex, BalancedCheckpointing>>(&h, w, &p) {
-            return l;
-        }
-        if let Some(l) = fused_on::<Flex>(&h, w, &p) {
+        if let Some(l) = fused_loss(&h, w, p) {
             return l;
         }
     }
@@ -141,7 +128,7 @@ pub fn composed(
     let h = match keep.len() == targets.len() {
         true => h,
         false => {
-            let idx = crate::model::qwen2_5_vl::vision::index_tensor(&keep, &h.device());
+            let idx = super::tensor::index_tensor(&keep, &h.device());
             h.select(0, idx)
         }
     };
@@ -160,20 +147,16 @@ enum Layout {
     Tied,
 }
 
-fn fused_on<B: FusedHeadLoss>(h: &Tensor<2>, w: &Tensor<2>, p: &Problem) -> Option<Tensor<1>>
-where
-    Float: BackendPrimitive<B, Primitive = FloatTensor<B>>,
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    let w_is_param = w.is_require_grad();
-    let h = h.clone().try_into_primitive::<B>().ok()?;
-    let w = w.clone().try_into_primitive::<B>().ok()?;
-    Some(Tensor::from_primitive::<B>(B::fused_head_loss(
-        h,
-        w,
-        w_is_param,
-        p.clone(),
-    )))
+/// The fused op on `h` and the head's weight as stored, if they live on the CPU backend.
+fn fused_loss(h: &Tensor<2>, w: &Tensor<2>, problem: Problem) -> Option<Tensor<1>> {
+    let kernel = FusedHeadLoss {
+        problem,
+        w_is_param: w.is_require_grad(),
+    };
+    fused(
+        kernel,
+        [h.clone().into_dispatch(), w.clone().into_dispatch()],
+    )
 }
 
 /// What the op computes besides its tensors.
@@ -185,47 +168,43 @@ struct Problem {
     chunk: usize,
 }
 
-trait FusedHeadLoss: Backend {
-    fn fused_head_loss(
-        h: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        w_is_param: bool,
-        p: Problem,
-    ) -> FloatTensor<Self>;
+/// The fused op on `[h, w]`. Tracked, it computes `dh` (and `dW` when `W` is a parameter)
+/// already in the forward pass.
+#[derive(Debug, Clone)]
+struct FusedHeadLoss {
+    problem: Problem,
+    w_is_param: bool,
 }
 
-impl FusedHeadLoss for Flex {
-    fn fused_head_loss(h: FlexTensor, w: FlexTensor, _: bool, p: Problem) -> FlexTensor {
-        run(&h, &w, &p, false, false).loss
-    }
-}
+impl Kernel<Flex, 2> for FusedHeadLoss {
+    type Saved = Saved;
 
-impl<C: CheckpointStrategy> FusedHeadLoss for Autodiff<Flex, C> {
-    fn fused_head_loss(
-        h: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        w_is_param: bool,
-        p: Problem,
-    ) -> FloatTensor<Self> {
-        let prep = HeadLossBackward
-            .prepare::<C>([h.node(), w.node()])
-            .compute_bound()
-            .stateful();
-        let (h, w) = (h.into_primitive(), w.into_primitive());
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let out = run(&h, &w, &p, true, w_is_param);
-                let saved = Saved {
-                    dh: out.dh,
-                    dw: out.dw,
-                    h,
-                    w,
-                    problem: p,
-                };
-                prep.finish(saved, out.loss)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(run(&h, &w, &p, false, false).loss),
+    fn forward(&self, [h, w]: [FlexTensor; 2], track: bool) -> (FlexTensor, Option<Saved>) {
+        if !track {
+            return (run(&h, &w, &self.problem, false, false).loss, None);
         }
+        let out = run(&h, &w, &self.problem, true, self.w_is_param);
+        let saved = Saved {
+            dh: out.dh,
+            dw: out.dw,
+            h,
+            w,
+        };
+        (out.loss, Some(saved))
+    }
+
+    fn backward(
+        self,
+        Saved { dh, dw, h, w }: Saved,
+        d_loss: FlexTensor,
+        [_, want_w]: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        let s = f32_values(&d_loss)[0];
+        let dw = match (want_w, dw) {
+            (true, None) => run(&h, &w, &self.problem, false, true).dw,
+            (_, dw) => dw,
+        };
+        [dh, dw].map(|g| g.map(|g| Flex::float_mul_scalar(g, s.into())))
     }
 }
 
@@ -410,37 +389,6 @@ struct Saved {
     dw: Option<FlexTensor>,
     h: FlexTensor,
     w: FlexTensor,
-    problem: Problem,
-}
-
-#[derive(Debug)]
-struct HeadLossBackward;
-
-impl Backward<Flex, 2> for HeadLossBackward {
-    type State = Saved;
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_h, node_w] = ops.parents;
-        let d_loss = grads.consume::<Flex>(&ops.node);
-        let s = f32_values(&d_loss)[0];
-        let Saved {
-            dh,
-            dw,
-            h,
-            w,
-            problem,
-        } = ops.state;
-        let dw = match (&node_w, dw) {
-            (Some(_), None) => run(&h, &w, &problem, false, true).dw,
-            (_, dw) => dw,
-        };
-        if let (Some(node), Some(g)) = (node_h, dh) {
-            grads.register::<Flex>(node.id, Flex::float_mul_scalar(g, s.into()));
-        }
-        if let (Some(node), Some(g)) = (node_w, dw) {
-            grads.register::<Flex>(node.id, Flex::float_mul_scalar(g, s.into()));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -499,7 +447,7 @@ mod tests {
                 targets: targets.as_slice().into(),
                 chunk: 37,
             };
-            assert!(fused_on::<Autodiff<Flex>>(&h, &w, &p).is_some(), "fused");
+            assert!(fused_loss(&h, &w, p).is_some(), "fused");
             for w_grad in [false, true] {
                 let got = run_with(&fused, &h, &w, tied, w_grad, &targets);
                 let want = run_with(&reference, &h, &w, tied, w_grad, &targets);
@@ -546,7 +494,7 @@ mod tests {
             targets: Arc::from(&targets[..]),
             chunk: 3,
         };
-        assert!(fused_on::<Flex>(&h, w.tensor(), &p).is_some(), "fused");
+        assert!(fused_loss(&h, w.tensor(), p).is_some(), "fused");
         assert_close(
             in_chunks(h.clone(), w.clone(), None, &targets, 3),
             composed(h.clone(), &w, None, &targets),

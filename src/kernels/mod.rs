@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod cpu;
 pub mod cross_entropy;
+pub mod dispatch;
 pub mod fused;
 pub mod head_loss;
 pub mod matmul;
@@ -13,3 +14,4 @@ pub mod rms_norm;
 pub mod rope_apply;
 pub mod softmax;
 pub mod swiglu;
+pub mod tensor;

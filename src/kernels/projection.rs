@@ -1,4 +1,4 @@
-//! A projection `x W + b + s (x A) B` (a [`Proj`]: a linear layer with an optional LoRA adapter)
+//! A projection `x W + b + s (x A) B` (a linear layer with an optional LoRA adapter, `nn::Proj`)
 //! as ONE differentiable op on the CPU backend, its products written by gemm into buffers we own.
 //!
 //! Why by hand: burn runs it as three `linear`s and an addition. burn-flex copies each product's
@@ -9,45 +9,34 @@
 //! the backward pass computes `dx = dy W^T + s (dy B^T) A^T`, `dA = s x^T (dy B^T)`,
 //! `dB = s (x A)^T dy`, and `dW`, `db` only when they are trained.
 //!
-//! Other backends and dtypes, an adapter whose dropout is active, and the few rows of decoding
-//! (see [`super::matvec`]) get `None`: the caller composes the projection from burn's ops.
+//! Other backends and dtypes and the few rows of decoding (see [`super::matvec`]) get `None`: the
+//! caller composes the projection from burn's ops (as it does for an adapter whose dropout is active).
 
 use super::cpu::{f32_tensor, f32_values, gemm_into};
-use crate::model::nn::Proj;
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use super::dispatch::{Kernel, fused as dispatch};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
-use burn::tensor::{BackendPrimitive, DType, Float, Shape, Tensor};
+use burn::backend::{Flex, TensorMetadata};
+use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
-/// `proj.forward(x)` as one op where it applies (see the module's documentation), else `None`.
-pub fn fused<const D: usize>(proj: &Proj, x: &Tensor<D>) -> Option<Tensor<D>> {
+/// LoRA factors `a: [in, r]`, `b: [r, out]` and the scale `s`.
+pub type LoraFactors = (Tensor<2>, Tensor<2>, f32);
+
+/// `x W + b + s (x A) B` for `x: [.., in]`, `w: [in, out]`, `b: [out]` as one op where it
+/// applies (see the module's documentation), else `None`.
+pub fn fused<const D: usize>(
+    x: &Tensor<D>,
+    w: Tensor<2>,
+    b: Option<Tensor<1>>,
+    lora: Option<LoraFactors>,
+) -> Option<Tensor<D>> {
     let dims = x.dims();
     let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
-    if !super::fused::enabled() {
-        return None;
-    }
     if rows <= super::matvec::MAX_ROWS && !x.device().is_autodiff() {
         return None; // decoding: `matvec` reads the weights faster than gemm's one-row kernel
     }
-    let lora = match &proj.lora {
-        None => None,
-        // Dropout is the identity at 0, and off the autodiff device (as burn's `Dropout`).
-        Some(l) if l.dropout.prob == 0.0 || !x.device().is_autodiff() => {
-            Some((l.a.val(), l.b.val(), l.scale as f32))
-        }
-        Some(_) => return None,
-    };
-    let w = proj.base.weight.val();
-    let b = proj.base.bias.as_ref().map(|b| b.val());
+    let d_out = w.dims()[1];
     let f32s = std::iter::once(x.dtype())
         .chain([w.dtype()])
         .chain(b.iter().map(|b| b.dtype()))
@@ -57,108 +46,54 @@ pub fn fused<const D: usize>(proj: &Proj, x: &Tensor<D>) -> Option<Tensor<D>> {
         return None;
     }
     let x2 = x.clone().reshape([rows, d_in]);
-    let inputs = Inputs { x: x2, w, b, lora };
-    let out = fused_on::<Autodiff<Flex, NoCheckpointing>>(&inputs)
-        .or_else(|| fused_on::<Autodiff<Flex, BalancedCheckpointing>>(&inputs))
-        .or_else(|| fused_on::<Flex>(&inputs))?;
+    // Five inputs always; a missing bias or adapter repeats `x`, and gets no gradient.
+    let kernel = FusedProjection {
+        has_bias: b.is_some(),
+        lora_scale: lora.as_ref().map(|l| l.2),
+    };
+    let placeholder = || x2.clone().into_dispatch();
+    let (a, bm) = match lora {
+        Some((a, bm, _)) => (a.into_dispatch(), bm.into_dispatch()),
+        None => (placeholder(), placeholder()),
+    };
+    let b = b.map_or_else(placeholder, |b| b.into_dispatch());
+    let inputs = [x2.clone().into_dispatch(), w.into_dispatch(), b, a, bm];
+    let out: Tensor<2> = dispatch(kernel, inputs)?;
     let mut out_dims = dims;
-    out_dims[D - 1] = proj.d_out();
+    out_dims[D - 1] = d_out;
     Some(out.reshape(out_dims))
 }
 
-/// The op's tensors: `x [rows, in]`, `w [in, out]`, `b [out]`, `(a [in, r], b [r, out], s)`.
-struct Inputs {
-    x: Tensor<2>,
-    w: Tensor<2>,
-    b: Option<Tensor<1>>,
-    lora: Option<(Tensor<2>, Tensor<2>, f32)>,
+/// The fused op on `[x, w, b, a, bm]`.
+#[derive(Debug, Clone)]
+struct FusedProjection {
+    has_bias: bool,
+    /// The adapter's scale, if there is an adapter.
+    lora_scale: Option<f32>,
 }
 
-fn fused_on<B: FusedProjection>(t: &Inputs) -> Option<Tensor<2>>
-where
-    Float: BackendPrimitive<B, Primitive = FloatTensor<B>>,
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    let x = t.x.clone().try_into_primitive::<B>().ok()?;
-    let w = t.w.clone().try_into_primitive::<B>().ok()?;
-    let b = match &t.b {
-        Some(b) => Some(b.clone().try_into_primitive::<B>().ok()?),
-        None => None,
-    };
-    let lora = match &t.lora {
-        Some((a, bm, s)) => Some((
-            a.clone().try_into_primitive::<B>().ok()?,
-            bm.clone().try_into_primitive::<B>().ok()?,
-            *s,
-        )),
-        None => None,
-    };
-    Some(Tensor::from_primitive::<B>(B::fused_projection(
-        x, w, b, lora,
-    )))
-}
+impl Kernel<Flex, 5> for FusedProjection {
+    type Saved = Saved;
 
-type Lora<B> = Option<(FloatTensor<B>, FloatTensor<B>, f32)>;
-
-trait FusedProjection: Backend {
-    fn fused_projection(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: Option<FloatTensor<Self>>,
-        lora: Lora<Self>,
-    ) -> FloatTensor<Self>;
-}
-
-impl FusedProjection for Flex {
-    fn fused_projection(
-        x: FlexTensor,
-        w: FlexTensor,
-        b: Option<FlexTensor>,
-        lora: Lora<Flex>,
-    ) -> FlexTensor {
-        let lora = lora.as_ref().map(|(a, bm, s)| (a, bm, *s));
-        forward(&x, &w, b.as_ref(), lora).0
+    fn forward(
+        &self,
+        [x, w, b, a, bm]: [FlexTensor; 5],
+        track: bool,
+    ) -> (FlexTensor, Option<Saved>) {
+        let b = self.has_bias.then_some(&b);
+        let lora = self.lora_scale.map(|s| (&a, &bm, s));
+        let (out, t) = forward(&x, &w, b, lora);
+        let saved = Saved {
+            x,
+            w,
+            has_bias: self.has_bias,
+            lora: self.lora_scale.zip(t).map(|(s, t)| (a, bm, s, t)),
+        };
+        (out, track.then_some(saved))
     }
-}
 
-impl<C: CheckpointStrategy> FusedProjection for Autodiff<Flex, C> {
-    fn fused_projection(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: Option<FloatTensor<Self>>,
-        lora: Lora<Self>,
-    ) -> FloatTensor<Self> {
-        // Five parents always; a missing bias or adapter repeats `x`'s node, and the backward
-        // pass registers nothing for it.
-        let nodes = [
-            x.node(),
-            w.node(),
-            b.as_ref().unwrap_or(&x).node(),
-            lora.as_ref().map_or(&x, |l| &l.0).node(),
-            lora.as_ref().map_or(&x, |l| &l.1).node(),
-        ];
-        let prep = ProjectionBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful();
-        let has_bias = b.is_some();
-        let (x, w) = (x.into_primitive(), w.into_primitive());
-        let b = b.map(|b| b.into_primitive());
-        let lora = lora.map(|(a, bm, s)| (a.into_primitive(), bm.into_primitive(), s));
-        let l = lora.as_ref().map(|(a, bm, s)| (a, bm, *s));
-        let (out, t) = forward(&x, &w, b.as_ref(), l);
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let saved = Saved {
-                    x,
-                    w,
-                    has_bias,
-                    lora: lora.zip(t).map(|((a, bm, s), t)| (a, bm, s, t)),
-                };
-                prep.finish(saved, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+    fn backward(self, saved: Saved, dy: FlexTensor, wanted: [bool; 5]) -> [Option<FlexTensor>; 5] {
+        backward(saved, dy, wanted)
     }
 }
 
@@ -226,124 +161,122 @@ struct Saved {
     lora: Option<(FlexTensor, FlexTensor, f32, Vec<f32>)>,
 }
 
-#[derive(Debug)]
-struct ProjectionBackward;
+/// `[dx, dW, db, dA, dB]`, each only where wanted and present.
+fn backward(
+    s: Saved,
+    dy: FlexTensor,
+    [want_x, want_w, want_b, want_a, want_bm]: [bool; 5],
+) -> [Option<FlexTensor>; 5] {
+    let [rows, d_in] = s.x.shape().dims::<2>();
+    let d_out = s.w.shape()[1];
+    let (dyv, xv, wv) = (f32_values(&dy), f32_values(&s.x), f32_values(&s.w));
+    let (dy_p, x_p, w_p) = (dyv.as_ptr(), xv.as_ptr(), wv.as_ptr());
+    let (i, o) = (d_in as isize, d_out as isize);
 
-impl Backward<Flex, 5> for ProjectionBackward {
-    type State = Saved;
-
-    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w, node_b, node_a, node_bm] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let s = ops.state;
-        let [rows, d_in] = s.x.shape().dims::<2>();
-        let d_out = s.w.shape()[1];
-        let (dyv, xv, wv) = (f32_values(&dy), f32_values(&s.x), f32_values(&s.w));
-        let (dy_p, x_p, w_p) = (dyv.as_ptr(), xv.as_ptr(), wv.as_ptr());
-        let (i, o) = (d_in as isize, d_out as isize);
-
-        // `u = dy B^T` (`[rows, r]`), shared by `dx` and `dA`.
-        let lora = s.lora.as_ref().map(|(a, bm, scale, t)| {
-            let r = a.shape()[1];
-            let (av, bv) = (f32_values(a), f32_values(bm));
-            let mut u = vec![0f32; rows * r];
+    // `u = dy B^T` (`[rows, r]`), shared by `dx` and `dA`.
+    let lora = s.lora.as_ref().map(|(a, bm, scale, t)| {
+        let r = a.shape()[1];
+        let (av, bv) = (f32_values(a), f32_values(bm));
+        let mut u = vec![0f32; rows * r];
+        unsafe {
+            gemm_into(
+                (rows, r, d_out),
+                &mut u,
+                false,
+                1.0,
+                (dy_p, o, 1),
+                (bv.as_ptr(), 1, o),
+            )
+        };
+        (av, r, *scale, t, u)
+    });
+    let dx = want_x.then(|| {
+        let mut dx = vec![0f32; rows * d_in];
+        unsafe {
+            gemm_into(
+                (rows, d_in, d_out),
+                &mut dx,
+                false,
+                1.0,
+                (dy_p, o, 1),
+                (w_p, 1, o),
+            )
+        };
+        if let Some((av, r, scale, _, u)) = &lora {
+            let (r, ri) = (*r, *r as isize);
             unsafe {
                 gemm_into(
-                    (rows, r, d_out),
-                    &mut u,
-                    false,
-                    1.0,
-                    (dy_p, o, 1),
-                    (bv.as_ptr(), 1, o),
-                )
-            };
-            (av, r, *scale, t, u)
-        });
-        if let Some(node) = node_x {
-            let mut dx = vec![0f32; rows * d_in];
-            unsafe {
-                gemm_into(
-                    (rows, d_in, d_out),
+                    (rows, d_in, r),
                     &mut dx,
-                    false,
-                    1.0,
-                    (dy_p, o, 1),
-                    (w_p, 1, o),
+                    true,
+                    *scale,
+                    (u.as_ptr(), ri, 1),
+                    (av.as_ptr(), 1, ri),
                 )
             };
-            if let Some((av, r, scale, _, u)) = &lora {
-                let (r, ri) = (*r, *r as isize);
-                unsafe {
-                    gemm_into(
-                        (rows, d_in, r),
-                        &mut dx,
-                        true,
-                        *scale,
-                        (u.as_ptr(), ri, 1),
-                        (av.as_ptr(), 1, ri),
-                    )
-                };
-            }
-            grads.register::<Flex>(node.id, f32_tensor(dx, Shape::new([rows, d_in])));
         }
-        if let Some(node) = node_w {
-            let mut dw = vec![0f32; d_in * d_out];
+        f32_tensor(dx, Shape::new([rows, d_in]))
+    });
+    let dw = want_w.then(|| {
+        let mut dw = vec![0f32; d_in * d_out];
+        unsafe {
+            gemm_into(
+                (d_in, d_out, rows),
+                &mut dw,
+                false,
+                1.0,
+                (x_p, 1, i),
+                (dy_p, o, 1),
+            )
+        };
+        f32_tensor(dw, Shape::new([d_in, d_out]))
+    });
+    let db = (want_b && s.has_bias).then(|| {
+        let mut db = vec![0f32; d_out];
+        for row in dyv.chunks(d_out) {
+            db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+        }
+        f32_tensor(db, Shape::new([d_out]))
+    });
+    let (mut da, mut dbm) = (None, None);
+    if let Some((_, r, scale, t, u)) = &lora {
+        let ri = *r as isize;
+        if want_a {
+            let mut da_v = vec![0f32; d_in * r];
             unsafe {
                 gemm_into(
-                    (d_in, d_out, rows),
-                    &mut dw,
+                    (d_in, *r, rows),
+                    &mut da_v,
                     false,
-                    1.0,
+                    *scale,
                     (x_p, 1, i),
+                    (u.as_ptr(), ri, 1),
+                )
+            };
+            da = Some(f32_tensor(da_v, Shape::new([d_in, *r])));
+        }
+        if want_bm {
+            let mut db = vec![0f32; r * d_out];
+            unsafe {
+                gemm_into(
+                    (*r, d_out, rows),
+                    &mut db,
+                    false,
+                    *scale,
+                    (t.as_ptr(), 1, ri),
                     (dy_p, o, 1),
                 )
             };
-            grads.register::<Flex>(node.id, f32_tensor(dw, Shape::new([d_in, d_out])));
-        }
-        if let (Some(node), true) = (node_b, s.has_bias) {
-            let mut db = vec![0f32; d_out];
-            for row in dyv.chunks(d_out) {
-                db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
-            }
-            grads.register::<Flex>(node.id, f32_tensor(db, Shape::new([d_out])));
-        }
-        if let Some((_, r, scale, t, u)) = &lora {
-            let ri = *r as isize;
-            if let Some(node) = node_a {
-                let mut da = vec![0f32; d_in * r];
-                unsafe {
-                    gemm_into(
-                        (d_in, *r, rows),
-                        &mut da,
-                        false,
-                        *scale,
-                        (x_p, 1, i),
-                        (u.as_ptr(), ri, 1),
-                    )
-                };
-                grads.register::<Flex>(node.id, f32_tensor(da, Shape::new([d_in, *r])));
-            }
-            if let Some(node) = node_bm {
-                let mut db = vec![0f32; r * d_out];
-                unsafe {
-                    gemm_into(
-                        (*r, d_out, rows),
-                        &mut db,
-                        false,
-                        *scale,
-                        (t.as_ptr(), 1, ri),
-                        (dy_p, o, 1),
-                    )
-                };
-                grads.register::<Flex>(node.id, f32_tensor(db, Shape::new([*r, d_out])));
-            }
+            dbm = Some(f32_tensor(db, Shape::new([*r, d_out])));
         }
     }
+    [dx, dw, db, da, dbm]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::nn::Proj;
     use burn::tensor::{Device, Distribution, Tolerance};
 
     fn random<const D: usize>(dims: [usize; D], device: &Device) -> Tensor<D> {
@@ -385,8 +318,8 @@ mod tests {
         // A view, as the model's reshapes give.
         let xv = x.clone().swap_dims(0, 1);
         let out = match fused_path {
-            true => fused(p, &xv).expect("fused path"),
-            false => p.forward(xv),
+            true => p.fused(&xv).expect("fused path"),
+            false => p.composed(xv),
         };
         let grads = (out.clone() * weights.clone()).sum().backward();
         let mut params: Vec<Tensor<2>> = vec![p.base.weight.val().grad(&grads).expect("dW")];
@@ -428,17 +361,17 @@ mod tests {
         let mut p = proj(9, 5, true, true, &device);
         p.base.weight = p.base.weight.clone().set_require_grad(false);
         let x = random::<2>([4, 9], &device).require_grad();
-        let grads = fused(&p, &x).expect("fused").sum().backward();
+        let grads = p.fused(&x).expect("fused").sum().backward();
         assert!(p.base.weight.val().grad(&grads).is_none());
         assert!(x.grad(&grads).is_some());
 
         let plain = Device::default();
         let p = proj(9, 5, true, true, &plain);
         let x = random::<2>([super::super::matvec::MAX_ROWS + 3, 9], &plain); // more rows than decoding
-        fused(&p, &x)
+        p.fused(&x)
             .expect("fused")
             .into_data()
-            .assert_approx_eq::<f32>(&p.forward(x).into_data(), Tolerance::absolute(1e-4));
+            .assert_approx_eq::<f32>(&p.composed(x).into_data(), Tolerance::absolute(1e-4));
     }
 
     #[test]
@@ -446,9 +379,9 @@ mod tests {
         let device = Device::default().autodiff();
         let w = proj(4, 4, false, false, &device);
         let p = w.with_lora(random([4, 2], &device), random([2, 4], &device), 2.0, 0.1);
-        assert!(fused(&p, &random::<2>([3, 4], &device)).is_none());
+        assert!(p.fused(&random::<2>([3, 4], &device)).is_none());
         let plain = Device::default();
         let p = proj(4, 4, true, false, &plain);
-        assert!(fused(&p, &random::<2>([1, 4], &plain)).is_none());
+        assert!(p.fused(&random::<2>([1, 4], &plain)).is_none());
     }
 }

@@ -9,35 +9,25 @@
 //! Other backends and dtypes take [`composed`], which normalises in f32 as transformers does.
 
 use super::cpu::{dot, dot3, f32_tensor, f32_values, rows_per_task, with_simd};
-use crate::model::precision::{cast, in_f32};
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use super::dispatch::{Kernel, fused};
+use super::tensor::{cast, in_f32};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
+use burn::backend::{Flex, TensorMetadata};
 use burn::nn::RmsNorm;
-use burn::tensor::{BackendPrimitive, DType, Float, Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `norm.forward(x)`, fused on the CPU backend.
 pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
     let gamma = norm.gamma.val();
-    if super::fused::enabled() && x.dtype() == DType::F32 && gamma.dtype() == DType::F32 {
-        let eps = norm.epsilon;
-        if let Some(y) = fused_on::<Autodiff<Flex, NoCheckpointing>, D>(&x, &gamma, eps) {
-            return y;
-        }
-        if let Some(y) = fused_on::<Autodiff<Flex, BalancedCheckpointing>, D>(&x, &gamma, eps) {
-            return y;
-        }
-        if let Some(y) = fused_on::<Flex, D>(&x, &gamma, eps) {
-            return y;
-        }
+    if x.dtype() == DType::F32
+        && gamma.dtype() == DType::F32
+        && let Some(y) = fused(
+            FusedRmsNorm { eps: norm.epsilon },
+            [x.clone().into_dispatch(), gamma.into_dispatch()],
+        )
+    {
+        return y;
     }
     composed(norm, x)
 }
@@ -51,52 +41,27 @@ pub fn composed<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
     cast(xf / rms, dtype) * cast(norm.gamma.val(), dtype).unsqueeze()
 }
 
-fn fused_on<B: FusedRmsNorm, const D: usize>(
-    x: &Tensor<D>,
-    gamma: &Tensor<1>,
+/// The fused op on `[x, gamma]`; it keeps `x`, `gamma` and each row's reciprocal RMS.
+#[derive(Debug, Clone)]
+struct FusedRmsNorm {
     eps: f64,
-) -> Option<Tensor<D>>
-where
-    Float: BackendPrimitive<B, Primitive = FloatTensor<B>>,
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    let x = x.clone().try_into_primitive::<B>().ok()?;
-    let gamma = gamma.clone().try_into_primitive::<B>().ok()?;
-    Some(Tensor::from_primitive::<B>(B::fused_rms_norm(
-        x, gamma, eps,
-    )))
 }
 
-trait FusedRmsNorm: Backend {
-    fn fused_rms_norm(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        eps: f64,
-    ) -> FloatTensor<Self>;
-}
+impl Kernel<Flex, 2> for FusedRmsNorm {
+    type Saved = Saved;
 
-impl FusedRmsNorm for Flex {
-    fn fused_rms_norm(x: FlexTensor, gamma: FlexTensor, eps: f64) -> FlexTensor {
-        forward(&x, &gamma, eps).0
+    fn forward(&self, [x, gamma]: [FlexTensor; 2], track: bool) -> (FlexTensor, Option<Saved>) {
+        let (y, r) = forward(&x, &gamma, self.eps);
+        (y, track.then_some(Saved { x, gamma, r }))
     }
-}
 
-impl<C: CheckpointStrategy> FusedRmsNorm for Autodiff<Flex, C> {
-    fn fused_rms_norm(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        eps: f64,
-    ) -> FloatTensor<Self> {
-        let prep = RmsNormBackward
-            .prepare::<C>([x.node(), gamma.node()])
-            .compute_bound()
-            .stateful();
-        let (x, gamma) = (x.into_primitive(), gamma.into_primitive());
-        let (y, r) = forward(&x, &gamma, eps);
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish(Saved { x, gamma, r }, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+    fn backward(
+        self,
+        saved: Saved,
+        d_y: FlexTensor,
+        [want_x, want_gamma]: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        backward(saved, d_y, want_x, want_gamma)
     }
 }
 
@@ -132,64 +97,60 @@ struct Saved {
     r: Vec<f32>,
 }
 
-#[derive(Debug)]
-struct RmsNormBackward;
-
-impl Backward<Flex, 2> for RmsNormBackward {
-    type State = Saved;
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma] = ops.parents;
-        let d_y = grads.consume::<Flex>(&ops.node);
-        let Saved { x, gamma, r } = ops.state;
-        let shape = x.shape();
-        let d = shape[shape.num_dims() - 1];
-        let (xs, g, dy) = (f32_values(&x), f32_values(&gamma), f32_values(&d_y));
-        let rows = rows_per_task(d);
-        if let Some(node) = node_x {
-            let mut dx = vec![0f32; xs.len()];
-            dx.par_chunks_mut(rows * d)
-                .zip(xs.par_chunks(rows * d).zip(dy.par_chunks(rows * d)))
-                .zip(r.par_chunks(rows))
-                .for_each(|((dx, (x, dy)), r)| {
-                    with_simd(|| {
-                        let rows = dx.chunks_mut(d).zip(x.chunks(d)).zip(dy.chunks(d)).zip(r);
-                        for (((dx, x), dy), &r) in rows {
-                            let c = r * r * r * dot3(dy, &g, x) / d as f32;
-                            for (((dx, &x), &dy), &g) in dx.iter_mut().zip(x).zip(dy).zip(g.iter())
-                            {
-                                *dx = r * dy * g - x * c;
-                            }
-                        }
-                    })
-                });
-            grads.register::<Flex>(node.id, f32_tensor(dx, shape.clone()));
-        }
-        if let Some(node) = node_gamma {
-            // Partial sums per block of rows, then their sum.
-            let d_gamma = xs
-                .par_chunks(rows * d)
-                .zip(dy.par_chunks(rows * d))
-                .zip(r.par_chunks(rows))
-                .map(|((x, dy), r)| {
-                    let mut acc = vec![0f32; d];
-                    for ((x, dy), &r) in x.chunks(d).zip(dy.chunks(d)).zip(r) {
-                        for ((a, &x), &dy) in acc.iter_mut().zip(x).zip(dy) {
-                            *a += dy * x * r;
+/// `[d_x, d_gamma]`, each only where wanted.
+fn backward(
+    Saved { x, gamma, r }: Saved,
+    d_y: FlexTensor,
+    want_x: bool,
+    want_gamma: bool,
+) -> [Option<FlexTensor>; 2] {
+    let shape = x.shape();
+    let d = shape[shape.num_dims() - 1];
+    let (xs, g, dy) = (f32_values(&x), f32_values(&gamma), f32_values(&d_y));
+    let rows = rows_per_task(d);
+    let dx = want_x.then(|| {
+        let mut dx = vec![0f32; xs.len()];
+        dx.par_chunks_mut(rows * d)
+            .zip(xs.par_chunks(rows * d).zip(dy.par_chunks(rows * d)))
+            .zip(r.par_chunks(rows))
+            .for_each(|((dx, (x, dy)), r)| {
+                with_simd(|| {
+                    let rows = dx.chunks_mut(d).zip(x.chunks(d)).zip(dy.chunks(d)).zip(r);
+                    for (((dx, x), dy), &r) in rows {
+                        let c = r * r * r * dot3(dy, &g, x) / d as f32;
+                        for (((dx, &x), &dy), &g) in dx.iter_mut().zip(x).zip(dy).zip(g.iter()) {
+                            *dx = r * dy * g - x * c;
                         }
                     }
-                    acc
                 })
-                .reduce(
-                    || vec![0f32; d],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        a
-                    },
-                );
-            grads.register::<Flex>(node.id, f32_tensor(d_gamma, Shape::new([d])));
-        }
-    }
+            });
+        f32_tensor(dx, shape.clone())
+    });
+    let d_gamma = want_gamma.then(|| {
+        // Partial sums per block of rows, then their sum.
+        let d_gamma = xs
+            .par_chunks(rows * d)
+            .zip(dy.par_chunks(rows * d))
+            .zip(r.par_chunks(rows))
+            .map(|((x, dy), r)| {
+                let mut acc = vec![0f32; d];
+                for ((x, dy), &r) in x.chunks(d).zip(dy.chunks(d)).zip(r) {
+                    for ((a, &x), &dy) in acc.iter_mut().zip(x).zip(dy) {
+                        *a += dy * x * r;
+                    }
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f32; d],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        f32_tensor(d_gamma, Shape::new([d]))
+    });
+    [dx, d_gamma]
 }
 
 #[cfg(test)]
@@ -210,7 +171,13 @@ mod tests {
         let device = Device::default();
         let n = norm(37, &device);
         let x: Tensor<3> = Tensor::random([2, 5, 37], Distribution::Normal(0.0, 3.0), &device);
-        assert!(fused_on::<Flex, 3>(&x, &n.gamma.val(), 1e-6).is_some());
+        assert!(
+            fused::<_, 2, 3>(
+                FusedRmsNorm { eps: 1e-6 },
+                [x.clone().into_dispatch(), n.gamma.val().into_dispatch()]
+            )
+            .is_some()
+        );
         // A transposed view: rows are gathered before normalising.
         let xt: Tensor<3> =
             Tensor::random([37, 5, 2], Distribution::Normal(0.0, 3.0), &device).swap_dims(0, 2);
@@ -228,7 +195,13 @@ mod tests {
         let x: Tensor<2> = Tensor::random([4000, 37], Distribution::Normal(0.0, 3.0), &device);
         let w: Tensor<2> = Tensor::random([4000, 37], Distribution::Normal(0.0, 1.0), &device);
         let n0 = norm(37, &device);
-        assert!(fused_on::<Autodiff<Flex>, 2>(&x, &n0.gamma.val(), 1e-6).is_some());
+        assert!(
+            fused::<_, 2, 2>(
+                FusedRmsNorm { eps: 1e-6 },
+                [x.clone().into_dispatch(), n0.gamma.val().into_dispatch()]
+            )
+            .is_some()
+        );
         let grads_of = |fused: bool| {
             let n = RmsNorm {
                 gamma: Param::from_tensor(n0.gamma.val().detach().require_grad()),

@@ -10,19 +10,11 @@
 //! Other backends and dtypes take the composed ops.
 
 use super::cpu::{f32_tensor, f32_values, rows_per_task, with_simd};
-use crate::model::nn::rotate_half;
-use crate::model::precision::{cast, in_f32};
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use super::dispatch::{Kernel, fused};
+use super::tensor::{cast, in_f32};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
-use burn::tensor::{BackendPrimitive, DType, Float, Tensor};
+use burn::backend::{DispatchTensor, Flex, TensorMetadata};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 /// `x * cos + rotate_half(x) * sin`; `cos`, `sin` have `x`'s rank and last dimension (even) and
@@ -33,16 +25,11 @@ pub fn apply_rope<const D: usize>(x: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) 
     let fits = xd[D - 1] % 2 == 0
         && cd == sin.dims()
         && (0..D).all(|i| cd[i] == xd[i] || (cd[i] == 1 && i < D - 1));
-    if super::fused::enabled() && f32s && fits {
-        if let Some(y) = fused_on::<Autodiff<Flex, NoCheckpointing>, D>(&x, &cos, &sin) {
-            return y;
-        }
-        if let Some(y) = fused_on::<Autodiff<Flex, BalancedCheckpointing>, D>(&x, &cos, &sin) {
-            return y;
-        }
-        if let Some(y) = fused_on::<Flex, D>(&x, &cos, &sin) {
-            return y;
-        }
+    if f32s
+        && fits
+        && let Some(y) = fused(FusedRope, args(&x, &cos, &sin))
+    {
+        return y;
     }
     composed(x, cos, sin)
 }
@@ -55,52 +42,43 @@ pub fn composed<const D: usize>(x: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) ->
     cast(x.clone() * cos + rotate_half(x) * sin, dtype)
 }
 
-fn fused_on<B: FusedRope, const D: usize>(
-    x: &Tensor<D>,
-    cos: &Tensor<D>,
-    sin: &Tensor<D>,
-) -> Option<Tensor<D>>
-where
-    Float: BackendPrimitive<B, Primitive = FloatTensor<B>>,
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    let x = x.clone().try_into_primitive::<B>().ok()?;
-    // The angles never need a gradient: take them off any autodiff graph.
-    let cos = cos.clone().detach().try_into_primitive::<B>().ok()?;
-    let sin = sin.clone().detach().try_into_primitive::<B>().ok()?;
-    Some(Tensor::from_primitive::<B>(B::fused_rope(x, cos, sin)))
+/// `x[..., :d/2], x[..., d/2:] -> cat(-x2, x1)`: the rotation used by both rotary embeddings.
+pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let d = x.dims()[D - 1];
+    let x1 = x.clone().narrow(D - 1, 0, d / 2);
+    let x2 = x.narrow(D - 1, d / 2, d / 2);
+    Tensor::cat(vec![x2.neg(), x1], D - 1)
 }
 
-trait FusedRope: Backend {
-    fn fused_rope(
-        x: FloatTensor<Self>,
-        cos: FloatTensor<Self>,
-        sin: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
+/// The fused op's inputs `[x, cos, sin]`; the angles never need a gradient, so they leave any
+/// autodiff graph.
+fn args<const D: usize>(x: &Tensor<D>, cos: &Tensor<D>, sin: &Tensor<D>) -> [DispatchTensor; 3] {
+    [x, &cos.clone().detach(), &sin.clone().detach()].map(|t| t.clone().into_dispatch())
 }
 
-impl FusedRope for Flex {
-    fn fused_rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor) -> FlexTensor {
-        rotate(&x, &cos, &sin, 1.0)
+/// The fused op; it keeps the angles for the backward pass, the rotation by the opposite angles.
+#[derive(Debug, Clone)]
+struct FusedRope;
+
+impl Kernel<Flex, 3> for FusedRope {
+    type Saved = [FlexTensor; 2];
+
+    fn forward(
+        &self,
+        [x, cos, sin]: [FlexTensor; 3],
+        track: bool,
+    ) -> (FlexTensor, Option<Self::Saved>) {
+        let y = rotate(&x, &cos, &sin, 1.0);
+        (y, track.then_some([cos, sin]))
     }
-}
 
-impl<C: CheckpointStrategy> FusedRope for Autodiff<Flex, C> {
-    fn fused_rope(
-        x: FloatTensor<Self>,
-        cos: FloatTensor<Self>,
-        sin: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let prep = RopeBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful();
-        let (cos, sin) = (cos.into_primitive(), sin.into_primitive());
-        let y = rotate(&x.into_primitive(), &cos, &sin, 1.0);
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish((cos, sin), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+    fn backward(
+        self,
+        [cos, sin]: Self::Saved,
+        d_y: FlexTensor,
+        _: [bool; 3],
+    ) -> [Option<FlexTensor>; 3] {
+        [Some(rotate(&d_y, &cos, &sin, -1.0)), None, None]
     }
 }
 
@@ -160,22 +138,6 @@ fn rotate(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, direction: f32) ->
     f32_tensor(y, shape)
 }
 
-#[derive(Debug)]
-struct RopeBackward;
-
-impl Backward<Flex, 1> for RopeBackward {
-    type State = (FlexTensor, FlexTensor);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let d_y = grads.consume::<Flex>(&ops.node);
-        let (cos, sin) = ops.state;
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, rotate(&d_y, &cos, &sin, -1.0));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +157,7 @@ mod tests {
     fn fused_forward_matches_the_composed_ops() {
         let device = Device::default();
         let (x, cos, sin) = inputs(&device);
-        assert!(fused_on::<Flex, 4>(&x, &cos, &sin).is_some());
+        assert!(fused::<_, 3, 4>(FusedRope, args(&x, &cos, &sin)).is_some());
         apply_rope(x.clone(), cos.clone(), sin.clone())
             .into_data()
             .assert_approx_eq::<f32>(
@@ -218,7 +180,7 @@ mod tests {
     fn fused_gradient_matches_autodiff_of_the_composed_ops() {
         let device = Device::default().autodiff();
         let (x, cos, sin) = inputs(&device);
-        assert!(fused_on::<Autodiff<Flex>, 4>(&x, &cos, &sin).is_some());
+        assert!(fused::<_, 3, 4>(FusedRope, args(&x, &cos, &sin)).is_some());
         let w: Tensor<4> = Tensor::random(x.dims(), Distribution::Normal(0.0, 1.0), &device);
         let grad_of = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
             let x = x.clone().detach().require_grad();

@@ -6,7 +6,7 @@
 //! in an attention-heavy step this was about a tenth of the CPU time. Other backends and dtypes
 //! use the backend's softmax.
 
-use super::cpu::{f32_values, with_simd};
+use super::cpu::{exp_nonpositive, f32_values, with_simd};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
@@ -247,32 +247,6 @@ fn softmax_row(r: &mut [f32]) -> f32 {
     m + s.ln()
 }
 
-/// `e^x` for `x <= 0` (relative error about 1e-7; exactly 0 below -87, where f32 underflows):
-/// `x = n ln2 + f`, `e^f` by Cephes' degree-6 polynomial on `|f| <= ln2/2`, `2^n` by building
-/// the exponent bits. Branch-free, so a loop over it vectorises.
-#[inline(always)]
-pub(crate) fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let xc = x.max(-87.0);
-    let t = xc * LOG2E + ROUND;
-    let n = t - ROUND;
-    let f = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4;
-    p = p * f + 1.398_199_9e-3;
-    p = p * f + 8.333_452e-3;
-    p = p * f + 4.166_579_6e-2;
-    p = p * f + 1.666_666_5e-1;
-    p = p * f + 0.5;
-    let ef = p * f * f + f + 1.0;
-    let two_n = f32::from_bits(((t.to_bits() as i32 - 0x4B40_0000 + 127) << 23) as u32);
-    let e = ef * two_n;
-    if x < -87.0 { 0.0 } else { e }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,7 +309,7 @@ mod tests {
         let (b, h, q, k) = (2, 3, 5, 11);
         let scores = flex([b, h, q, k], 0.0);
         let mut bias = flex([b, 1, q, k], 1.0);
-        bias.storage_mut::<f32>()[3] = crate::model::nn::MASKED;
+        bias.storage_mut::<f32>()[3] = crate::kernels::attention::MASKED;
         let want = Flex::softmax(Flex::float_add(scores.clone(), bias.clone()), 3);
         let got = flex_softmax_biased(scores, &bias).expect("the in-place path");
         close(got, want);

@@ -10,33 +10,25 @@
 //! Other backends and dtypes take the composed ops.
 
 use super::cpu::{f32_tensor, f32_values, rows_per_task, sigmoid, with_simd};
+use super::dispatch::{Kernel, fused};
 use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
 use burn::tensor::activation::silu;
-use burn::tensor::{BackendPrimitive, DType, Float, Tensor};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 /// `silu(gate) * up` for tensors of the same shape.
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     let f32s = gate.dtype() == DType::F32 && up.dtype() == DType::F32;
-    if super::fused::enabled() && gate.dims() == up.dims() && f32s {
-        if let Some(out) = fused_on::<Autodiff<Flex, NoCheckpointing>, D>(&gate, &up) {
-            return out;
-        }
-        if let Some(out) = fused_on::<Autodiff<Flex, BalancedCheckpointing>, D>(&gate, &up) {
-            return out;
-        }
-        if let Some(out) = fused_on::<Flex, D>(&gate, &up) {
-            return out;
-        }
+    if gate.dims() == up.dims()
+        && f32s
+        && let Some(out) = fused(
+            SwiGlu,
+            [gate.clone().into_dispatch(), up.clone().into_dispatch()],
+        )
+    {
+        return out;
     }
     composed(gate, up)
 }
@@ -46,39 +38,30 @@ pub fn composed<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     silu(gate) * up
 }
 
-/// Runs the fused op if both tensors live on backend `B`.
-fn fused_on<B: FusedSwiGlu, const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>>
-where
-    Float: BackendPrimitive<B, Primitive = FloatTensor<B>>,
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    let gate = gate.clone().try_into_primitive::<B>().ok()?;
-    let up = up.clone().try_into_primitive::<B>().ok()?;
-    Some(Tensor::from_primitive::<B>(B::fused_swiglu(gate, up)))
-}
+/// The fused op; it keeps its two inputs for the backward pass.
+#[derive(Debug, Clone)]
+struct SwiGlu;
 
-trait FusedSwiGlu: Backend {
-    fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
-}
+impl Kernel<Flex, 2> for SwiGlu {
+    type Saved = [FlexTensor; 2];
 
-impl FusedSwiGlu for Flex {
-    fn fused_swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
-        forward(&gate, &up)
-    }
-}
-
-impl<C: CheckpointStrategy> FusedSwiGlu for Autodiff<Flex, C> {
-    fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        let prep = SwiGluBackward
-            .prepare::<C>([gate.node(), up.node()])
-            .compute_bound()
-            .stateful();
-        let (gate, up) = (gate.into_primitive(), up.into_primitive());
+    fn forward(
+        &self,
+        [gate, up]: [FlexTensor; 2],
+        track: bool,
+    ) -> (FlexTensor, Option<Self::Saved>) {
         let out = forward(&gate, &up);
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish((gate, up), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        (out, track.then_some([gate, up]))
+    }
+
+    fn backward(
+        self,
+        [gate, up]: Self::Saved,
+        d_out: FlexTensor,
+        _: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        let [dg, du] = backward(&gate, &up, &d_out);
+        [Some(dg), Some(du)]
     }
 }
 
@@ -98,40 +81,26 @@ fn forward(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
     f32_tensor(out, gate.shape())
 }
 
-#[derive(Debug)]
-struct SwiGluBackward;
-
-impl Backward<Flex, 2> for SwiGluBackward {
-    type State = (FlexTensor, FlexTensor);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_gate, node_up] = ops.parents;
-        let d_out = grads.consume::<Flex>(&ops.node);
-        let (gate, up) = ops.state;
-        let shape = gate.shape();
-        let (g, u, d) = (f32_values(&gate), f32_values(&up), f32_values(&d_out));
-        let mut dg = vec![0f32; g.len()];
-        let mut du = vec![0f32; g.len()];
-        let n = rows_per_task(1);
-        dg.par_chunks_mut(n)
-            .zip(du.par_chunks_mut(n))
-            .zip(g.par_chunks(n).zip(u.par_chunks(n)).zip(d.par_chunks(n)))
-            .for_each(|((dg, du), ((g, u), d))| {
-                with_simd(|| {
-                    for i in 0..dg.len() {
-                        let s = sigmoid(g[i]);
-                        du[i] = d[i] * g[i] * s;
-                        dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                    }
-                })
-            });
-        if let Some(node) = node_gate {
-            grads.register::<Flex>(node.id, f32_tensor(dg, shape.clone()));
-        }
-        if let Some(node) = node_up {
-            grads.register::<Flex>(node.id, f32_tensor(du, shape));
-        }
-    }
+/// Both input gradients in one pass: `[d_gate, d_up]`.
+fn backward(gate: &FlexTensor, up: &FlexTensor, d_out: &FlexTensor) -> [FlexTensor; 2] {
+    let shape = gate.shape();
+    let (g, u, d) = (f32_values(gate), f32_values(up), f32_values(d_out));
+    let mut dg = vec![0f32; g.len()];
+    let mut du = vec![0f32; g.len()];
+    let n = rows_per_task(1);
+    dg.par_chunks_mut(n)
+        .zip(du.par_chunks_mut(n))
+        .zip(g.par_chunks(n).zip(u.par_chunks(n)).zip(d.par_chunks(n)))
+        .for_each(|((dg, du), ((g, u), d))| {
+            with_simd(|| {
+                for i in 0..dg.len() {
+                    let s = sigmoid(g[i]);
+                    du[i] = d[i] * g[i] * s;
+                    dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                }
+            })
+        });
+    [f32_tensor(dg, shape.clone()), f32_tensor(du, shape)]
 }
 
 #[cfg(test)]
@@ -153,8 +122,9 @@ mod tests {
     fn fused_forward_matches_the_composed_ops() {
         let device = Device::default();
         let (g, u) = inputs(&device);
+        let args = || [g.clone().into_dispatch(), u.clone().into_dispatch()];
         assert!(
-            fused_on::<Flex, 3>(&g, &u).is_some(),
+            fused::<_, 2, 3>(SwiGlu, args()).is_some(),
             "the CPU path is fused"
         );
         // A non-contiguous gate (a transposed view) takes the same path.
@@ -171,7 +141,8 @@ mod tests {
     fn fused_gradients_match_autodiff_of_the_composed_ops() {
         let device = Device::default().autodiff();
         let (g, u) = inputs(&device);
-        assert!(fused_on::<Autodiff<Flex>, 3>(&g, &u).is_some());
+        let args = [g.clone().into_dispatch(), u.clone().into_dispatch()];
+        assert!(fused::<_, 2, 3>(SwiGlu, args).is_some());
         let w: Tensor<3> = Tensor::random(g.dims(), Distribution::Normal(0.0, 1.0), &device);
         let grads_of = |f: fn(Tensor<3>, Tensor<3>) -> Tensor<3>| {
             let (g, u) = (

@@ -4,6 +4,7 @@
 
 use super::precision::cast;
 use super::weights::{ParamKind, WeightSource};
+use crate::kernels::{matvec, projection};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm};
 use burn::tensor::module::linear;
@@ -114,15 +115,34 @@ impl Proj {
     /// rounded once to `x`'s dtype; the factors' gradients are then f32 products too.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         // On the CPU in f32: the whole projection, adapter included, as one op.
-        if let Some(y) = crate::kernels::projection::fused(self, &x) {
-            return y;
+        match self.fused(&x) {
+            Some(y) => y,
+            None => self.composed(x),
         }
+    }
+
+    /// [`Proj::forward`] as one fused op ([`projection::fused`]) where that applies, else `None`.
+    pub fn fused<const D: usize>(&self, x: &Tensor<D>) -> Option<Tensor<D>> {
+        let lora = match &self.lora {
+            None => None,
+            // Dropout is the identity at 0, and off the autodiff device (as burn's `Dropout`).
+            Some(l) if l.dropout.prob == 0.0 || !x.device().is_autodiff() => {
+                Some((l.a.val(), l.b.val(), l.scale as f32))
+            }
+            Some(_) => return None,
+        };
+        let b = self.base.bias.as_ref().map(|b| b.val());
+        projection::fused(x, self.base.weight.val(), b, lora)
+    }
+
+    /// [`Proj::forward`] from burn's differentiable ops (any backend, any dtype).
+    pub fn composed<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
         let base = |x: Tensor<D>| {
             let w = cast(self.base.weight.val(), dtype);
             let b = self.base.bias.as_ref().map(|b| cast(b.val(), dtype));
             // Decoding's one-row products take the matrix-vector kernel on the CPU.
-            crate::kernels::matvec::linear(x, w, b)
+            matvec::linear(x, w, b)
         };
         match &self.lora {
             None => base(x),
@@ -174,15 +194,3 @@ pub fn load_embedding(
         weight: Param::from_tensor(tensor2(w, [rows, dim], device)),
     })
 }
-
-/// `x[..., :d/2], x[..., d/2:] -> cat(-x2, x1)`: the rotation used by both rotary embeddings.
-pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let d = x.dims()[D - 1];
-    let x1 = x.clone().narrow(D - 1, 0, d / 2);
-    let x2 = x.narrow(D - 1, d / 2, d / 2);
-    Tensor::cat(vec![x2.neg(), x1], D - 1)
-}
-
-/// The additive value used for masked attention entries (large negative; exp underflows to 0 and an
-/// all-masked row cannot produce NaN).
-pub const MASKED: f32 = -1e30;

@@ -13,10 +13,10 @@
 //! compared by the JEPA loss, NextLat's states). bf16 has f32's exponent range, so no loss
 //! scaling is needed.
 
-use super::qwen2_5_vl::Qwen2_5Vl;
+pub use crate::kernels::tensor::{cast, in_f32};
 use anyhow::bail;
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{DType, Device, FloatDType, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The dtype of frozen weights and activations.
@@ -63,20 +63,6 @@ impl Precision {
     }
 }
 
-/// `t` in `dtype` (no op, and no autodiff node, when it already is).
-pub fn cast<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
-    if t.dtype() == dtype {
-        t
-    } else {
-        t.cast(FloatDType::from(dtype))
-    }
-}
-
-/// `t` in f32: what every loss and every host read-out takes.
-pub fn in_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    cast(t, DType::F32)
-}
-
 /// Casts the float parameters of `module` for which `select(require_grad)` holds to `dtype`.
 /// Ids and `require_grad` are kept.
 fn cast_params<M: Module>(module: M, dtype: DType, select: fn(bool) -> bool) -> M {
@@ -102,32 +88,6 @@ pub fn cast_frozen<M: Module>(module: M, dtype: DType) -> M {
 /// Casts every float parameter to `dtype` (loading a model in a precision).
 pub fn cast_all<M: Module>(module: M, dtype: DType) -> M {
     cast_params(module, dtype, |_| true)
-}
-
-impl Qwen2_5Vl {
-    /// The dtype activations flow in.
-    pub fn compute_dtype(&self) -> DType {
-        self.precision.dtype()
-    }
-
-    /// Switches the model to `precision`: frozen parameters are cast to its dtype (call it after
-    /// choosing what trains) and activations flow in it. `F32` casts frozen parameters back.
-    /// Refused where the model's device cannot hold that dtype (e.g. a GPU without bf16).
-    pub fn with_precision(self, precision: Precision) -> anyhow::Result<Self> {
-        precision.check_supported(&self.device())?;
-        let mut model = cast_frozen(self, precision.dtype());
-        model.precision = precision;
-        Ok(model)
-    }
-
-    /// For inference: every parameter stored in `precision`, since nothing trains and nothing
-    /// needs an f32 master copy; activations flow in it.
-    pub fn for_inference(self, precision: Precision) -> anyhow::Result<Self> {
-        precision.check_supported(&self.device())?;
-        let mut model = cast_all(self, precision.dtype());
-        model.precision = precision;
-        Ok(model)
-    }
 }
 
 #[cfg(test)]

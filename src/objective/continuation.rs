@@ -10,10 +10,10 @@
 //! trajectory view skips the first image. Gradients reach the shared prefix through the cache.
 
 use super::batch::ViewBatch;
-use crate::model::nn::MASKED;
+use crate::kernels::attention::MASKED;
+use crate::kernels::tensor::index_tensor;
 use crate::model::qwen2_5_vl::rope::{mrope_cos_sin, mrope_position_ids};
 use crate::model::qwen2_5_vl::text::KvCache;
-use crate::model::qwen2_5_vl::vision::index_tensor;
 use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
 use anyhow::{Result, ensure};
 use burn::tensor::{Tensor, TensorData};

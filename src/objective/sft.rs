@@ -2,8 +2,8 @@
 //! as transformers computes it). Logits are computed only at the supervised positions: with a
 //! 150k vocabulary the full `[batch, seq, vocab]` logits would dominate the step's memory.
 
+use crate::kernels::tensor::index_tensor;
 use crate::model::qwen2_5_vl::Qwen2_5Vl;
-use crate::model::qwen2_5_vl::vision::index_tensor;
 use burn::tensor::Tensor;
 
 pub use crate::kernels::cross_entropy::cross_entropy;

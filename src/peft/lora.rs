@@ -221,16 +221,6 @@ impl WeightSource for PeftSource<'_> {
     }
 }
 
-impl Qwen2_5Vl {
-    /// Number of projections carrying a LoRA adapter.
-    pub fn lora_count(&self) -> usize {
-        named_params(self)
-            .iter()
-            .filter(|p| p.path.ends_with(".lora.a"))
-            .count()
-    }
-}
-
 /// Saves the model's LoRA factors as a PEFT adapter directory (atomic writes).
 pub fn save_peft_adapter(
     model: &Qwen2_5Vl,

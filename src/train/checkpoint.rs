@@ -16,7 +16,8 @@
 use super::data::Cursor;
 use super::optim::AdamW;
 use crate::model::Qwen2_5Vl;
-use crate::model::checkpoint::{save_hub_checkpoint, write_atomic};
+use crate::model::checkpoint::write_atomic;
+use crate::model::qwen2_5_vl::checkpoint::save_hub_checkpoint;
 use crate::objective::{DynamicsHead, PearlModel};
 use crate::peft::lora::{LoraConfig, load_peft_adapter, save_peft_adapter};
 use anyhow::{Context, Result, bail, ensure};

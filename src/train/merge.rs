@@ -3,7 +3,7 @@
 //! preprocessor files copied), which any Qwen2.5-VL runtime loads without PEFT.
 
 use crate::model::Qwen2_5Vl;
-use crate::model::checkpoint::save_hub_checkpoint;
+use crate::model::qwen2_5_vl::checkpoint::save_hub_checkpoint;
 use crate::peft::lora::{load_peft_adapter, merge_lora};
 use anyhow::{Context, Result, ensure};
 use std::path::{Path, PathBuf};

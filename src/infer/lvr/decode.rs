@@ -8,8 +8,8 @@
 //! end at different indices, so each row keeps its own next position and its padding stays
 //! masked in `key_mask`.
 
+use crate::kernels::tensor::index_tensor;
 use crate::model::qwen2_5_vl::text::KvCache;
-use crate::model::qwen2_5_vl::vision::index_tensor;
 use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
 use anyhow::{Result, ensure};
 use burn::tensor::{Int, Tensor, TensorData};

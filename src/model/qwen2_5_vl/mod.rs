@@ -1,6 +1,7 @@
 //! Qwen2.5-VL, in the order data flows: configuration, vision tower, M-RoPE, text decoder, and
 //! the top-level model that joins them (with its vocabulary growth).
 
+pub mod checkpoint;
 pub mod config;
 pub mod model;
 pub mod rope;

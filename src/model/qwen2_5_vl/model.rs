@@ -4,13 +4,16 @@
 use super::config::Qwen2_5VlConfig;
 use super::rope::{VisionTokens, mrope_cos_sin, mrope_position_ids};
 use super::text::{KvCache, TextModel};
-use super::vision::{VisionTower, index_tensor};
-use crate::model::nn::{MASKED, tensor2};
-use crate::model::precision::{Precision, cast};
+use super::vision::VisionTower;
+use crate::kernels::attention::MASKED;
+use crate::kernels::tensor::index_tensor;
+use crate::model::names::named_params;
+use crate::model::nn::tensor2;
+use crate::model::precision::{Precision, cast, cast_all, cast_frozen};
 use crate::model::weights::{RandomWeights, SafetensorsWeights, WeightSource};
 use anyhow::Context;
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use std::path::Path;
 
 #[derive(Module, Debug)]
@@ -282,6 +285,42 @@ impl Qwen2_5Vl {
 
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         self.model.logits(hidden)
+    }
+}
+
+impl Qwen2_5Vl {
+    /// The dtype activations flow in.
+    pub fn compute_dtype(&self) -> DType {
+        self.precision.dtype()
+    }
+
+    /// Switches the model to `precision`: frozen parameters are cast to its dtype (call it after
+    /// choosing what trains) and activations flow in it. `F32` casts frozen parameters back.
+    /// Refused where the model's device cannot hold that dtype (e.g. a GPU without bf16).
+    pub fn with_precision(self, precision: Precision) -> anyhow::Result<Self> {
+        precision.check_supported(&self.device())?;
+        let mut model = cast_frozen(self, precision.dtype());
+        model.precision = precision;
+        Ok(model)
+    }
+
+    /// For inference: every parameter stored in `precision`, since nothing trains and nothing
+    /// needs an f32 master copy; activations flow in it.
+    pub fn for_inference(self, precision: Precision) -> anyhow::Result<Self> {
+        precision.check_supported(&self.device())?;
+        let mut model = cast_all(self, precision.dtype());
+        model.precision = precision;
+        Ok(model)
+    }
+}
+
+impl Qwen2_5Vl {
+    /// Number of projections carrying a LoRA adapter.
+    pub fn lora_count(&self) -> usize {
+        named_params(self)
+            .iter()
+            .filter(|p| p.path.ends_with(".lora.a"))
+            .count()
     }
 }
 

@@ -4,11 +4,13 @@
 
 use super::config::VisionConfig;
 use super::rope::{vision_cos_sin, vision_patch_coords};
+use crate::kernels::attention::MASKED;
 use crate::kernels::attention::attention;
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::rope_apply::apply_rope;
 use crate::kernels::swiglu::swiglu;
-use crate::model::nn::{MASKED, Proj, load_rms_norm};
+use crate::kernels::tensor::index_tensor;
+use crate::model::nn::{Proj, load_rms_norm};
 use crate::model::precision::cast_all;
 use crate::model::weights::WeightSource;
 use burn::module::Module;
@@ -284,11 +286,6 @@ impl Segments {
             ),
         }
     }
-}
-
-pub fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(v, [idx.len()]), device)
 }
 
 /// How window attention rearranges the patches (transformers' `get_window_index`): merged tokens

@@ -16,9 +16,9 @@
 
 use super::LvrConfig;
 use super::batch::LvrBatch;
+use crate::kernels::tensor::index_tensor;
 use crate::model::precision::in_f32;
 use crate::model::qwen2_5_vl::Qwen2_5Vl;
-use crate::model::qwen2_5_vl::vision::index_tensor;
 use crate::objective::sft::{next_tokens, rows, vlm_loss};
 use anyhow::{Result, bail, ensure};
 use burn::nn::loss::{MseLoss, Reduction};
