@@ -249,11 +249,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn rec(id: &str, cat: &str, correct: bool) -> ItemRecord {
-        serde_json::from_value(serde_json::json!({
-            "id": id, "category": cat, "prompt": "", "raw_output": "", "parsed": null, "answer": "A",
-            "correct": correct, "latency_s": 0.5, "new_tokens": 1, "prompt_tokens": 1, "image_tokens": 0
-        }))
-        .unwrap()
+        crate::eval::record::graded(id, cat, None, correct)
     }
 
     fn eval(system: System, seed: Option<u64>, correct: &[bool]) -> Evaluated {

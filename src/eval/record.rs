@@ -76,6 +76,27 @@ pub fn read_run(dir_or_file: &Path) -> anyhow::Result<Vec<ItemRecord>> {
     }
 }
 
+/// A graded record with placeholder text and timings, for the tests of the statistics over
+/// records (summaries, seeds, comparisons, the demo's table).
+#[cfg(test)]
+pub(crate) fn graded(id: &str, category: &str, pair: Option<&str>, correct: bool) -> ItemRecord {
+    ItemRecord {
+        id: id.into(),
+        category: category.into(),
+        pair: pair.map(Into::into),
+        prompt: String::new(),
+        raw_output: String::new(),
+        parsed: correct.then(|| "A".into()),
+        answer: "A".into(),
+        correct,
+        latency_s: 1.0,
+        new_tokens: 2,
+        prompt_tokens: 10,
+        image_tokens: 4,
+        tools: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,11 +54,7 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, cat: &str, correct: bool) -> ItemRecord {
-        serde_json::from_value(serde_json::json!({
-            "id": id, "category": cat, "prompt": "", "raw_output": "", "parsed": null, "answer": "A",
-            "correct": correct, "latency_s": 0.0, "new_tokens": 0, "prompt_tokens": 0, "image_tokens": 0
-        }))
-        .unwrap()
+        crate::eval::record::graded(id, cat, None, correct)
     }
 
     #[test]

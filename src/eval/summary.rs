@@ -206,23 +206,7 @@ impl Summary {
 mod tests {
     use super::*;
 
-    fn rec(id: &str, cat: &str, pair: Option<&str>, correct: bool) -> ItemRecord {
-        ItemRecord {
-            id: id.into(),
-            category: cat.into(),
-            pair: pair.map(Into::into),
-            prompt: String::new(),
-            raw_output: String::new(),
-            parsed: correct.then(|| "A".into()),
-            answer: "A".into(),
-            correct,
-            latency_s: 1.0,
-            new_tokens: 2,
-            prompt_tokens: 10,
-            image_tokens: 4,
-            tools: None,
-        }
-    }
+    use crate::eval::record::graded as rec;
 
     #[test]
     fn per_category_and_pairs() {

@@ -10,7 +10,7 @@
 
 use super::sampling::{Sampler, Sampling};
 use crate::kernels::tensor::index_tensor;
-use crate::model::qwen2_5_vl::rope::{VisionTokens, mrope_position_ids};
+use crate::model::qwen2_5_vl::rope::mrope_position_ids;
 use crate::model::qwen2_5_vl::text::KvCache;
 use crate::model::{Qwen2_5Vl, VlBatch};
 use anyhow::{anyhow, ensure};
@@ -108,18 +108,13 @@ pub fn generate_streaming(
     };
     let x = model.embed(batch, image_embeds)?;
     let d = x.dims()[2];
-    let vt = VisionTokens {
-        image_token_id: model.cfg.image_token_id as i64,
-        vision_start_token_id: model.cfg.vision_start_token_id as i64,
-        spatial_merge_size: model.cfg.vision.spatial_merge_size,
-    };
     let (positions, deltas) = mrope_position_ids(
         &batch.input_ids,
         &batch.attention_mask,
         b,
         s,
         &batch.image_grid_thw,
-        vt,
+        model.vision_tokens(),
     )?;
     let mut cache = KvCache::new(model.model.layers.len());
     let hidden = model.decode_step(x, &positions, &batch.attention_mask, &mut cache);
