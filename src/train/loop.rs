@@ -159,7 +159,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
     };
     // After choosing what trains: frozen weights take the run's precision, trainable ones stay f32.
     model.vlm = model.vlm.with_precision(cfg.precision)?;
-    let mut optim = AdamW::new(&cfg.optimizer);
+    let mut optim = AdamW::new(&cfg.optimizer, &model);
     let mut state = TrainState {
         step: 0,
         total_steps: total_steps(cfg, train.len()),
