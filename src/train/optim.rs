@@ -411,7 +411,13 @@ mod tests {
         let values = |t: &Toy| -> Vec<Vec<f32>> {
             vec![
                 t.proj.weight.val().try_into_vec_as().unwrap(),
-                t.proj.bias.as_ref().unwrap().val().try_into_vec_as().unwrap(),
+                t.proj
+                    .bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .try_into_vec_as()
+                    .unwrap(),
                 t.ln.gamma.val().try_into_vec_as().unwrap(),
                 t.ln.beta.as_ref().unwrap().val().try_into_vec_as().unwrap(),
             ]
@@ -425,4 +431,3 @@ mod tests {
         assert_eq!(after[1..], before[1..], "bias and LayerNorm must not decay");
     }
 }
-
