@@ -112,5 +112,48 @@ fn a_new_run_refuses_an_output_with_checkpoints_and_a_changed_config_cannot_resu
         },
     )
     .unwrap_err();
-    assert!(format!("{e:#}").contains("configuration differs"), "{e:#}");
+    let e = format!("{e:#}");
+    assert!(e.contains("configuration differs"), "{e}");
+    assert!(e.contains("optimizer.lr: 0.01 -> 0.5"), "{e}");
+}
+
+/// Output-only keys may change on resume: the run continues to its end.
+#[test]
+fn a_resume_with_only_output_keys_changed_is_accepted() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = synth_data(dir.path(), 4, 1);
+    let mut cfg = run_config(dir.path(), train, val, 2);
+    cfg.objective = pearl::objective::ObjectiveConfig::sft();
+    cfg.save_every = 1;
+    let first = run(
+        &cfg,
+        &Options {
+            stop_after: Some(1),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(first.step, 1);
+    let changed = pearl::train::RunConfig {
+        eval_every: 1,
+        keep_last: 1,
+        ..cfg
+    };
+    let done = run(
+        &changed,
+        &Options {
+            resume: Some(Resume::Latest),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((done.step, done.total_steps), (2, 2));
+    // keep_last = 1 took effect: only the last step checkpoint is left.
+    let steps: Vec<_> = std::fs::read_dir(&changed.output)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("step-"))
+        .collect();
+    assert_eq!(steps.len(), 1);
 }

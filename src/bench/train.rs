@@ -177,7 +177,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
             batch.supervised_tokens(),
         ));
         let wrapped = Batch::Pearl(batch.clone());
-        let mut optim = AdamW::new(&OptimizerConfig::default());
+        let mut optim = AdamW::new(&OptimizerConfig::default(), &model);
         let (mut fw, mut total, mut cpu) = (vec![], vec![], vec![]);
         let mut loss = 0.0;
         reset_peak_rss();

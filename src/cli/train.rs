@@ -53,6 +53,9 @@ pub struct TrainArgs {
     full: bool,
     #[arg(long)]
     skip_invalid: bool,
+    /// Skip training examples longer than this many tokens (the run file's `max_tokens`).
+    #[arg(long)]
+    max_tokens: Option<usize>,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -93,6 +96,7 @@ impl TrainArgs {
         num("micro_batch", self.micro_batch.map(|x| x.to_string()));
         num("grad_accum", self.grad_accum.map(|x| x.to_string()));
         num("seed", self.seed.map(|x| x.to_string()));
+        num("max_tokens", self.max_tokens.map(|x| x.to_string()));
         if self.sft {
             o.push("objective.jepa=false".into());
             o.push("objective.nextlat=false".into());

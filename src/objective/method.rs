@@ -43,6 +43,15 @@ pub enum MethodExample<'a> {
     Lvr(&'a LvrExample),
 }
 
+impl MethodExample<'_> {
+    pub fn id(&self) -> &str {
+        match self {
+            MethodExample::Pearl(e) => e.id,
+            MethodExample::Lvr(e) => &e.id,
+        }
+    }
+}
+
 impl Batch {
     pub fn build(
         processor: &Processor,
@@ -80,9 +89,22 @@ impl Batch {
 
     /// Tokens of the trained sequences (no padding).
     pub fn tokens(&self) -> usize {
+        self.lengths().iter().sum()
+    }
+
+    /// Per example, the length of its trained sequence (the full view for Pearl).
+    pub fn lengths(&self) -> Vec<usize> {
         match self {
-            Batch::Pearl(b) => b.tokens(),
-            Batch::Lvr(b) => b.tokens.lengths().iter().sum(),
+            Batch::Pearl(b) => b.full.lengths(),
+            Batch::Lvr(b) => b.tokens.lengths(),
+        }
+    }
+
+    /// The examples' ids, in batch order.
+    pub fn ids(&self) -> &[String] {
+        match self {
+            Batch::Pearl(b) => &b.ids,
+            Batch::Lvr(b) => &b.ids,
         }
     }
 

@@ -45,6 +45,9 @@ pub struct TrainState {
     pub best: Option<(usize, f64)>,
     /// Wall-clock seconds of training so far (over all resumed segments).
     pub elapsed_s: f64,
+    /// Training examples skipped for exceeding `max_tokens` (each time one was drawn).
+    #[serde(default)]
+    pub too_long: usize,
 }
 
 /// How the trainable weights are stored.

@@ -70,6 +70,11 @@ pub struct RunConfig {
     pub max_bad_steps: usize,
     /// Drop invalid training examples (counted and reported) instead of refusing the data.
     pub skip_invalid: bool,
+    /// Longest training example, in tokens of its full sequence (image tokens included): longer
+    /// ones are skipped when their micro-batch is drawn, named on stderr, counted in the metrics
+    /// and the summary. Unset: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
     /// Processor pixel budget overrides (`min_pixels` / `max_pixels` of the image processor).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_pixels: Option<usize>,
@@ -144,6 +149,7 @@ impl Default for RunConfig {
             keep_last: 3,
             max_bad_steps: 5,
             skip_invalid: false,
+            max_tokens: None,
             min_pixels: None,
             max_pixels: None,
             objective: ObjectiveConfig::pearl(),
@@ -375,6 +381,10 @@ impl RunConfig {
         );
         ensure!(self.keep_last >= 1, "`keep_last` must be at least 1");
         ensure!(
+            self.max_tokens != Some(0),
+            "`max_tokens` must be at least 1 (leave it out for no limit)"
+        );
+        ensure!(
             self.max_bad_steps >= 1,
             "`max_bad_steps` must be at least 1"
         );
@@ -558,6 +568,7 @@ mod tests {
         check("[objective]\npredictors = 11\n", "predictors");
         check("random_config = \"c.json\"\n", "exclusive");
         check("min_pixels = 100\nmax_pixels = 10\n", "min_pixels");
+        check("max_tokens = 0\n", "max_tokens");
     }
 
     #[test]

@@ -14,13 +14,14 @@ use super::metrics::{MetricsLog, Row, plot_loss_curve};
 use super::optim::{AdamW, Schedule};
 use super::parallel::DataParallel;
 use super::param_ids::ids_from_paths;
+use super::resume::check_resume;
 use super::step::{StepReport, mean_values, train_step};
 use crate::model::precision::Precision;
 use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::freeze::{lora_only, set_trainable};
 use crate::objective::lvr::lvr_lora_only;
 use crate::objective::{
-    Batch, DynamicsHead, LossValues, Method, MethodKind, PearlModel, method_losses,
+    Batch, DynamicsHead, LossValues, Method, MethodExample, MethodKind, PearlModel, method_losses,
     prepare_tokenizer,
 };
 use crate::peft::lora::{LoraConfig, init_lora};
@@ -57,6 +58,8 @@ pub struct Summary {
     pub step: usize,
     pub total_steps: usize,
     pub skipped: usize,
+    /// Training examples skipped for exceeding `max_tokens` (each time one was drawn).
+    pub too_long: usize,
     /// Best validation loss and its step.
     pub best: Option<(usize, f64)>,
     /// Validation losses at the end of the run (when there is validation data).
@@ -90,12 +93,16 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         Some(d) => {
             let r = checkpoint::read(d)
                 .with_context(|| format!("cannot resume from {}", d.display()))?;
-            ensure!(
-                same_run(&r.run_toml, cfg),
-                "the run configuration differs from the one {} was trained with ({}): resume with the same configuration",
-                d.display(),
-                d.join("run.toml").display()
-            );
+            let changed = check_resume(&r.run_toml, cfg).with_context(|| {
+                format!(
+                    "cannot resume from {} (its run file: {})",
+                    d.display(),
+                    d.join("run.toml").display()
+                )
+            })?;
+            for c in changed {
+                eprintln!("note: resuming with a changed {c}");
+            }
             Some(r)
         }
         None => None,
@@ -159,7 +166,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
     };
     // After choosing what trains: frozen weights take the run's precision, trainable ones stay f32.
     model.vlm = model.vlm.with_precision(cfg.precision)?;
-    let mut optim = AdamW::new(&cfg.optimizer);
+    let mut optim = AdamW::new(&cfg.optimizer, &model);
     let mut state = TrainState {
         step: 0,
         total_steps: total_steps(cfg, train.len()),
@@ -168,6 +175,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         skipped: 0,
         best: None,
         elapsed_s: 0.0,
+        too_long: 0,
     };
     let mut log = MetricsLog::reset(&out.join("metrics.jsonl"), &[])?;
     if let Some(r) = restored {
@@ -254,13 +262,16 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
             return Ok(summary(&state, None, &log));
         }
         let started = Instant::now();
+        let too_long_before = state.too_long;
         let batches: Vec<Batch> = (0..cfg.grad_accum)
-            .map(|_| {
-                let idx = order.next_batch(&mut state.cursor, cfg.micro_batch);
-                let examples: Vec<_> = idx.iter().map(|&i| train.get(i)).collect();
-                Batch::build(&processor, &examples, cfg.method())
-            })
+            .map(|_| next_micro_batch(cfg, &processor, &train, &mut order, &mut state, &bar))
             .collect::<Result<_>>()?;
+        let ids = batches
+            .iter()
+            .flat_map(Batch::ids)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         // Dropout draws from the device RNG: seed it from the step so a resume draws the same.
         // That RNG is process-wide: two runs in one process (threads) would disturb each other.
         let seed = step_seed(cfg.seed, state.step);
@@ -281,7 +292,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
                 .map(|(m, r)| (m, optim, r))
             }
         }
-        .with_context(|| format!("step {}", state.step + 1))?;
+        .with_context(|| format!("step {} (examples {ids})", state.step + 1))?;
         state.step += 1;
         done_here += 1;
         let seconds = started.elapsed().as_secs_f64();
@@ -292,6 +303,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         row.grad_norm = report.grad_norm.is_finite().then_some(report.grad_norm);
         row.tokens_per_s = Some(report.tokens as f64 / seconds.max(1e-9));
         row.skipped = !report.applied;
+        row.too_long = state.too_long - too_long_before;
         log.push(row)?;
         bar.set_position(state.step as u64);
         bar.set_message(live_losses(&report, lr));
@@ -324,10 +336,71 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         save_now = last || every(cfg.save_every, state.step);
     }
     bar.finish();
+    if let Some(max) = cfg.max_tokens.filter(|_| state.too_long > 0) {
+        eprintln!(
+            "skipped {} training example(s) longer than max_tokens = {max} (named above; `too_long` in metrics.jsonl)",
+            state.too_long
+        );
+    }
     if let Err(e) = plot_loss_curve(&log.rows, &out.join("loss.png")) {
         eprintln!("warning: no loss curve: {e:#}");
     }
     Ok(summary(&state, final_val, &log))
+}
+
+/// The next micro-batch in the data order, without its examples longer than `max_tokens` (each
+/// named on the console and counted in `state.too_long`); when a draw keeps none, the next
+/// draw. A batch that cannot be built names its examples.
+fn next_micro_batch(
+    cfg: &RunConfig,
+    processor: &Processor,
+    train: &Examples,
+    order: &mut DataOrder,
+    state: &mut TrainState,
+    bar: &ProgressBar,
+) -> Result<Batch> {
+    let build = |examples: &[MethodExample]| {
+        Batch::build(processor, examples, cfg.method()).with_context(|| {
+            let ids: Vec<&str> = examples.iter().map(MethodExample::id).collect();
+            format!("cannot build the micro-batch of examples {ids:?}")
+        })
+    };
+    let mut skipped_here = 0;
+    loop {
+        let idx = order.next_batch(&mut state.cursor, cfg.micro_batch);
+        let examples: Vec<_> = idx.iter().map(|&i| train.get(i)).collect();
+        let batch = build(&examples)?;
+        let Some(max) = cfg.max_tokens else {
+            return Ok(batch);
+        };
+        let lengths = batch.lengths();
+        if lengths.iter().all(|&n| n <= max) {
+            return Ok(batch);
+        }
+        let mut kept = Vec::new();
+        for (ex, &n) in examples.iter().zip(&lengths) {
+            if n <= max {
+                kept.push(*ex);
+                continue;
+            }
+            state.too_long += 1;
+            skipped_here += 1;
+            // Not `bar.println`: a hidden bar (no terminal, `--quiet`) drops those lines.
+            bar.suspend(|| {
+                eprintln!(
+                    "skipped training example {:?}: {n} tokens, more than max_tokens = {max}",
+                    ex.id()
+                )
+            });
+        }
+        if !kept.is_empty() {
+            return build(&kept);
+        }
+        ensure!(
+            skipped_here < train.len(),
+            "every training example drawn is longer than max_tokens = {max}: raise it or check the data"
+        );
+    }
 }
 
 /// The run's devices, with autodiff (and gradient checkpointing if asked): the run file's
@@ -341,16 +414,6 @@ fn train_devices(cfg: &RunConfig) -> Result<Vec<Device>> {
             .map(|s| Ok(autodiff(s.device()?)))
             .collect(),
     }
-}
-
-/// Whether a checkpoint's run file describes this run. The devices and gradient checkpointing
-/// may differ: they change where and how the steps run, not what they compute.
-fn same_run(saved_toml: &str, cfg: &RunConfig) -> bool {
-    RunConfig::from_toml_str(saved_toml).is_ok_and(|mut saved| {
-        saved.devices = cfg.devices.clone();
-        saved.gradient_checkpointing = cfg.gradient_checkpointing;
-        saved == *cfg
-    })
 }
 
 /// The VLM before adapters, and for full fine-tuning the `config.json` its checkpoints carry.
@@ -478,6 +541,7 @@ fn summary(state: &TrainState, final_val: Option<LossValues>, log: &MetricsLog) 
         step: state.step,
         total_steps: state.total_steps,
         skipped: state.skipped,
+        too_long: state.too_long,
         best: state.best,
         final_val,
         metrics: log.rows.clone(),
@@ -516,28 +580,4 @@ fn format_losses(v: &LossValues) -> String {
 
 fn live_losses(r: &StepReport, lr: f64) -> String {
     format!("{} lr {lr:.2e}", format_losses(&r.losses))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_resume_may_change_the_devices_but_nothing_else() {
-        let cfg = RunConfig::from_toml_str("model = \"m\"\ntrain = [\"t.jsonl\"]\n").unwrap();
-        let saved = cfg.to_toml().unwrap();
-        let on_gpus = RunConfig {
-            devices: Some(vec!["cuda:0".into(), "cuda:1".into()]),
-            ..cfg.clone()
-        };
-        assert!(same_run(&saved, &cfg));
-        assert!(same_run(&saved, &on_gpus));
-        assert!(same_run(&on_gpus.to_toml().unwrap(), &cfg));
-        let other = RunConfig {
-            grad_accum: 2,
-            ..on_gpus
-        };
-        assert!(!same_run(&saved, &other));
-        assert!(!same_run("not toml [", &cfg));
-    }
 }

@@ -33,6 +33,13 @@ pub struct Row {
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// Examples of this step's micro-batches skipped for exceeding `max_tokens`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub too_long: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn finite(x: f64) -> Option<f64> {
@@ -55,6 +62,7 @@ impl Row {
             tokens_per_s: None,
             seconds,
             skipped: false,
+            too_long: 0,
         }
     }
 

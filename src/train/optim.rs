@@ -1,6 +1,7 @@
-//! The optimizer side of a step: AdamW (burn's) on the parameters that require gradients, the
-//! learning rate of each step (linear warmup, cosine decay), and PyTorch-style global-norm
-//! gradient clipping.
+//! The optimizer side of a step: AdamW (burn's) on the parameters that require gradients, with
+//! weight decay grouped as Hugging Face's Trainer groups it (no decay for biases and norm
+//! weights), the learning rate of each step (linear warmup, cosine decay), and PyTorch-style
+//! global-norm gradient clipping.
 //!
 //! The learning rate is a pure function of the step rather than burn's stateful schedulers, so a
 //! resumed run needs nothing but the step number to continue the schedule exactly.
@@ -10,9 +11,11 @@
 
 use super::config::{OptimizerConfig, ScheduleConfig};
 use anyhow::{Context, Result};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bytes, Tensor};
+use regex::RegexSet;
+use std::sync::LazyLock;
 
 /// Learning rate per step: linear warmup to `lr` over `warmup` steps, then cosine to `min_lr` at
 /// the last step.
@@ -52,19 +55,29 @@ impl Schedule {
 }
 
 /// AdamW over the trainable parameters (those with gradients; frozen ones get none and are
-/// left untouched), with weight decay decoupled as in PyTorch's `AdamW`.
+/// left untouched), with weight decay decoupled as in PyTorch's `AdamW` and applied only to the
+/// parameters [`decays`] selects: two parameter groups, as Hugging Face's Trainer builds them.
 pub struct AdamW {
     inner: ModuleOptimizer,
 }
 
 impl AdamW {
-    pub fn new(cfg: &OptimizerConfig) -> Self {
-        let inner = AdamWConfig::new()
-            .with_beta_1(cfg.betas[0] as f32)
-            .with_beta_2(cfg.betas[1] as f32)
-            .with_epsilon(cfg.eps as f32)
-            .with_weight_decay(cfg.weight_decay as f32)
-            .init();
+    /// The optimizer of `module`'s parameters: `cfg.weight_decay` for those that [`decays`],
+    /// none for the others. The groups are keyed by module path, so the optimizer state stays
+    /// burn's own and a checkpoint written before the grouping still loads.
+    pub fn new<M: Module>(cfg: &OptimizerConfig, module: &M) -> Self {
+        let adamw = |weight_decay: f64| {
+            AdamWConfig::new()
+                .with_beta_1(cfg.betas[0] as f32)
+                .with_beta_2(cfg.betas[1] as f32)
+                .with_epsilon(cfg.eps as f32)
+                .with_weight_decay(weight_decay as f32)
+        };
+        let mut inner = adamw(cfg.weight_decay).init();
+        let exempt = no_decay_paths(module);
+        if !exempt.is_empty() {
+            inner = inner.with_group(ParamGroup::from_paths(exempt), adamw(0.0).build(), None);
+        }
         Self { inner }
     }
 
@@ -91,6 +104,68 @@ impl AdamW {
             .context("cannot read the optimizer state")?;
         Ok(Self { inner })
     }
+}
+
+/// Hugging Face's `Trainer.get_decay_parameter_names` (transformers 4.54): a parameter decays
+/// unless it sits in a LayerNorm module (`ALL_LAYERNORM_LAYERS`, i.e. `nn.LayerNorm` only) or
+/// its lower-cased name matches one of these patterns. RMSNorm modules are not LayerNorms, so
+/// their weights escape decay only by name: the text model's `input_layernorm`,
+/// `post_attention_layernorm` and final `norm` do, the vision blocks' `norm1`/`norm2` and the
+/// merger's `ln_q` do not (the Trainer decays those in full fine-tuning, and so do we).
+/// burn's module paths keep every piece of transformers' names these patterns look at
+/// (`.base.` and `gamma` for `weight` change nothing they match).
+static NO_DECAY_NAMES: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new([
+        r"bias",
+        r"layernorm",
+        r"rmsnorm",
+        r"(?:^|\.)norm(?:$|\.)",
+        r"_norm(?:$|\.)",
+    ])
+    .expect("valid patterns")
+});
+
+/// Whether the parameter at module `path` takes weight decay; `in_layer_norm`: it belongs to a
+/// LayerNorm module (burn's `LayerNorm`, PyTorch's `nn.LayerNorm`).
+pub fn decays(path: &str, in_layer_norm: bool) -> bool {
+    !in_layer_norm && !NO_DECAY_NAMES.is_match(&path.to_lowercase())
+}
+
+/// Module paths of `module`'s float parameters that take no weight decay (trainable or not: a
+/// frozen parameter gets no gradient, so its group never matters).
+pub fn no_decay_paths<M: Module>(module: &M) -> Vec<String> {
+    struct Collect {
+        path: Vec<String>,
+        layer_norms: usize,
+        out: Vec<String>,
+    }
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.push(name.to_string());
+            if container_type == "Struct:LayerNorm" {
+                self.layer_norms += 1;
+            }
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.pop();
+            if container_type == "Struct:LayerNorm" {
+                self.layer_norms -= 1;
+            }
+        }
+        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+            let path = self.path.join(".");
+            if !decays(&path, self.layer_norms > 0) {
+                self.out.push(path);
+            }
+        }
+    }
+    let mut c = Collect {
+        path: Vec::new(),
+        layer_norms: 0,
+        out: Vec::new(),
+    };
+    module.visit(&mut c);
+    c.out
 }
 
 /// The L2 norm over all gradients of `module`'s parameters (one host sync).
@@ -236,9 +311,9 @@ mod tests {
         let dev = Device::default().autodiff();
         let layer: Linear = LinearConfig::new(2, 3).init(&dev);
         let cfg = OptimizerConfig::default();
-        let mut a = AdamW::new(&cfg);
+        let mut a = AdamW::new(&cfg, &layer);
         let layer = a.step(1e-2, layer.clone(), grads_of(&layer, &dev));
-        let mut b = AdamW::new(&cfg)
+        let mut b = AdamW::new(&cfg, &layer)
             .load_state(a.state_bytes().unwrap())
             .unwrap();
         let la = a.step(1e-2, layer.clone(), grads_of(&layer, &dev));
@@ -247,9 +322,112 @@ mod tests {
         let wb: Vec<f32> = lb.weight.val().try_into_vec_as().unwrap();
         assert_eq!(wa, wb);
         // A fresh optimizer (no moments) takes a different step.
-        let lc = AdamW::new(&cfg).step(1e-2, layer.clone(), grads_of(&layer, &dev));
+        let lc = AdamW::new(&cfg, &layer).step(1e-2, layer.clone(), grads_of(&layer, &dev));
         let wc: Vec<f32> = lc.weight.val().try_into_vec_as().unwrap();
         assert_ne!(wa, wc);
-        assert!(AdamW::new(&cfg).load_state(vec![1, 2, 3]).is_err());
+        assert!(AdamW::new(&cfg, &layer).load_state(vec![1, 2, 3]).is_err());
+    }
+
+    /// The decay groups of the real model, by name: what Hugging Face's Trainer would pass to
+    /// `torch.optim.AdamW` as its weight-decay group and its no-decay group.
+    #[test]
+    fn weight_decay_groups_follow_the_trainer() {
+        use crate::model::lora::{LoraConfig, init_lora};
+        use crate::model::names::named_params;
+        use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
+        use crate::objective::{DynamicsHead, PearlModel};
+        let cfg = Qwen2_5VlConfig::from_file(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fixtures/qwen2_5_vl_tiny/model/config.json"),
+        )
+        .unwrap();
+        let dev = Device::default();
+        let lora = LoraConfig {
+            r: 2,
+            lora_alpha: 4.0,
+            lora_dropout: 0.0,
+            target_regex: None,
+        };
+        let vlm = init_lora(Qwen2_5Vl::random(&cfg, 1, &dev).unwrap(), &lora, 2).unwrap();
+        let d = vlm.cfg.text.hidden_size;
+        let model = PearlModel {
+            vlm,
+            dynamics: Some(DynamicsHead::init(d, 3, &dev)),
+        };
+        let exempt = no_decay_paths(&model);
+        let all: Vec<String> = named_params(&model).into_iter().map(|p| p.path).collect();
+        let is_exempt = |p: &str| exempt.iter().any(|e| e == p);
+        let has = |needle: &str| all.iter().any(|p| p.contains(needle));
+        for p in &all {
+            let by_name = p.ends_with(".bias")
+                || p.ends_with("layernorm.gamma")
+                || p == "vlm.model.norm.gamma"
+                || p.starts_with("dynamics.ln.");
+            assert_eq!(is_exempt(p), by_name, "{p}");
+        }
+        // Every kind the rule must tell apart is present in the tiny model.
+        for needle in [
+            ".lora.a",
+            "self_attn.q_proj.base.bias",
+            "input_layernorm.gamma",
+            "post_attention_layernorm.gamma",
+            "visual.blocks.0.norm1.gamma",
+            "visual.merger.ln_q.gamma",
+            "dynamics.ln.beta",
+            "dynamics.mlp0.bias",
+            "embed_tokens",
+        ] {
+            assert!(has(needle), "the tiny model has no {needle}");
+        }
+        // RMSNorm gains outside the text model's `*layernorm`/`norm` decay, as in the Trainer.
+        assert!(decays("vlm.visual.blocks.0.norm1.gamma", false));
+        assert!(decays("vlm.visual.merger.ln_q.gamma", false));
+        assert!(!decays("vlm.model.norm.gamma", false));
+        assert!(!decays("any.weight", true));
+    }
+
+    #[derive(Module, Debug)]
+    struct Toy {
+        proj: Linear,
+        ln: burn::nn::LayerNorm,
+    }
+
+    /// With zero gradients AdamW's update is zero, so only the decay moves a weight: the
+    /// projection's weight shrinks by `1 - lr * weight_decay`, its bias and the LayerNorm do not.
+    #[test]
+    fn only_the_decay_group_is_decayed() {
+        let dev = Device::default().autodiff();
+        let toy = Toy {
+            proj: LinearConfig::new(3, 3).init(&dev),
+            ln: burn::nn::LayerNormConfig::new(3).init(&dev),
+        };
+        let x = Tensor::<2>::from_floats([[1.0, 2.0, 3.0]], &dev);
+        let loss = toy.proj.forward(toy.ln.forward(x)).sum().mul_scalar(0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &toy);
+        let cfg = OptimizerConfig {
+            weight_decay: 0.5,
+            ..Default::default()
+        };
+        let values = |t: &Toy| -> Vec<Vec<f32>> {
+            vec![
+                t.proj.weight.val().try_into_vec_as().unwrap(),
+                t.proj
+                    .bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .try_into_vec_as()
+                    .unwrap(),
+                t.ln.gamma.val().try_into_vec_as().unwrap(),
+                t.ln.beta.as_ref().unwrap().val().try_into_vec_as().unwrap(),
+            ]
+        };
+        let before = values(&toy);
+        let after = values(&AdamW::new(&cfg, &toy).step(0.1, toy, grads));
+        for (a, b) in after[0].iter().zip(&before[0]) {
+            assert!((a - b * 0.95).abs() < 1e-6, "weight {b} -> {a}");
+        }
+        assert!(before[0].iter().any(|w| w.abs() > 1e-3));
+        assert_eq!(after[1..], before[1..], "bias and LayerNorm must not decay");
     }
 }

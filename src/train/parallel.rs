@@ -208,7 +208,7 @@ impl DataParallel {
                 0 => None,
                 _ => Some(Replica {
                     model: mark(model.clone().fork(device)),
-                    optim: AdamW::new(&cfg.optimizer).load_state(state.clone())?,
+                    optim: AdamW::new(&cfg.optimizer, &model).load_state(state.clone())?,
                 }),
             };
             let (tx, rx) = channel();
@@ -564,7 +564,7 @@ mod tests {
         let start = trainable_values(&model);
         let micro_batches = vec![batch.clone(), batch];
 
-        let mut optim = AdamW::new(&cfg.optimizer);
+        let mut optim = AdamW::new(&cfg.optimizer, &model);
         let mut single = model.clone();
         let mut single_reports = Vec::new();
         for _ in 0..2 {
@@ -582,7 +582,7 @@ mod tests {
         }
 
         let device = Device::default().autodiff();
-        let optim = AdamW::new(&cfg.optimizer);
+        let optim = AdamW::new(&cfg.optimizer, &model);
         let (mut parallel, mut model) =
             DataParallel::start_with(&cfg, &[device.clone(), device], model, &optim, false)
                 .unwrap();
@@ -611,7 +611,7 @@ mod tests {
         // The workers compute LVR losses, the batches are Pearl's: every forward pass fails.
         cfg.method = crate::objective::MethodKind::Lvr;
         let device = Device::default().autodiff();
-        let optim = AdamW::new(&cfg.optimizer);
+        let optim = AdamW::new(&cfg.optimizer, &model);
         let (mut parallel, model) =
             DataParallel::start_with(&cfg, &[device.clone(), device], model, &optim, false)
                 .unwrap();
