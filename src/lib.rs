@@ -13,5 +13,6 @@ pub mod objective;
 pub mod plot;
 pub mod processor;
 pub mod serve;
+pub mod spelling;
 pub mod tools;
 pub mod train;

@@ -90,7 +90,7 @@ fn eval_direct_and_tools_then_compare() {
     };
     let a = EvalCli::parse_from(common(&run_a)).args;
     run_eval(a, |args| {
-        assert_eq!(args.model, Path::new("unused"));
+        assert_eq!(args.model.dir, Path::new("unused"));
         Ok(Box::new(FakeModel))
     })
     .unwrap();

@@ -1,5 +1,6 @@
 //! Qwen2.5-VL in burn: configuration, weights, vision tower, text decoder, M-RoPE.
 
+pub mod adapter_config;
 pub mod attention;
 pub mod checkpoint;
 pub mod config;

@@ -1,11 +1,14 @@
 //! PixelReasoner SFT rows: `{"message_list":[{"role":..,"content":[{"text":..,"image":..,"video":..}]}]}`
 //! from JSON, JSONL, or parquet (the column holds the list, nested or as a JSON string).
-//! As in Pearl: everything from `<tool_call>` on is cut from assistant text (the parsed calls go to
-//! `meta.tool_calls`), the crops stay as images, rows with video are dropped (counted).
+//! As the authors render it (`pearl/data.py`): the system turn is cut to its first
+//! `len("You are a helpful assistant.")` characters (the dataset's lists the tools, `<tool_call>`
+//! markup included); in every turn after the first user turn everything from `<tool_call>` on is
+//! cut (the calls of assistant turns go to `meta.tool_calls`); within a turn images come before
+//! text; the crops stay as images; rows with video are dropped (counted).
 
 use crate::data::chat::{Message, Part, Role};
 use crate::data::import::{
-    ImportPaths, ImportReport, Skip, check_image, run_rows, skip, split_tool_calls,
+    ImportPaths, ImportReport, SYSTEM_PROMPT, Skip, check_image, run_rows, skip, split_tool_calls,
 };
 use crate::data::trajectory::{Meta, Trajectory};
 use anyhow::Context;
@@ -79,7 +82,7 @@ fn convert(i: usize, row: Value, paths: &ImportPaths) -> Result<Trajectory, Skip
                 ));
             }
         };
-        let mut parts = Vec::new();
+        let (mut images, mut texts) = (Vec::new(), Vec::new());
         for item in &items {
             if item.get("video").is_some_and(|v| !v.is_null()) {
                 return Err(skip("video", format!("message {turn} holds a video")));
@@ -93,28 +96,34 @@ fn convert(i: usize, row: Value, paths: &ImportPaths) -> Result<Trajectory, Skip
                 match path {
                     Some(p) => {
                         check_image(&p)?;
-                        parts.push(Part::Image {
+                        images.push(Part::Image {
                             image: paths.reference(&p),
                         });
                     }
-                    None => parts.push(Part::Image {
+                    None => images.push(Part::Image {
                         image: img.to_string(),
                     }),
                 }
             }
             if let Some(text) = item.get("text").and_then(Value::as_str) {
-                let text = if role == Role::Assistant {
+                let text = if turn == 0 && role == Role::System {
+                    text.chars().take(SYSTEM_PROMPT.chars().count()).collect()
+                } else if turn >= 2 {
                     let (kept, found) = split_tool_calls(text, turn)?;
-                    calls.extend(found);
+                    if role == Role::Assistant {
+                        calls.extend(found);
+                    }
                     kept
                 } else {
                     text.to_string()
                 };
                 if !text.trim().is_empty() {
-                    parts.push(Part::Text { text });
+                    texts.push(Part::Text { text });
                 }
             }
         }
+        let mut parts = images;
+        parts.extend(texts);
         if parts.is_empty() {
             return Err(skip(
                 "empty turn once the tool call is cut",
