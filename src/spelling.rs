@@ -67,13 +67,22 @@ mod tests {
 
     #[test]
     fn every_spelling_of_a_value_is_that_value() {
-        for s in ["smoothl1", "smooth-l1", "smooth_l1", "SmoothL1", " smoothl1 "] {
+        for s in [
+            "smoothl1",
+            "smooth-l1",
+            "smooth_l1",
+            "SmoothL1",
+            " smoothl1 ",
+        ] {
             assert_eq!(parse::<Loss>(s), Ok(Loss::SmoothL1), "{s}");
         }
         for s in ["all-assistant", "all_assistant", "allassistant"] {
             assert_eq!(parse::<Loss>(s), Ok(Loss::AllAssistant), "{s}");
         }
         let err = parse::<Loss>("smooth").unwrap_err();
-        assert!(err.contains("smooth-l1") && err.contains("\"smooth\""), "{err}");
+        assert!(
+            err.contains("smooth-l1") && err.contains("\"smooth\""),
+            "{err}"
+        );
     }
 }

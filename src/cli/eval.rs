@@ -4,11 +4,11 @@ use crate::eval::agent::{AgentConfig, DEFAULT_SYSTEM_PROMPT};
 use crate::eval::answerer::ChatModel;
 use crate::eval::bench::{self, BenchFormat};
 use crate::eval::card::{Protocol, ProtocolCard, check_runs, dir_sha256, tree_sha256};
-use crate::eval::protocol;
-use crate::processor::image::ImageProcessorConfig;
 use crate::eval::compare::{Comparison, compare_dirs};
+use crate::eval::protocol;
 use crate::eval::run::{Mode, RunConfig, evaluate};
 use crate::eval::stats::Bootstrap;
+use crate::processor::image::ImageProcessorConfig;
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -150,7 +150,8 @@ fn protocol_card(
     };
     let adapter_sha256 = match &a.model.adapter {
         Some(dir) => Some(
-            dir_sha256(dir)?.with_context(|| format!("adapter {} does not exist", dir.display()))?,
+            dir_sha256(dir)?
+                .with_context(|| format!("adapter {} does not exist", dir.display()))?,
         ),
         None => None,
     };

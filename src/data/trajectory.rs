@@ -267,7 +267,13 @@ pub fn python_repr(n: &serde_json::Number) -> String {
 /// (with a `.0` when whole), else scientific with a signed two-digit exponent.
 pub fn python_float_repr(v: f64) -> String {
     if !v.is_finite() {
-        return if v.is_nan() { "nan".into() } else if v > 0.0 { "inf".into() } else { "-inf".into() };
+        return if v.is_nan() {
+            "nan".into()
+        } else if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
     }
     // Rust's `{:e}` gives the same shortest digits: `-3.8e-1`.
     let sci = format!("{v:e}");

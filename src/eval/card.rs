@@ -82,7 +82,8 @@ impl ProtocolCard {
         let p = &self.protocol;
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
         let num = |v: Option<usize>| v.map_or_else(|| "-".into(), |n| n.to_string());
-        let mut s = String::from("\n## Protocol (protocol.json)\n\n| setting | value |\n|---|---|\n");
+        let mut s =
+            String::from("\n## Protocol (protocol.json)\n\n| setting | value |\n|---|---|\n");
         let mut row = |k: &str, v: String| s.push_str(&format!("| {k} | {} |\n", cell(&v)));
         row("benchmark", format!("{} ({} items)", p.bench, self.items));
         row("mode", p.mode.clone());
@@ -108,7 +109,10 @@ impl ProtocolCard {
         if let Some(n) = p.latent_steps {
             row("latent steps", n.to_string());
         }
-        row("precision / device", format!("{} / {}", p.precision, self.device));
+        row(
+            "precision / device",
+            format!("{} / {}", p.precision, self.device),
+        );
         row("model sha256", opt(&p.model_sha256));
         row("adapter sha256", opt(&p.adapter_sha256));
         for (file, sum) in &p.benchmark_sha256 {
@@ -149,11 +153,7 @@ pub fn check_runs(
                 if weights_may_differ && WEIGHT_FIELDS.contains(&field.as_str()) {
                     continue;
                 }
-                lines.push(format!(
-                    "{} vs {}: {line}",
-                    first.display(),
-                    run.display()
-                ));
+                lines.push(format!("{} vs {}: {line}", first.display(), run.display()));
             }
         }
     }
@@ -212,11 +212,15 @@ pub fn tree_sha256(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     }
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
             let p = entry
                 .with_context(|| format!("cannot list {}", dir.display()))?
                 .path();
-            let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if hidden {
                 continue;
             }

@@ -198,7 +198,10 @@ impl AdapterConfig {
             Some(r) => bail!("rank_pattern gives {module} rank {r}, not a positive integer"),
             None => self.r,
         };
-        let alpha = self.alpha_pattern.lookup(module)?.unwrap_or(self.lora_alpha);
+        let alpha = self
+            .alpha_pattern
+            .lookup(module)?
+            .unwrap_or(self.lora_alpha);
         Ok((r, alpha))
     }
 }
@@ -208,7 +211,8 @@ impl AdapterConfig {
 /// starts with a numeric component (an index means nothing without its list: `0` would also
 /// select `blocks.0` and `layers.0`), hence `mlp.0` and `layers.1.self_attn.q_proj`.
 pub fn target_suffixes(adapted: &BTreeSet<String>, modules: &BTreeSet<String>) -> Vec<String> {
-    let selects = |suffix: &str, name: &str| name == suffix || name.ends_with(&format!(".{suffix}"));
+    let selects =
+        |suffix: &str, name: &str| name == suffix || name.ends_with(&format!(".{suffix}"));
     let mut out = BTreeSet::new();
     for name in adapted {
         let parts: Vec<&str> = name.split('.').collect();
@@ -279,7 +283,10 @@ mod tests {
         );
         // One layer only: the suffix grows until it names that layer.
         let one = set(&["model.layers.1.self_attn.q_proj"]);
-        assert_eq!(target_suffixes(&one, &modules), ["layers.1.self_attn.q_proj"]);
+        assert_eq!(
+            target_suffixes(&one, &modules),
+            ["layers.1.self_attn.q_proj"]
+        );
     }
 
     #[test]
@@ -299,10 +306,14 @@ mod tests {
             (4, 8.0)
         );
         // A key must match whole dot-separated components: `proj` is not `q_proj`'s tail.
-        let cfg = AdapterConfig::parse(r#"{"r": 4, "lora_alpha": 8, "alpha_pattern": {"proj": 1}}"#)
-            .unwrap();
+        let cfg =
+            AdapterConfig::parse(r#"{"r": 4, "lora_alpha": 8, "alpha_pattern": {"proj": 1}}"#)
+                .unwrap();
         assert_eq!(cfg.rank_and_alpha(name).unwrap().1, 8.0);
-        assert_eq!(cfg.rank_and_alpha("visual.blocks.0.attn.proj").unwrap().1, 1.0);
+        assert_eq!(
+            cfg.rank_and_alpha("visual.blocks.0.attn.proj").unwrap().1,
+            1.0
+        );
     }
 
     #[test]
@@ -312,7 +323,10 @@ mod tests {
             (r#""use_dora": true"#, "use_dora"),
             (r#""use_rslora": true"#, "use_rslora"),
             (r#""modules_to_save": ["lm_head"]"#, "modules_to_save"),
-            (r#""target_modules": ["q_proj", "lm_head"]"#, "target_modules"),
+            (
+                r#""target_modules": ["q_proj", "lm_head"]"#,
+                "target_modules",
+            ),
             (r#""bias": "all""#, "bias"),
             (r#""init_lora_weights": "pissa""#, "init_lora_weights"),
             (r#""some_future_option": 3"#, "some_future_option"),

@@ -162,7 +162,9 @@ pub fn load_peft_adapter(model: Qwen2_5Vl, dir: &Path) -> anyhow::Result<Qwen2_5
         }
     }
     let take = |key: &Option<String>, module: &str, factor: &str, shape: &[usize], r: usize| {
-        let key = key.as_deref().with_context(|| format!("`{module}` has no {factor}"))?;
+        let key = key
+            .as_deref()
+            .with_context(|| format!("`{module}` has no {factor}"))?;
         let view = st.tensor(key)?;
         if view.shape() != shape {
             bail!(
@@ -205,7 +207,10 @@ pub fn load_peft_adapter(model: Qwen2_5Vl, dir: &Path) -> anyhow::Result<Qwen2_5
 /// The hub names of the model's linear projections (those LoRA can adapt).
 fn projections(model: &Qwen2_5Vl) -> Vec<String> {
     let mut m = model.clone();
-    projections_mut(&mut m).into_iter().map(|(n, _)| n).collect()
+    projections_mut(&mut m)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }
 
 impl Qwen2_5Vl {

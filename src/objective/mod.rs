@@ -156,9 +156,10 @@ mod tests {
             ("smooth-l1", Distance::SmoothL1),
             ("cosine", Distance::Cosine),
         ] {
-            let cfg: ObjectiveConfig =
-                toml::from_str(&format!("distance = \"{text}\"\nsupervise = \"last-assistant\""))
-                    .unwrap();
+            let cfg: ObjectiveConfig = toml::from_str(&format!(
+                "distance = \"{text}\"\nsupervise = \"last-assistant\""
+            ))
+            .unwrap();
             assert_eq!(cfg.distance, want, "{text}");
             assert_eq!(cfg.supervise, Supervise::LastAssistant);
         }

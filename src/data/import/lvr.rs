@@ -233,7 +233,10 @@ pub fn check_box(b: [f64; 4], w: u32, h: u32, f: LvrFilters) -> Result<(), Skip>
         px(b[3], h).saturating_sub(px(b[1], h)),
     );
     if cw == 0 || ch == 0 {
-        return Err(skip("empty crop", format!("{} on {w}x{h} px", format_bbox(b))));
+        return Err(skip(
+            "empty crop",
+            format!("{} on {w}x{h} px", format_bbox(b)),
+        ));
     }
     if cw.min(ch) < f.min_side_px {
         return Err(skip("crop side below the minimum", format!("{cw}x{ch} px")));
@@ -285,7 +288,9 @@ mod tests {
         assert_eq!(reason([0.1, 0.1, 0.102, 0.11]), None); // 2x5 px
         assert_eq!(reason([0.0, 0.1, 1.0, 0.118]), None); // 1000x9 px: ratio 111
         assert_eq!(reason([0.0, 0.1, 1.0, 0.104]), Some("extreme aspect ratio")); // 1000x2
-        let image = check_box([0.1, 0.1, 0.5, 0.5], 1000, 4, f).err().map(|s| s.reason);
+        let image = check_box([0.1, 0.1, 0.5, 0.5], 1000, 4, f)
+            .err()
+            .map(|s| s.reason);
         assert_eq!(image, Some("extreme image aspect ratio"));
         // Stricter thresholds, as options.
         let strict = LvrFilters {

@@ -10,7 +10,7 @@ use crate::data::chat::{Message, Part, Role};
 use crate::data::import::{
     ImportPaths, ImportReport, SYSTEM_PROMPT, Skip, check_image, run_rows, skip, split_tool_calls,
 };
-use crate::data::trajectory::{Meta, Trajectory};
+use crate::data::trajectory::{Meta, Trajectory, strip_tool_call_text};
 use anyhow::Context;
 use serde_json::Value;
 use std::path::Path;
@@ -64,6 +64,11 @@ fn convert(i: usize, row: Value, paths: &ImportPaths) -> Result<Trajectory, Skip
         .ok_or_else(|| skip("malformed row", "no message_list list"))?;
     let mut messages = Vec::new();
     let mut calls = Vec::new();
+    // The authors count turns by position (0 system, 1 first user); by role here, which is the
+    // same on the dataset's rows and still right on a row without a system turn.
+    let first_user = list
+        .iter()
+        .position(|m| m.get("role").and_then(Value::as_str) == Some("user"));
     for (turn, m) in list.iter().enumerate() {
         let role = match m.get("role").and_then(Value::as_str) {
             Some("system") => Role::System,
@@ -106,14 +111,16 @@ fn convert(i: usize, row: Value, paths: &ImportPaths) -> Result<Trajectory, Skip
                 }
             }
             if let Some(text) = item.get("text").and_then(Value::as_str) {
-                let text = if turn == 0 && role == Role::System {
+                let text = if role == Role::System {
                     text.chars().take(SYSTEM_PROMPT.chars().count()).collect()
-                } else if turn >= 2 {
-                    let (kept, found) = split_tool_calls(text, turn)?;
+                } else if first_user.is_some_and(|u| turn > u) {
                     if role == Role::Assistant {
+                        let (kept, found) = split_tool_calls(text, turn)?;
                         calls.extend(found);
+                        kept
+                    } else {
+                        strip_tool_call_text(text).to_string()
                     }
-                    kept
                 } else {
                     text.to_string()
                 };
