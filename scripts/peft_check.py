@@ -35,10 +35,12 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 
 def load_base(model_dir):
+    # Eager attention, as the fixture's references were made (sdpa differs at padded rows).
+    kw = {"attn_implementation": "eager"}
     try:
-        return Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32, **kw).eval()
     except TypeError:  # transformers < 4.56 names it torch_dtype
-        return Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, torch_dtype=torch.float32, **kw).eval()
 
 
 def pearl_forward(pearl, model_dir, adapter, messages, out):
@@ -50,7 +52,10 @@ def pearl_forward(pearl, model_dir, adapter, messages, out):
 
 
 def torch_logits(model, inputs):
-    kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+    # The M-RoPE positions too: transformers 5.x computes other ones from input_ids alone on this
+    # fixture (0.2 logits apart from the fixture's own references without them, 1e-6 with them).
+    kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+              "position_ids": inputs["position_ids"]}
     if "pixel_values" in inputs:
         kwargs["pixel_values"] = inputs["pixel_values"]
         kwargs["image_grid_thw"] = inputs["image_grid_thw"]
@@ -89,6 +94,9 @@ def main():
         print(f"{'PASS' if ok else 'FAIL'} {name}: max |logit diff| {diff:.2e} {extra}")
         if not ok:
             failures.append(name)
+
+    # 0. The harness itself: the base model, pearl vs transformers, on pearl's inputs.
+    report("0 base model", max_diff(torch_logits(load_base(model_dir), base_out), base_out["logits"], mask))
 
     # 1. pearl's copy of the fixture adapter, loaded by PEFT.
     ours = work / "pearl_adapter"
