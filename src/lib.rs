@@ -15,5 +15,6 @@ pub mod peft;
 pub mod plot;
 pub mod processor;
 pub mod serve;
+pub mod spelling;
 pub mod tools;
 pub mod train;

@@ -54,7 +54,7 @@ fn lvr_rows_become_crop_trajectories_and_degenerate_boxes_are_counted() {
     };
     let rows = serde_json::json!([
         row(1, "viscot/a.png", serde_json::json!([0.25, 0.3, 0.55, 0.7])),
-        row(2, "viscot/a.png", serde_json::json!([0.0, 0.5, 1.0, 0.51])), // 100x0.5 -> 1 px high
+        row(2, "viscot/a.png", serde_json::json!([0.0, 0.5, 1.0, 0.51])), // floor: rows 25..25
         row(
             3,
             "viscot/missing.png",
@@ -73,7 +73,7 @@ fn lvr_rows_become_crop_trajectories_and_degenerate_boxes_are_counted() {
         report.summary()
     );
     for reason in [
-        "crop side below the minimum",
+        "empty crop",
         "missing image",
         "bbox outside [0, 1]",
         "malformed row",
@@ -248,6 +248,8 @@ fn pixelreasoner_parquet_with_nested_message_list() {
     assert_eq!(t.messages.len(), 4);
     assert_eq!(t.messages[0].joined_text(), "Find the dog.");
     assert_eq!(t.messages[1].joined_text(), "Let me zoom in.");
+    // No system turn in this row: the first user turn is still the one left whole.
+    assert_eq!(t.messages[0].images().count(), 1);
     assert_eq!(t.meta.tool_calls[0].turn, 1);
     assert_valid(&p.out, 1);
 }
@@ -312,11 +314,23 @@ fn thinkmorph_parquet_images_as_struct_or_binary_are_written_out() {
     );
     let t = &load_jsonl(&p.out).unwrap().items[0].trajectory;
     assert_eq!(t.id, "tm-1");
-    assert_eq!(t.messages[1].joined_text(), "Where is the cup?");
+    // As the authors render it: their system turn (newline included), the sentence in the user
+    // turn that shows the edited image, the thoughts as they are.
     assert_eq!(
-        t.messages[2].joined_text(),
-        "I look for the cup. Here is the focused image."
+        t.messages[0].joined_text(),
+        "You are a helpful assistant.\n"
     );
+    assert_eq!(t.messages[1].joined_text(), "Where is the cup?");
+    assert_eq!(t.messages[2].joined_text(), "I look for the cup.");
+    assert_eq!(t.messages[3].role, Role::User);
+    assert_eq!(t.messages[3].joined_text(), "Here is the focused image.");
+    assert!(matches!(
+        t.messages[3].content[..],
+        [
+            pearl::data::chat::Part::Image { .. },
+            pearl::data::chat::Part::Text { .. }
+        ]
+    ));
     assert_eq!(t.messages[4].joined_text(), "It is on the left.");
     assert_eq!(t.meta.category.as_deref(), Some("Visual_Search"));
     let out_dir = p.out_dir();
@@ -388,4 +402,124 @@ fn llava_placeholders_place_images_in_order() {
         "images without placeholders open the first user turn"
     );
     assert_valid(&p.out, 2);
+}
+
+/// LVR as the authors render it: `bboxes[0]` only (all boxes on request), numbers printed as
+/// Python prints what the file holds, boxes with a side ratio above 200 dropped.
+#[test]
+fn lvr_keeps_the_first_box_prints_numbers_as_written_and_drops_thin_crops() {
+    let dir = tempfile::tempdir().unwrap();
+    coords_png(&dir.path().join("src_images/a.png"));
+    let wide = dir.path().join("src_images/wide.png");
+    RgbImage::from_fn(1000, 10, |x, _| Rgb([(x % 256) as u8, 0, 0]))
+        .save(&wide)
+        .unwrap();
+    let row = |qid: u32, img: &str, boxes: serde_json::Value| {
+        serde_json::json!({"dataset":"gqa","question_id":qid,"image":[img],
+          "conversations":[{"from":"human","value":"<image>\nWhat is it?"},
+                           {"from":"gpt","value":"<lvr>\n<answer> a cat </answer>"}],
+          "bboxes": boxes})
+    };
+    let rows = serde_json::json!([
+        row(
+            1,
+            "a.png",
+            serde_json::json!([[0, 0.3, 1, 0.7], [0.1, 0.1, 0.2, 0.2]])
+        ),
+        // 1000x1 crop: side ratio 1000.
+        row(2, "wide.png", serde_json::json!([[0.0, 0.0, 1.0, 0.1]])),
+    ]);
+    std::fs::write(dir.path().join("lvr.json"), rows.to_string()).unwrap();
+
+    let p = paths(dir.path(), "lvr.json");
+    let report = lvr::import(&p, lvr::LvrFilters::default()).unwrap();
+    assert_eq!(
+        (report.rows, report.written),
+        (2, 1),
+        "{}",
+        report.summary()
+    );
+    assert_eq!(report.skipped.get("extreme aspect ratio"), Some(&1));
+    let t = &load_jsonl(&p.out).unwrap().items[0].trajectory;
+    assert_eq!(t.messages[0].joined_text(), "You are a helpful assistant.");
+    assert_eq!(
+        t.messages[2].joined_text(),
+        "Now I will focus on the relevant part of the image within the normalized bounding boxes: [0, 0.3, 1, 0.7]."
+    );
+    assert_eq!(
+        t.messages[3].joined_text(),
+        "Here is the relevant cropped part of the image within the normalized bounding boxes: [0, 0.3, 1, 0.7]."
+    );
+    assert_eq!(t.messages[3].images().count(), 1);
+    assert_eq!(t.meta.tool_calls.len(), 1);
+    assert_valid(&p.out, 1);
+
+    let mut all = paths(dir.path(), "lvr.json");
+    all.out = dir.path().join("all/data.jsonl");
+    lvr::import_with(&all, lvr::LvrFilters::default(), lvr::Boxes::All).unwrap();
+    let t = &load_jsonl(&all.out).unwrap().items[0].trajectory;
+    assert_eq!(t.messages[3].images().count(), 2);
+    assert_eq!(t.meta.tool_calls.len(), 2);
+    assert!(
+        t.messages[2]
+            .joined_text()
+            .ends_with("[0, 0.3, 1, 0.7], [0.1, 0.1, 0.2, 0.2].")
+    );
+}
+
+/// PixelReasoner as the authors render it: the system turn cut to "You are a helpful
+/// assistant.", `<tool_call>` text cut from every turn after the first user turn (not only the
+/// assistant's), images before text within a turn.
+#[test]
+fn pixelreasoner_system_turn_and_every_later_turn_lose_tool_call_markup() {
+    let dir = tempfile::tempdir().unwrap();
+    coords_png(&dir.path().join("src_images/a.png"));
+    let system = "You are a helpful assistant.\n\n# Tools\n<tools>{\"name\":\"crop_image\"}</tools>\nFor each call return <tool_call>{\"name\": ..}</tool_call>";
+    let row = serde_json::json!({"message_list": [
+        {"role":"system","content":[{"text":system,"image":null,"video":null}]},
+        {"role":"user","content":[{"text":"Find the dog.","image":null,"video":null},{"image":"a.png","text":null,"video":null}]},
+        {"role":"assistant","content":[{"text":CALL,"image":null,"video":null}]},
+        {"role":"user","content":[{"text":"Here is the crop. <tool_call>leftover","image":null,"video":null},{"image":"a.png","text":null,"video":null}]},
+        {"role":"assistant","content":[{"text":"It is brown.","image":null,"video":null}]}]});
+    std::fs::write(dir.path().join("pr.jsonl"), row.to_string() + "\n").unwrap();
+    let p = paths(dir.path(), "pr.jsonl");
+    let report = pixelreasoner::import(&p).unwrap();
+    assert_eq!(report.written, 1, "{}", report.summary());
+    let t = &load_jsonl(&p.out).unwrap().items[0].trajectory;
+    assert_eq!(t.messages[0].joined_text(), "You are a helpful assistant.");
+    assert_eq!(t.messages[2].joined_text(), "Let me zoom in.");
+    assert_eq!(t.messages[3].joined_text(), "Here is the crop.");
+    for m in &t.messages[1..4] {
+        assert!(
+            matches!(m.content[0], pearl::data::chat::Part::Image { .. })
+                || m.images().count() == 0,
+            "images come first: {m:?}"
+        );
+    }
+    assert_eq!(t.meta.tool_calls.len(), 1);
+    assert_valid(&p.out, 1);
+}
+
+/// Validation reads every turn for tool-call markup, the system turn included.
+#[test]
+fn validation_flags_tool_call_markup_in_any_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    coords_png(&dir.path().join("a.png"));
+    let with_system = |system: &str| {
+        serde_json::json!({"id": "x", "messages": [
+            {"role":"system","content":[{"type":"text","text":system}]},
+            {"role":"user","content":[{"type":"image","image":"a.png"},{"type":"text","text":"Q?"}]},
+            {"role":"assistant","content":[{"type":"text","text":"A."}]}]})
+        .to_string()
+            + "\n"
+    };
+    let file = dir.path().join("t.jsonl");
+    std::fs::write(&file, with_system("Use <tool_call>{}</tool_call> to crop.")).unwrap();
+    let (_, report) = validate_files(&[file.clone()], &ValidateOptions::default());
+    assert_eq!(report.valid, 0);
+    let p = &report.problems[0];
+    assert_eq!(p.kind, pearl::data::validate::ProblemKind::ToolCallMarkup);
+    assert!(p.message.contains("message 0 (system)"), "{p}");
+    std::fs::write(&file, with_system("You are a helpful assistant.")).unwrap();
+    assert_valid(&file, 1);
 }

@@ -504,3 +504,134 @@ fn category_filter() {
         "{err}"
     );
 }
+
+/// Single-image BLINK sub-tasks as the hub ships them: `image_2..4` present but null in every
+/// row (arrow type Null), or absent. Both mean "no such image".
+#[test]
+fn blink_null_or_missing_image_columns_mean_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("Counting");
+    std::fs::create_dir_all(&task).unwrap();
+    let nulls = || Arc::new(arrow_array::NullArray::new(2)) as ArrayRef;
+    write_parquet(
+        &task.join("val-00000-of-00001.parquet"),
+        vec![
+            ("idx", strings(&["val_Counting_1", "val_Counting_2"])),
+            ("question", strings(&["How many?", "How many cups?"])),
+            ("choices", choices(&[&["1", "2"], &["3", "4"]])),
+            ("answer", strings(&["(A)", "(B)"])),
+            (
+                "image_1",
+                image_column(&[Some(png(2, 2, [9, 0, 0])), Some(png(2, 2, [8, 0, 0]))]),
+            ),
+            ("image_2", nulls()),
+            ("image_3", nulls()),
+            ("sub_task", strings(&["Counting", "Counting"])),
+        ],
+    );
+    let items = bench::load(BenchFormat::Blink, dir.path(), &dir.path().join("cache")).unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i.images.len() == 1), "{items:?}");
+    assert_eq!(pixel_of(&items[1].images[0]), [8, 0, 0]);
+}
+
+/// A V* item folder (`NAME.json` + image).
+fn vstar_folder(root: &Path) {
+    let sub = root.join("direct_attributes");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("sa_1.jpg"), png(2, 2, [1, 1, 1])).unwrap();
+    let json = serde_json::json!({"question": "Color?", "options": ["red", "blue"]});
+    std::fs::write(sub.join("sa_1.json"), json.to_string()).unwrap();
+}
+
+/// `--bench vstar` and `--bench vstar-hf` read whichever V* layout the user downloaded, each
+/// preferring its own; a path holding neither is an error naming both.
+#[test]
+fn vstar_layout_is_detected_from_what_was_downloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // The hub parquet, given to --bench vstar.
+    let hf = dir.path().join("hf/data");
+    std::fs::create_dir_all(&hf).unwrap();
+    write_parquet(
+        &hf.join("test-00000-of-00001.parquet"),
+        vec![
+            (
+                "question_id",
+                Arc::new(Int64Array::from(vec![7])) as ArrayRef,
+            ),
+            ("image", image_column(&[Some(png(2, 2, [3, 3, 3]))])),
+            ("text", strings(&["Q?\n(A) x\n(B) y"])),
+            ("label", strings(&["B"])),
+            ("category", strings(&["relative_position"])),
+        ],
+    );
+    for path in [
+        dir.path().join("hf"),
+        hf.join("test-00000-of-00001.parquet"),
+    ] {
+        let items = bench::load(BenchFormat::Vstar, &path, &cache).unwrap();
+        assert_eq!(items[0].id, "vstar/7", "{}", path.display());
+    }
+    // The folder layout, given to --bench vstar-hf.
+    let folder = dir.path().join("folder");
+    vstar_folder(&folder);
+    let items = bench::load(BenchFormat::VstarHf, &folder, &cache).unwrap();
+    assert_eq!(items[0].id, "vstar/direct_attributes/sa_1");
+    // craigwu/vstar_bench holds both: each format takes its own.
+    std::fs::write(
+        folder.join("test_questions.jsonl"),
+        r#"{"image": "direct_attributes/sa_1.jpg", "text": "Color?\n(A) red\n(B) blue", "category": "direct_attributes", "question_id": 0, "label": "A"}
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        bench::load(BenchFormat::Vstar, &folder, &cache).unwrap()[0].id,
+        "vstar/direct_attributes/sa_1"
+    );
+    assert_eq!(
+        bench::load(BenchFormat::VstarHf, &folder, &cache).unwrap()[0].id,
+        "vstar/0"
+    );
+    // Neither layout.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("README.md"), "hi").unwrap();
+    for format in [BenchFormat::Vstar, BenchFormat::VstarHf] {
+        let err = format!("{:#}", bench::load(format, &other, &cache).unwrap_err());
+        assert!(
+            err.contains("vstar-hf") && err.contains("not a V* download"),
+            "{err}"
+        );
+    }
+}
+
+/// MMVP as `git clone` of the hub dataset lays it out: `MMVP Images/` (with a space).
+#[test]
+fn mmvp_reads_the_hub_image_folder_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("MMVP Images")).unwrap();
+    for i in 1..=2u8 {
+        std::fs::write(
+            dir.path().join(format!("MMVP Images/{i}.jpg")),
+            png(2, 2, [i, 0, 0]),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("Questions.csv"),
+        "Index,Question,Options,Correct Answer\n1,Open?,(a) Yes (b) No,(a)\n2,Open?,(a) Yes (b) No,(b)\n",
+    )
+    .unwrap();
+    let items = bench::load(BenchFormat::Mmvp, dir.path(), &dir.path().join("c")).unwrap();
+    assert_eq!(pixel_of(&items[1].images[0]), [2, 0, 0]);
+    std::fs::rename(dir.path().join("MMVP Images"), dir.path().join("imgs")).unwrap();
+    let err = format!(
+        "{:#}",
+        bench::load(BenchFormat::Mmvp, dir.path(), &dir.path().join("c")).unwrap_err()
+    );
+    assert!(
+        err.contains("MMVP Images") && err.contains("MMVP_Images"),
+        "{err}"
+    );
+}

@@ -90,7 +90,7 @@ fn eval_direct_and_tools_then_compare() {
     };
     let a = EvalCli::parse_from(common(&run_a)).args;
     run_eval(a, |args| {
-        assert_eq!(args.model, Path::new("unused"));
+        assert_eq!(args.model.dir, Path::new("unused"));
         Ok(Box::new(FakeModel))
     })
     .unwrap();
@@ -136,12 +136,28 @@ fn eval_direct_and_tools_then_compare() {
     );
 
     let out = dir.path().join("cmp.json");
+    // Direct protocol vs tool agent: different protocols, refused unless asked for.
+    let err = run_compare(
+        CompareCli::parse_from(["compare", run_a.to_str().unwrap(), run_b.to_str().unwrap()]).args,
+    )
+    .unwrap_err()
+    .to_string();
+    for field in [
+        "mode",
+        "max_new_tokens",
+        "agent_max_tool_calls",
+        "system_prompt",
+    ] {
+        assert!(err.contains(&format!("{field}: ")), "{field}: {err}");
+    }
+    assert!(err.contains("--allow-protocol-mismatch"), "{err}");
     let argv = [
         "compare",
         run_a.to_str().unwrap(),
         run_b.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--allow-protocol-mismatch",
     ];
     run_compare(CompareCli::parse_from(argv).args).unwrap();
     let cmp: serde_json::Value =
@@ -165,6 +181,7 @@ fn eval_direct_and_tools_then_compare() {
         run_b.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--allow-protocol-mismatch",
     ];
     run_compare(CompareCli::parse_from(argv).args).unwrap();
     let cmp: serde_json::Value =
@@ -188,4 +205,97 @@ fn eval_direct_and_tools_then_compare() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+/// Every run writes its protocol card; `pearl compare` refuses cards that differ in what changes
+/// answers (naming the field), not in the device or pearl's version; `--models-differ` lets the
+/// weights differ and nothing else.
+#[test]
+fn protocol_cards_are_written_and_checked_by_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_bench(dir.path());
+    let run_a = dir.path().join("a");
+    let argv = [
+        "eval",
+        "--model",
+        "unused",
+        "--bench",
+        "jsonl",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run_a.to_str().unwrap(),
+        "--limit",
+        "6",
+        "--quiet",
+    ];
+    run_eval(EvalCli::parse_from(argv).args, |_| Ok(Box::new(FakeModel))).unwrap();
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_a.join("protocol.json")).unwrap())
+            .unwrap();
+    let p = &card["protocol"];
+    assert_eq!(card["items"], 6);
+    assert_eq!(p["mode"], "direct");
+    assert_eq!(p["max_new_tokens"], 4);
+    assert_eq!(p["decoding"], "greedy");
+    assert_eq!(p["precision"], "f32");
+    assert!(
+        p["prompt_template"]
+            .as_str()
+            .unwrap()
+            .contains("{question}")
+    );
+    assert!(
+        p["answer_extraction"]
+            .as_str()
+            .unwrap()
+            .contains("extract_choice")
+    );
+    // The benchmark file (`--data`) with its SHA-256.
+    let files = p["benchmark_sha256"].as_object().unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files["mcq.jsonl"].as_str().unwrap().len(), 64);
+    assert!(card["pearl_version"].is_string() && card["device"].is_string());
+    let md = std::fs::read_to_string(run_a.join("summary.md")).unwrap();
+    assert!(
+        md.contains("## Protocol") && md.contains("answer extraction"),
+        "{md}"
+    );
+
+    let copy = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(run_a.join("items.jsonl"), d.join("items.jsonl")).unwrap();
+        let mut c = card.clone();
+        edit(&mut c);
+        std::fs::write(d.join("protocol.json"), c.to_string()).unwrap();
+        d
+    };
+    let compare = |b: &Path, extra: &[&str]| {
+        let mut argv = vec!["compare", run_a.to_str().unwrap(), b.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        run_compare(CompareCli::parse_from(argv).args)
+    };
+    // Another machine, another version: recorded, not refused.
+    let elsewhere = copy("elsewhere", &|c| {
+        c["device"] = "cuda:0".into();
+        c["pearl_version"] = "9.9.9".into();
+    });
+    compare(&elsewhere, &[]).unwrap();
+    // A different pixel budget changes answers.
+    let pixels = copy("pixels", &|c| {
+        c["protocol"]["max_pixels"] = 12_845_056.into()
+    });
+    let err = compare(&pixels, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("max_pixels: ") && err.contains("12845056"),
+        "{err}"
+    );
+    assert!(compare(&pixels, &["--models-differ"]).is_err());
+    compare(&pixels, &["--allow-protocol-mismatch"]).unwrap();
+    // Other weights: refused, unless the comparison is of models.
+    let other = copy("other", &|c| c["protocol"]["adapter_sha256"] = "ab".into());
+    let err = compare(&other, &[]).unwrap_err().to_string();
+    assert!(err.contains("adapter_sha256"), "{err}");
+    compare(&other, &["--models-differ"]).unwrap();
 }

@@ -96,3 +96,225 @@ fn mismatched_adapter_is_a_clear_error() {
     let err = format!("{:#}", load_peft_adapter(base(), tmp.path()).unwrap_err());
     assert!(err.contains("shape") && err.contains("[8, "), "{err}");
 }
+
+/// An adapter directory: the fixture's tensors renamed / rewritten by `edit`, with the fixture's
+/// config patched by `config`.
+fn edited_adapter(
+    dir: &std::path::Path,
+    config: serde_json::Value,
+    mut edit: impl FnMut(&str, Vec<usize>, Vec<f32>) -> (String, Vec<usize>, Vec<f32>),
+) {
+    use pearl::model::checkpoint::{RawTensor, write_raw_safetensors};
+    let src = fixture_dir().join("adapter");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json")).unwrap())
+            .unwrap();
+    for (k, v) in config.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
+    let theirs = Tensors::read(&src.join("adapter_model.safetensors"));
+    let mut keys: Vec<_> = theirs.map.keys().cloned().collect();
+    keys.sort();
+    let tensors: Vec<RawTensor> = keys
+        .iter()
+        .map(|k| {
+            let (name, shape, data) = edit(k, theirs.shape(k), theirs.f32(k));
+            RawTensor::f32(&name, shape, &data)
+        })
+        .collect();
+    write_raw_safetensors(&dir.join("adapter_model.safetensors"), &tensors, None).unwrap();
+}
+
+/// `target_modules` as PEFT writes them for this model: unambiguous suffixes, none of which
+/// selects the Conv3d patch embedding or a whole block/layer (what PEFT refuses).
+#[test]
+fn saved_target_modules_are_the_suffixes_peft_writes() {
+    let model = load_peft_adapter(base(), &fixture_dir().join("adapter")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.0,
+        target_regex: None,
+    };
+    save_peft_adapter(&model, &cfg, "../model", tmp.path()).unwrap();
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("adapter_config.json")).unwrap())
+            .unwrap()
+    };
+    let targets = |v: &serde_json::Value| -> Vec<String> {
+        let mut t: Vec<String> = v["target_modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    let ours = targets(&read(tmp.path()));
+    // The fixture's adapter was written by PEFT itself.
+    assert_eq!(ours, targets(&read(&fixture_dir().join("adapter"))));
+    for wrong in [
+        "visual.patch_embed.proj",
+        "model.visual.blocks.0",
+        "model.language_model.layers.0",
+    ] {
+        assert!(
+            !ours
+                .iter()
+                .any(|t| wrong == t || wrong.ends_with(&format!(".{t}"))),
+            "{ours:?} selects {wrong}"
+        );
+    }
+}
+
+/// Adapters keyed the pre-transformers-4.52 way (`base_model.model.model.layers.*`,
+/// `base_model.model.visual.*`), like most published Qwen2.5-VL adapters, load to the same model.
+#[test]
+fn adapters_in_the_pre_4_52_layout_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    edited_adapter(tmp.path(), serde_json::json!({}), |k, s, d| {
+        let old = k
+            .replace(
+                "base_model.model.model.language_model.",
+                "base_model.model.model.",
+            )
+            .replace("base_model.model.model.visual.", "base_model.model.visual.");
+        (old, s, d)
+    });
+    let b = fixture_batch("forward_batch");
+    let old = load_peft_adapter(base(), tmp.path()).unwrap();
+    assert_eq!(old.lora_count(), 36);
+    let new = load_peft_adapter(base(), &fixture_dir().join("adapter")).unwrap();
+    assert_eq!(logits(&old, &b), logits(&new, &b));
+}
+
+/// `alpha_pattern` and `rank_pattern` with PEFT's meaning: alpha 16 on `q_proj` is the plain
+/// adapter with q_proj's B doubled; rank 2 on `v_proj` (with the first two factor rows/columns)
+/// scales by alpha / 2. Saving writes the patterns back, and they load to the same function.
+#[test]
+fn alpha_and_rank_patterns_change_the_scale_as_peft_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (patterned, plain) = (tmp.path().join("patterned"), tmp.path().join("plain"));
+    edited_adapter(
+        &patterned,
+        serde_json::json!({"alpha_pattern": {"q_proj": 16}, "rank_pattern": {"v_proj": 2}}),
+        |k, s, d| {
+            if !k.contains("v_proj") {
+                return (k.into(), s, d);
+            }
+            // Rank 2: A's first two rows, B's first two columns.
+            let (rows, cols) = (s[0], s[1]);
+            if k.contains("lora_A") {
+                (k.into(), vec![2, cols], d[..2 * cols].to_vec())
+            } else {
+                let b: Vec<f32> = (0..rows)
+                    .flat_map(|i| d[i * cols..i * cols + 2].to_vec())
+                    .collect();
+                (k.into(), vec![rows, 2], b)
+            }
+        },
+    );
+    // The same function without patterns: q_proj's B doubled (16/4 = 2 x 8/4); v_proj's factors
+    // zero-padded back to rank 4 with B doubled (8/2 = 2 x 8/4).
+    edited_adapter(&plain, serde_json::json!({}), |k, s, d| {
+        let (rows, cols) = (s[0], s[1]);
+        let d = match (
+            k.contains("q_proj"),
+            k.contains("v_proj"),
+            k.contains("lora_B"),
+        ) {
+            (true, _, true) => d.iter().map(|x| 2.0 * x).collect(),
+            (_, true, false) => d
+                .iter()
+                .enumerate()
+                .map(|(i, x)| if i < 2 * cols { *x } else { 0.0 })
+                .collect(),
+            (_, true, true) => d
+                .iter()
+                .enumerate()
+                .map(|(i, x)| if i % cols < 2 { 2.0 * x } else { 0.0 })
+                .collect(),
+            _ => d,
+        };
+        let _ = rows;
+        (k.into(), s, d)
+    });
+    let b = fixture_batch("forward_batch");
+    let with_patterns = load_peft_adapter(base(), &patterned).unwrap();
+    let expected = logits(&load_peft_adapter(base(), &plain).unwrap(), &b);
+    let got = logits(&with_patterns, &b);
+    let diff = max_abs_diff(&got, &expected, |_| true);
+    assert!(diff < 1e-4, "patterns differ from their meaning by {diff}");
+    let unpatterned = logits(
+        &load_peft_adapter(base(), &fixture_dir().join("adapter")).unwrap(),
+        &b,
+    );
+    assert!(
+        max_abs_diff(&got, &unpatterned, |_| true) > 1e-3,
+        "the patterns must matter"
+    );
+
+    let resaved = tmp.path().join("resaved");
+    let cfg = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.0,
+        target_regex: None,
+    };
+    save_peft_adapter(&with_patterns, &cfg, "../model", &resaved).unwrap();
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(resaved.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        written["rank_pattern"].as_object().unwrap().len(),
+        2,
+        "{written}"
+    );
+    assert_eq!(
+        written["alpha_pattern"].as_object().unwrap().len(),
+        2,
+        "{written}"
+    );
+    let again = logits(&load_peft_adapter(base(), &resaved).unwrap(), &b);
+    assert!(max_abs_diff(&again, &got, |_| true) < 1e-5);
+}
+
+/// Options pearl does not honour are refused naming the option.
+#[test]
+fn unsupported_adapter_options_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mts");
+    edited_adapter(
+        &dir,
+        serde_json::json!({"modules_to_save": ["lm_head"]}),
+        |k, s, d| (k.into(), s, d),
+    );
+    let err = format!("{:#}", load_peft_adapter(base(), &dir).unwrap_err());
+    assert!(err.contains("modules_to_save"), "{err}");
+
+    // Factors for lm_head (target_modules naming it) in an otherwise plain config.
+    let dir = tmp.path().join("head");
+    let mut first = true;
+    edited_adapter(&dir, serde_json::json!({}), |k, s, d| {
+        if first && k.contains("lora_") {
+            first = false;
+            let f = if k.contains("lora_A") {
+                "lora_A"
+            } else {
+                "lora_B"
+            };
+            return (format!("base_model.model.lm_head.{f}.weight"), s, d);
+        }
+        (k.into(), s, d)
+    });
+    let err = format!("{:#}", load_peft_adapter(base(), &dir).unwrap_err());
+    assert!(
+        err.contains("lm_head") && err.contains("target_modules"),
+        "{err}"
+    );
+}

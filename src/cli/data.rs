@@ -47,10 +47,18 @@ struct ImportArgs {
     /// Output JSONL; rendered or extracted images go to `<OUT stem>_images/` beside it.
     #[arg(long)]
     out: PathBuf,
+    /// LVR: one crop and call per box of a row (default: `bboxes[0]` only, as the authors train;
+    /// see docs/data-format.md).
+    #[arg(long)]
+    all_boxes: bool,
 }
 
 fn import_cmd(a: ImportArgs) -> anyhow::Result<()> {
     use crate::data::import::{ImportPaths, llava, lvr, pixelreasoner, thinkmorph};
+    anyhow::ensure!(
+        !a.all_boxes || matches!(a.from, SourceArg::Lvr),
+        "--all-boxes applies to --from lvr only"
+    );
     let images = a
         .images
         .unwrap_or_else(|| crate::data::trajectory::base_dir_of(&a.input));
@@ -60,7 +68,13 @@ fn import_cmd(a: ImportArgs) -> anyhow::Result<()> {
         out: a.out,
     };
     let report = match a.from {
-        SourceArg::Lvr => lvr::import(&paths, lvr::LvrFilters::default())?,
+        SourceArg::Lvr => {
+            let boxes = match a.all_boxes {
+                true => lvr::Boxes::All,
+                false => lvr::Boxes::First,
+            };
+            lvr::import_with(&paths, lvr::LvrFilters::default(), boxes)?
+        }
         SourceArg::Pixelreasoner => pixelreasoner::import(&paths)?,
         SourceArg::Thinkmorph => thinkmorph::import(&paths)?,
         SourceArg::Llava => llava::import(&paths)?,

@@ -3,24 +3,19 @@
 use crate::eval::agent::{AgentConfig, DEFAULT_SYSTEM_PROMPT};
 use crate::eval::answerer::ChatModel;
 use crate::eval::bench::{self, BenchFormat};
+use crate::eval::card::{Protocol, ProtocolCard, check_runs, dir_sha256, tree_sha256};
 use crate::eval::compare::{Comparison, compare_dirs};
+use crate::eval::protocol;
 use crate::eval::run::{Mode, RunConfig, evaluate};
 use crate::eval::stats::Bootstrap;
+use crate::processor::image::ImageProcessorConfig;
 use anyhow::Context;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// Model directory (hub layout).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// LoRA adapter directory to apply on top of the model.
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// f32, or bf16: weights and activations in bf16 (half the memory; on the CPU slower, as
-    /// bf16 products convert through f32).
-    #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
-    pub precision: crate::model::precision::Precision,
+    #[command(flatten)]
+    pub model: super::model_args::ModelArgs,
     /// Benchmark file format.
     #[arg(long, value_enum)]
     pub bench: BenchFormat,
@@ -119,10 +114,69 @@ pub fn run_eval(
         progress: !a.quiet,
     };
     let mut model = load_model(&a)?;
+    // Written before the first answer, so an interrupted run says how it was made too.
+    let card = protocol_card(&a, &mode, &cfg.bench, items.len())?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create run directory {}", a.out.display()))?;
+    card.write(&a.out)?;
     let summary = evaluate(model.as_mut(), &items, &mode, &cfg, &a.out)?;
-    print!("{}", summary.to_markdown());
+    let md = summary.to_markdown() + &card.to_markdown();
+    let md_path = a.out.join("summary.md");
+    std::fs::write(&md_path, &md).with_context(|| format!("cannot write {}", md_path.display()))?;
+    print!("{md}");
     eprintln!("wrote {}", a.out.display());
     Ok(())
+}
+
+/// The run's protocol card: how answers are asked for, extracted and budgeted, and checksums of
+/// the weights and the benchmark files.
+fn protocol_card(
+    a: &EvalArgs,
+    mode: &Mode,
+    bench: &str,
+    items: usize,
+) -> anyhow::Result<ProtocolCard> {
+    let pixels = ImageProcessorConfig::from_file(&a.model.dir.join("preprocessor_config.json"))
+        .ok()
+        .map(|c| (c.min_pixels, c.max_pixels));
+    let (mode_name, system_prompt, max_new_tokens, calls) = match mode {
+        Mode::Direct => ("direct", None, protocol::MAX_NEW_TOKENS, None),
+        Mode::Tools(t) => (
+            "tools",
+            t.system_prompt.clone(),
+            t.max_new_tokens,
+            Some(t.max_calls),
+        ),
+    };
+    let adapter_sha256 = match &a.model.adapter {
+        Some(dir) => Some(
+            dir_sha256(dir)?
+                .with_context(|| format!("adapter {} does not exist", dir.display()))?,
+        ),
+        None => None,
+    };
+    Ok(ProtocolCard {
+        protocol: Protocol {
+            bench: bench.to_string(),
+            mode: mode_name.into(),
+            prompt_template: protocol::prompt_template(),
+            system_prompt,
+            answer_extraction: protocol::extraction_rule(),
+            min_pixels: pixels.map(|p| p.0),
+            max_pixels: pixels.map(|p| p.1),
+            decoding: "greedy".into(),
+            max_new_tokens,
+            agent_max_tool_calls: calls,
+            latent_steps: a.latent_steps,
+            precision: a.model.precision.name().into(),
+            model_sha256: dir_sha256(&a.model.dir)?,
+            adapter_sha256,
+            benchmark_sha256: tree_sha256(&a.data)?,
+        },
+        items,
+        pearl_version: env!("CARGO_PKG_VERSION").into(),
+        device: a.model.device_name(),
+    })
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -144,9 +198,33 @@ pub struct CompareArgs {
     /// Bootstrap seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The runs evaluate different weights on purpose (recipe A vs recipe B): model and adapter
+    /// checksums may differ; the rest of the protocol must still match.
+    #[arg(long)]
+    pub models_differ: bool,
+    /// Compare even though the protocol cards differ in what changes answers (prompt, answer
+    /// extraction, pixels, decoding, token budget, agent limits, precision, weights, benchmark
+    /// files); the differences are printed.
+    #[arg(long)]
+    pub allow_protocol_mismatch: bool,
 }
 
 pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
+    let all: Vec<PathBuf> = a.runs.iter().chain(&a.a).chain(&a.b).cloned().collect();
+    let (diffs, missing) = check_runs(&all, a.models_differ)?;
+    for run in &missing {
+        eprintln!("warning: {run} has no protocol.json: its protocol cannot be checked");
+    }
+    if !diffs.is_empty() {
+        let listed = diffs.join("\n  ");
+        anyhow::ensure!(
+            a.allow_protocol_mismatch,
+            "the runs were evaluated under different protocols, so their scores are not \
+             comparable:\n  {listed}\n(--models-differ allows different weights; \
+             --allow-protocol-mismatch compares anyway)"
+        );
+        eprintln!("warning: comparing runs with different protocols:\n  {listed}");
+    }
     let boot = Bootstrap {
         resamples: a.resamples,
         seed: a.seed,

@@ -3,23 +3,14 @@
 
 use crate::data::chat::{Message, Part, Role};
 use crate::eval::answerer::ChatModel;
-use crate::infer::{LocalModel, Sampling};
-use crate::model::precision::Precision;
+use crate::infer::Sampling;
 use anyhow::{Context, ensure};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// Model directory (hub layout: config.json, safetensors, tokenizer, preprocessor).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// PEFT LoRA adapter directory, merged into the weights before generating.
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// f32, or bf16: weights and activations in bf16 (half the memory; on the CPU slower, as
-    /// bf16 products convert through f32).
-    #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
-    pub precision: crate::model::precision::Precision,
+    #[command(flatten)]
+    pub model: super::model_args::ModelArgs,
     /// Image(s) placed before the prompt, in order.
     #[arg(long)]
     pub image: Vec<PathBuf>,
@@ -44,16 +35,6 @@ pub struct GenerateArgs {
     pub seed: u64,
 }
 
-/// The model behind `pearl eval`, `pearl generate` and `pearl serve`: the directory's weights on
-/// the CPU, with the adapter merged, in the given precision.
-pub fn load_chat_model(
-    model: &Path,
-    adapter: Option<&Path>,
-    precision: Precision,
-) -> anyhow::Result<LocalModel> {
-    LocalModel::load(model, adapter, &burn::tensor::Device::flex(), precision)
-}
-
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let sampling = Sampling {
         temperature: a.temperature,
@@ -63,7 +44,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     };
     sampling.validate()?;
     let chat = chat_of(&a)?;
-    let mut model = load_chat_model(&a.model, a.adapter.as_deref(), a.precision)?;
+    let mut model = a.model.load_chat_model()?;
     model.sampling = sampling;
     let g = model
         .generate(&[chat], a.max_new_tokens)?

@@ -23,9 +23,8 @@ enum What {
     },
     /// Run conversations through processor and model; write every tensor to a safetensors file.
     Forward {
-        /// Model directory (config.json, weights, tokenizer, chat template, preprocessor config).
-        #[arg(long)]
-        model: PathBuf,
+        #[command(flatten)]
+        model: super::model_args::ModelArgs,
         /// JSON with `conversations` (chat messages; image paths relative to the file) and
         /// `add_generation_prompt` (one flag per conversation).
         #[arg(long)]
@@ -35,6 +34,18 @@ enum What {
     },
     /// The objective's five loss terms on a batch of chats (JSON), optionally with gradients.
     Loss(super::inspect_loss::LossArgs),
+    /// Read a PEFT LoRA adapter as pearl reads it (either transformers key layout, rank and alpha
+    /// patterns) and write it back as pearl writes adapters (what PEFT loads).
+    Adapter {
+        /// The base model directory the adapter belongs to.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Output adapter directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
@@ -46,7 +57,36 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             out,
         } => forward(model, messages, out),
         What::Loss(args) => super::inspect_loss::run(args),
+        What::Adapter {
+            model,
+            adapter,
+            out,
+        } => resave_adapter(model, adapter, out),
     }
+}
+
+fn resave_adapter(model: PathBuf, adapter: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    use crate::peft::adapter_config::AdapterConfig;
+    use crate::model::lora::{LoraConfig, load_peft_adapter, save_peft_adapter};
+    use anyhow::Context;
+    let cfg = AdapterConfig::read(&adapter)?;
+    let base = crate::model::Qwen2_5Vl::from_dir(&model, &burn::tensor::Device::flex())?;
+    let vlm = load_peft_adapter(base, &adapter)?;
+    let lora = LoraConfig {
+        r: cfg.r,
+        lora_alpha: cfg.lora_alpha,
+        lora_dropout: cfg.lora_dropout,
+        target_regex: None,
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    save_peft_adapter(&vlm, &lora, &model.display().to_string(), &out)?;
+    eprintln!(
+        "read {} adapted projections from {}, wrote {}",
+        vlm.lora_count(),
+        adapter.display(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn params(config: PathBuf, json: bool) -> anyhow::Result<()> {
@@ -80,10 +120,14 @@ fn params(config: PathBuf, json: bool) -> anyhow::Result<()> {
 }
 
 /// `pearl inspect forward`: a batch of conversations through processor and model, every tensor
-/// written under transformers' names so it can be compared with a reference.
-fn forward(model_dir: PathBuf, messages: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+/// written under transformers' names so it can be compared with a reference (in f32, whatever
+/// `--precision` the model computed in).
+fn forward(
+    model_args: super::model_args::ModelArgs,
+    messages: PathBuf,
+    out: PathBuf,
+) -> anyhow::Result<()> {
     use crate::data::chat::Message;
-    use crate::model::Qwen2_5Vl;
     use crate::model::checkpoint::{RawTensor, write_raw_safetensors};
     use anyhow::Context;
 
@@ -101,10 +145,9 @@ fn forward(model_dir: PathBuf, messages: PathBuf, out: PathBuf) -> anyhow::Resul
         .add_generation_prompt
         .unwrap_or_else(|| vec![false; conv.conversations.len()]);
     let base_dir = messages.parent().unwrap_or(std::path::Path::new("."));
-    let processor = crate::processor::Processor::from_dir(&model_dir)?;
+    let processor = crate::processor::Processor::from_dir(&model_args.dir)?;
     let enc = processor.encode(&conv.conversations, &flags, base_dir)?;
-    let device = burn::tensor::Device::flex();
-    let model = Qwen2_5Vl::from_dir(&model_dir, &device)?;
+    let model = model_args.load_model()?;
     let batch = enc.to_vl();
     let o = model.forward(&batch, true)?;
     let (b, s) = (enc.batch, enc.seq_len);

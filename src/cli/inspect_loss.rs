@@ -33,11 +33,13 @@ pub struct LossArgs {
     data: PathBuf,
     #[arg(long, default_value_t = 4)]
     predictors: usize,
-    #[arg(long, value_enum, default_value = "cosine")]
+    /// cosine, smoothl1 (or smooth-l1), l2, mse: the authors' `--jepa_loss` values.
+    #[arg(long, default_value = "cosine", value_parser = crate::spelling::parse::<Distance>)]
     jepa_loss: Distance,
     #[arg(long, default_value_t = 0.2)]
     lambda: f64,
-    #[arg(long, value_enum, default_value = "all-assistant")]
+    /// all-assistant or last-assistant.
+    #[arg(long, default_value = "all-assistant", value_parser = crate::spelling::parse::<Supervise>)]
     supervise: Supervise,
     #[arg(long)]
     no_jepa: bool,

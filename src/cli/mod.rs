@@ -9,6 +9,7 @@ pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod inspect_loss;
+pub mod model_args;
 pub mod serve;
 pub mod train;
 
@@ -55,17 +56,13 @@ pub fn main() -> anyhow::Result<()> {
         Command::Data(a) => data::run(a),
         Command::Compare(a) => eval::run_compare(a),
         Command::Eval(a) => eval::run_eval(a, |a| match a.latent_steps {
-            None => Ok(Box::new(generate::load_chat_model(
-                &a.model,
-                a.adapter.as_deref(),
-                a.precision,
-            )?)),
+            None => Ok(Box::new(a.model.load_chat_model()?)),
             Some(steps) => Ok(Box::new(crate::infer::lvr::LvrChatModel::load(
-                &a.model,
-                a.adapter.as_deref(),
+                &a.model.dir,
+                a.model.adapter.as_deref(),
                 steps,
-                &burn::tensor::Device::flex(),
-                a.precision,
+                &a.model.device(),
+                a.model.precision,
             )?)),
         }),
         Command::Generate(a) => generate::run(a),

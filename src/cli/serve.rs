@@ -6,16 +6,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Model directory (hub layout).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// PEFT LoRA adapter directory, merged into the weights at start.
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// f32, or bf16: weights and activations in bf16 (half the memory; on the CPU slower, as
-    /// bf16 products convert through f32).
-    #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
-    pub precision: crate::model::precision::Precision,
+    #[command(flatten)]
+    pub model: super::model_args::ModelArgs,
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
     /// Address to listen on (loopback by default; 0.0.0.0 exposes the server to the network).
@@ -51,6 +43,7 @@ pub struct ServeArgs {
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let name = a.name.clone().unwrap_or_else(|| {
         a.model
+            .dir
             .file_name()
             .map_or_else(|| "pearl".into(), |n| n.to_string_lossy().into_owned())
     });
@@ -72,7 +65,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let model = super::generate::load_chat_model(&a.model, a.adapter.as_deref(), a.precision)?;
+    let model = a.model.load_chat_model()?;
     let router = app(model, cfg)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -82,7 +75,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         eprintln!(
             "serving {} on http://{}",
-            a.model.display(),
+            a.model.dir.display(),
             listener.local_addr()?
         );
         serve(listener, router, async {

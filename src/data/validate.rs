@@ -51,6 +51,7 @@ pub enum ProblemKind {
     ImageOutsideRoot,
     BadBbox,
     BadToolCall,
+    ToolCallMarkup,
 }
 
 impl ProblemKind {
@@ -71,6 +72,7 @@ impl ProblemKind {
             ProblemKind::ImageOutsideRoot => "image outside the dataset root",
             ProblemKind::BadBbox => "bbox outside [0, 1] or empty",
             ProblemKind::BadToolCall => "bad tool call",
+            ProblemKind::ToolCallMarkup => "tool-call markup in message text",
         }
     }
 }
@@ -315,6 +317,16 @@ fn check_trajectory(
                     ProblemKind::EmptyText,
                     format!("message {i} ({}) has an empty text part", m.role.as_str()),
                 )),
+                // Every turn, the system prompt included: calls belong in meta.tool_calls.
+                Part::Text { text } if text.contains("<tool_call>") || text.contains("</tool_call>") => {
+                    found.push((
+                        ProblemKind::ToolCallMarkup,
+                        format!(
+                            "message {i} ({}) holds <tool_call> markup (calls belong in meta.tool_calls)",
+                            m.role.as_str()
+                        ),
+                    ))
+                }
                 Part::Image { image } => {
                     if let Err((kind, msg)) = check_image(image, base_dir, opts, root, cache) {
                         found.push((kind, format!("message {i}: {msg}")));

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod answerer;
 pub mod bench;
+pub mod card;
 pub mod compare;
 pub mod ids;
 pub mod protocol;

@@ -24,6 +24,53 @@ pub fn chat_for(item: &McqItem) -> Vec<Message> {
     vec![Message::new(Role::User, content)]
 }
 
+/// The prompt of [`chat_for`] with `{question}` and `{option_k}` placeholders (for the protocol
+/// card), made by the same code that makes real prompts.
+pub fn prompt_template() -> String {
+    McqItem {
+        id: String::new(),
+        images: vec![],
+        question: "{question}".into(),
+        options: vec!["{option_1}".into(), "{option_2}".into(), "...".into()],
+        answer: "A".into(),
+        category: String::new(),
+        meta: serde_json::Value::Null,
+    }
+    .prompt()
+}
+
+/// The extraction rules' name with what [`extract_choice`] reads out of fixed outputs (one letter
+/// each, `-` for none): any change to the rules changes it, so the protocol card tells runs read
+/// by different rules apart.
+pub fn extraction_rule() -> String {
+    const PROBES: [&str; 16] = [
+        "B",
+        "(b)",
+        "**C**",
+        "B. blue",
+        "(d) green",
+        "a cat",
+        "A cat",
+        "I think C",
+        "A or B",
+        "The answer is (C).",
+        "option D",
+        "<answer>D</answer> B",
+        "\\boxed{A}",
+        "blue",
+        "dark red",
+        "",
+    ];
+    let options: Vec<String> = ["red", "blue", "dark red", "green"]
+        .map(String::from)
+        .to_vec();
+    let read: String = PROBES
+        .iter()
+        .map(|p| extract_choice(p, &options).map_or('-', option_letter))
+        .collect();
+    format!("pearl extract_choice, docs/evaluation.md (probe reading {read})")
+}
+
 /// Reads the chosen option's index (into `options`) out of a raw model output, or `None` when no
 /// rule applies (then the item counts as wrong). Rules, first match wins:
 ///

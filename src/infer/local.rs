@@ -23,6 +23,22 @@ pub struct LocalModel {
     pub sampling: Sampling,
 }
 
+/// The weights of a hub-layout model directory, with the PEFT adapter (if any) merged in, stored
+/// in `precision`: what every command that runs a model (eval, generate, serve, inspect forward)
+/// computes with.
+pub fn load_for_inference(
+    model_dir: &Path,
+    adapter: Option<&Path>,
+    device: &Device,
+    precision: Precision,
+) -> anyhow::Result<Qwen2_5Vl> {
+    let mut model = Qwen2_5Vl::from_dir_in(model_dir, device, precision)?;
+    if let Some(dir) = adapter {
+        model = merge_lora(load_peft_adapter(model, dir)?).for_inference(precision)?;
+    }
+    Ok(model)
+}
+
 impl LocalModel {
     /// Loads a hub-layout model directory and, if given, a PEFT LoRA adapter, which is merged
     /// into the weights: inference then costs what the base model costs. Weights are stored in
@@ -35,10 +51,7 @@ impl LocalModel {
     ) -> anyhow::Result<Self> {
         let processor = Processor::from_dir(model_dir)
             .with_context(|| format!("cannot load the processor of {}", model_dir.display()))?;
-        let mut model = Qwen2_5Vl::from_dir_in(model_dir, device, precision)?;
-        if let Some(dir) = adapter {
-            model = merge_lora(load_peft_adapter(model, dir)?).for_inference(precision)?;
-        }
+        let model = load_for_inference(model_dir, adapter, device, precision)?;
         let stops = stop_tokens(model_dir, &processor.tokenizer)?;
         Ok(Self::new(model, processor, stops))
     }

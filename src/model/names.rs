@@ -102,14 +102,25 @@ pub fn peft_name(path: &str) -> Option<String> {
     Some(format!("base_model.model.{module}.{factor}.weight"))
 }
 
-/// Inverse of [`peft_name`] up to the module: the hub module name of a PEFT key and the factor.
-pub fn parse_peft_name(key: &str) -> Option<(String, char)> {
+/// The module of a PEFT LoRA key as the file names it (current transformers layout
+/// `model.language_model.layers.0...`, or the pre-4.52 one `model.layers.0...` / `visual...`)
+/// and the factor; keys that keep PEFT's adapter name (`lora_A.default.weight`) too.
+pub fn split_peft_key(key: &str) -> Option<(&str, char)> {
     let rest = key.strip_prefix("base_model.model.")?;
-    let (module, factor) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
-        (m, 'a')
-    } else {
-        (rest.strip_suffix(".lora_B.weight")?, 'b')
-    };
+    [
+        (".lora_A.weight", 'a'),
+        (".lora_A.default.weight", 'a'),
+        (".lora_B.weight", 'b'),
+        (".lora_B.default.weight", 'b'),
+    ]
+    .into_iter()
+    .find_map(|(suffix, factor)| Some((rest.strip_suffix(suffix)?, factor)))
+}
+
+/// Inverse of [`peft_name`] up to the module: the hub module name of a PEFT key (either
+/// transformers layout) and the factor.
+pub fn parse_peft_name(key: &str) -> Option<(String, char)> {
+    let (module, factor) = split_peft_key(key)?;
     Some((super::weights::canonical_key(module), factor))
 }
 
@@ -151,6 +162,21 @@ mod tests {
             peft,
             "base_model.model.model.language_model.layers.1.mlp.down_proj.lora_A.weight"
         );
+        // The pre-transformers-4.52 layout names the same modules.
+        for old in [
+            "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight",
+            "base_model.model.model.layers.1.mlp.down_proj.lora_A.default.weight",
+        ] {
+            assert_eq!(
+                parse_peft_name(old).unwrap(),
+                ("model.layers.1.mlp.down_proj".to_string(), 'a')
+            );
+        }
+        assert_eq!(
+            parse_peft_name("base_model.model.visual.merger.mlp.0.lora_B.weight").unwrap(),
+            ("visual.merger.mlp.0".to_string(), 'b')
+        );
+        assert!(parse_peft_name("base_model.model.lm_head.weight").is_none());
         assert_eq!(
             module_path_of_hub("model.layers.1.mlp.down_proj"),
             "model.layers.1.mlp.down_proj"

@@ -9,10 +9,10 @@ use super::lvr::{LvrBatch, LvrConfig, LvrExample, lvr_losses};
 use super::pearl::{LossValues, Losses, PearlModel, compute_losses};
 use crate::processor::{Processor, QwenTokenizer};
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Which objective a run trains with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MethodKind {
     /// Pearl, SFT or an ablation, as `[objective]` says.
@@ -21,6 +21,8 @@ pub enum MethodKind {
     /// The LVR-style reconstruction baseline, as `[lvr]` says.
     Lvr,
 }
+
+crate::any_spelling!(MethodKind);
 
 /// A method with its settings.
 #[derive(Debug, Clone, Copy)]

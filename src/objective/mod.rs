@@ -27,7 +27,8 @@ pub use method::{Batch, Method, MethodExample, MethodKind, method_losses, prepar
 pub use pearl::{LossValues, Losses, PearlModel, compute_losses};
 
 /// Which assistant turns the full view's next-token loss supervises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// Any spelling is accepted (`all-assistant`, `all_assistant`): see [`crate::spelling`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Supervise {
     /// Every assistant turn (ThinkMorph, PixelReasoner in the paper).
@@ -36,8 +37,10 @@ pub enum Supervise {
     LastAssistant,
 }
 
-/// The JEPA distance between predicted and target trajectory embeddings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// The JEPA distance between predicted and target trajectory embeddings. The authors'
+/// `--jepa_loss` values (`cosine`, `smoothl1`, `l2`, `mse`) and this project's (`smooth-l1`)
+/// are both accepted, on the command line and in the run file ([`crate::spelling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Distance {
     /// 1 - cos(pred, target): what produced the paper's numbers.
@@ -47,6 +50,9 @@ pub enum Distance {
     L2,
     Mse,
 }
+
+crate::any_spelling!(Distance);
+crate::any_spelling!(Supervise);
 
 /// The objective and its ablation switches. `jepa = nextlat = false` is plain SFT on the same
 /// trajectories (the paper's SFT baseline).
@@ -133,5 +139,34 @@ impl ObjectiveConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run file takes the authors' spelling and the command line's alike.
+    #[test]
+    fn run_file_accepts_every_spelling_of_the_distance() {
+        for (text, want) in [
+            ("smoothl1", Distance::SmoothL1),
+            ("smooth-l1", Distance::SmoothL1),
+            ("cosine", Distance::Cosine),
+        ] {
+            let cfg: ObjectiveConfig = toml::from_str(&format!(
+                "distance = \"{text}\"\nsupervise = \"last-assistant\""
+            ))
+            .unwrap();
+            assert_eq!(cfg.distance, want, "{text}");
+            assert_eq!(cfg.supervise, Supervise::LastAssistant);
+        }
+        let err = toml::from_str::<ObjectiveConfig>("distance = \"huber\"").unwrap_err();
+        assert!(err.to_string().contains("smooth-l1"), "{err}");
+        // Written the authors' way.
+        assert_eq!(
+            serde_json::to_string(&Distance::SmoothL1).unwrap(),
+            "\"smoothl1\""
+        );
     }
 }

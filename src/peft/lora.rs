@@ -3,15 +3,16 @@
 //! `adapter_config.json` + `adapter_model.safetensors` with PEFT key names and `[r, in]` / `[out, r]`
 //! factors, so Python tools load our adapters and we load theirs.
 
+use super::adapter_config::{AdapterConfig, module_names, target_suffixes};
 use crate::model::checkpoint::{param_values, write_atomic, write_safetensors};
-use crate::model::names::{named_params, parse_peft_name, peft_name};
+use crate::model::names::{hub_name, named_params, peft_name, split_peft_key};
 use crate::model::nn::{Proj, tensor2, transpose};
 use crate::model::precision::in_f32;
 use crate::model::qwen2_5_vl::Qwen2_5Vl;
-use crate::model::weights::{ParamKind, RandomWeights, WeightSource, to_f32};
+use crate::model::weights::{ParamKind, RandomWeights, WeightSource, canonical_key, to_f32};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,33 +63,33 @@ fn targeted(cfg: &LoraConfig) -> anyhow::Result<impl Fn(&str) -> bool> {
     Ok(move |name: &str| re.as_ref().is_none_or(|re| re.is_match(name)))
 }
 
-/// Attaches LoRA adapters to the targeted projections, with factors from `src` under PEFT names
-/// (`lora_A`: `[r, in]`, `lora_B`: `[out, r]`). Base weights stay as they are; freezing is the
-/// trainer's business.
+/// One projection's adapter in PEFT's layout: `a: [r, in]`, `b: [out, r]`, scale `alpha / r`.
+struct Factors {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    r: usize,
+    alpha: f64,
+}
+
+/// Attaches LoRA adapters to the projections `factors` returns some for (called with each hub
+/// module name, `d_in`, `d_out`). Base weights stay as they are; freezing is the trainer's
+/// business.
 fn attach(
-    model: Qwen2_5Vl,
-    cfg: &LoraConfig,
-    src: &mut dyn WeightSource,
+    mut model: Qwen2_5Vl,
+    dropout: f64,
+    mut factors: impl FnMut(&str, usize, usize) -> anyhow::Result<Option<Factors>>,
 ) -> anyhow::Result<Qwen2_5Vl> {
-    if cfg.r == 0 {
-        bail!("LoRA rank r must be positive");
-    }
-    let is_target = targeted(cfg)?;
     let device = model.device();
-    let mut model = model;
     let mut attached = 0;
     for (name, proj) in projections_mut(&mut model) {
-        if !is_target(&name) {
-            continue;
-        }
         let (din, dout) = (proj.d_in(), proj.d_out());
-        let peft = |f: &str| format!("base_model.model.{}.{f}.weight", peft_module(&name));
-        let a = src.take(&peft("lora_A"), &[cfg.r, din], ParamKind::Weight)?;
-        let b = src.take(&peft("lora_B"), &[dout, cfg.r], ParamKind::Bias)?; // B starts at zero
-        let a = tensor2(transpose(&a, cfg.r, din), [din, cfg.r], &device);
-        let b = tensor2(transpose(&b, dout, cfg.r), [cfg.r, dout], &device);
+        let Some(f) = factors(&name, din, dout)? else {
+            continue;
+        };
+        let a = tensor2(transpose(&f.a, f.r, din), [din, f.r], &device);
+        let b = tensor2(transpose(&f.b, dout, f.r), [f.r, dout], &device);
         let base = std::mem::replace(proj, Proj::from_pytorch(&[], None, 0, 0, &device));
-        *proj = base.with_lora(a, b, cfg.lora_alpha, cfg.lora_dropout);
+        *proj = base.with_lora(a, b, f.alpha, dropout);
         attached += 1;
     }
     if attached == 0 {
@@ -99,129 +100,124 @@ fn attach(
 
 /// Fresh adapters (PEFT's default init: A ~ Kaiming-uniform-like normal, B = 0).
 pub fn init_lora(model: Qwen2_5Vl, cfg: &LoraConfig, seed: u64) -> anyhow::Result<Qwen2_5Vl> {
+    if cfg.r == 0 {
+        bail!("LoRA rank r must be positive");
+    }
+    let is_target = targeted(cfg)?;
     let std = 1.0 / (cfg.r as f32).sqrt() * 0.1;
-    attach(model, cfg, &mut RandomWeights::new(seed, std))
+    let mut src = RandomWeights::new(seed, std);
+    attach(model, cfg.lora_dropout, |name, din, dout| {
+        if !is_target(name) {
+            return Ok(None);
+        }
+        Ok(Some(Factors {
+            a: src.take(name, &[cfg.r, din], ParamKind::Weight)?,
+            b: src.take(name, &[dout, cfg.r], ParamKind::Bias)?, // B starts at zero
+            r: cfg.r,
+            alpha: cfg.lora_alpha,
+        }))
+    })
 }
 
-/// PEFT's module name for a hub module name (current transformers layout).
-fn peft_module(hub: &str) -> String {
-    if let Some(r) = hub.strip_prefix("model.") {
-        format!("model.language_model.{r}")
-    } else if let Some(r) = hub.strip_prefix("visual.") {
-        format!("model.visual.{r}")
-    } else {
-        hub.to_string()
-    }
+/// The factors' keys of one module in an adapter file, and the module's name there.
+#[derive(Default)]
+struct FileModule {
+    name: String,
+    a: Option<String>,
+    b: Option<String>,
 }
 
-/// The subset of PEFT's `adapter_config.json` that defines the adapter.
-fn read_peft_config(dir: &Path) -> anyhow::Result<(LoraConfig, serde_json::Value)> {
-    let path = dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    if v.get("peft_type")
-        .and_then(|t| t.as_str())
-        .is_some_and(|t| t != "LORA")
-    {
-        bail!(
-            "{}: peft_type {} is not LORA",
-            path.display(),
-            v["peft_type"]
-        );
-    }
-    let r = v
-        .get("r")
-        .and_then(|x| x.as_u64())
-        .with_context(|| format!("{}: missing `r`", path.display()))? as usize;
-    let alpha = v
-        .get("lora_alpha")
-        .and_then(|x| x.as_f64())
-        .with_context(|| format!("{}: missing `lora_alpha`", path.display()))?;
-    if v.get("use_dora").and_then(|x| x.as_bool()) == Some(true)
-        || v.get("use_rslora").and_then(|x| x.as_bool()) == Some(true)
-    {
-        bail!(
-            "{}: DoRA / rsLoRA adapters are not supported",
-            path.display()
-        );
-    }
-    let dropout = v
-        .get("lora_dropout")
-        .and_then(|x| x.as_f64())
-        .unwrap_or(0.0);
-    Ok((
-        LoraConfig {
-            r,
-            lora_alpha: alpha,
-            lora_dropout: dropout,
-            target_regex: None,
-        },
-        v,
-    ))
-}
-
-/// Loads a PEFT LoRA adapter directory onto the model. The projections adapted are exactly those
-/// the adapter file has factors for.
+/// Loads a PEFT LoRA adapter directory onto the model: the projections adapted are exactly those
+/// the adapter file has factors for, under either transformers layout's names; each gets the
+/// rank and alpha `adapter_config.json` gives it (`r`, `lora_alpha`, `rank_pattern`,
+/// `alpha_pattern`); options pearl does not honour are refused by name.
 pub fn load_peft_adapter(model: Qwen2_5Vl, dir: &Path) -> anyhow::Result<Qwen2_5Vl> {
-    let (mut cfg, _) = read_peft_config(dir)?;
+    let cfg = AdapterConfig::read(dir)?;
     let file = dir.join("adapter_model.safetensors");
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a valid safetensors file", file.display()))?;
-    let mut modules = Vec::new();
+    let mut modules: BTreeMap<String, FileModule> = BTreeMap::new();
     for key in st.names() {
-        let (module, _) = parse_peft_name(key)
-            .with_context(|| format!("{}: unexpected key `{key}`", file.display()))?;
-        modules.push(regex::escape(&module));
+        let (module, factor) = split_peft_key(key).with_context(|| {
+            format!(
+                "{}: unexpected key `{key}` (a LoRA adapter holds \
+                 base_model.model.<module>.lora_A.weight and .lora_B.weight)",
+                file.display()
+            )
+        })?;
+        let hub = canonical_key(module);
+        if hub == "lm_head" || hub.ends_with("embed_tokens") {
+            bail!(
+                "{}: the adapter adapts `{module}` (target_modules includes it): LoRA on the LM \
+                 head or the embeddings is not supported",
+                file.display()
+            );
+        }
+        let m = modules.entry(hub).or_default();
+        m.name = module.to_string();
+        match factor {
+            'a' => m.a = Some(key.to_string()),
+            _ => m.b = Some(key.to_string()),
+        }
     }
-    modules.sort();
-    modules.dedup();
-    cfg.target_regex = Some(format!("^({})$", modules.join("|")));
-    let mut src = PeftSource { st: &st };
-    let n_modules = modules.len();
-    let model = attach(model, &cfg, &mut src)
-        .with_context(|| format!("cannot apply the adapter in {}", dir.display()))?;
-    let attached = model.lora_count();
-    if attached != n_modules {
+    let take = |key: &Option<String>, module: &str, factor: &str, shape: &[usize], r: usize| {
+        let key = key
+            .as_deref()
+            .with_context(|| format!("`{module}` has no {factor}"))?;
+        let view = st.tensor(key)?;
+        if view.shape() != shape {
+            bail!(
+                "adapter tensor `{key}` has shape {:?}, the model needs {shape:?} (rank {r})",
+                view.shape()
+            );
+        }
+        to_f32(view.dtype(), view.data()).with_context(|| format!("adapter tensor `{key}`"))
+    };
+    let model = attach(model, cfg.lora_dropout, |name, din, dout| {
+        let Some(m) = modules.get(name) else {
+            return Ok(None);
+        };
+        let (r, alpha) = cfg.rank_and_alpha(&m.name)?;
+        Ok(Some(Factors {
+            a: take(&m.a, &m.name, "lora_A", &[r, din], r)?,
+            b: take(&m.b, &m.name, "lora_B", &[dout, r], r)?,
+            r,
+            alpha,
+        }))
+    })
+    .with_context(|| format!("cannot apply the adapter in {}", dir.display()))?;
+    let present: BTreeSet<String> = projections(&model).into_iter().collect();
+    let unknown: Vec<&str> = modules
+        .iter()
+        .filter(|(hub, _)| !present.contains(*hub))
+        .map(|(_, m)| m.name.as_str())
+        .collect();
+    if !unknown.is_empty() {
         bail!(
-            "{}: the adapter names {n_modules} modules but only {attached} exist in this model",
-            file.display()
+            "{}: the adapter names {} modules this model has no linear projection for: {}",
+            file.display(),
+            unknown.len(),
+            unknown.join(", ")
         );
     }
     Ok(model)
 }
 
-struct PeftSource<'a> {
-    st: &'a safetensors::SafeTensors<'a>,
+/// The hub names of the model's linear projections (those LoRA can adapt).
+fn projections(model: &Qwen2_5Vl) -> Vec<String> {
+    let mut m = model.clone();
+    projections_mut(&mut m)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }
 
-impl WeightSource for PeftSource<'_> {
-    fn take(&mut self, name: &str, shape: &[usize], _kind: ParamKind) -> anyhow::Result<Vec<f32>> {
-        let raw = if self.st.names().contains(&name) {
-            name.to_string()
-        } else {
-            name.replace(".weight", ".default.weight")
-        };
-        let view = self
-            .st
-            .tensor(&raw)
-            .with_context(|| format!("adapter has no tensor `{name}`"))?;
-        if view.shape() != shape {
-            bail!(
-                "adapter tensor `{name}` has shape {:?}, the model needs {shape:?}",
-                view.shape()
-            );
-        }
-        to_f32(view.dtype(), view.data()).with_context(|| format!("adapter tensor `{name}`"))
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.st.names().contains(&name)
-    }
-}
-
-/// Saves the model's LoRA factors as a PEFT adapter directory (atomic writes).
+/// Saves the model's LoRA factors as a PEFT adapter directory (atomic writes). `target_modules`
+/// are the shortest name suffixes that select exactly the adapted projections (what
+/// `PeftModel.from_pretrained` needs: a bare `proj` would also take the Conv3d patch embedding,
+/// `0` the first vision block); a projection whose rank or scale differs from `cfg` is listed in
+/// `rank_pattern` / `alpha_pattern`.
 pub fn save_peft_adapter(
     model: &Qwen2_5Vl,
     cfg: &LoraConfig,
@@ -229,24 +225,40 @@ pub fn save_peft_adapter(
     dir: &Path,
 ) -> anyhow::Result<()> {
     let values = param_values(model);
+    let params = named_params(model);
     let mut tensors = Vec::new();
-    let mut targets = BTreeMap::new();
-    for p in named_params(model) {
+    for p in &params {
         let Some(key) = peft_name(&p.path) else {
             continue;
         };
         let (rows, cols) = (p.dims[0], p.dims[1]);
-        tensors.push((
-            key.clone(),
-            vec![cols, rows],
-            transpose(&values[&p.id], rows, cols),
-        ));
-        if let Some(leaf) = key.split('.').rev().nth(2) {
-            targets.insert(leaf.to_string(), ());
-        }
+        tensors.push((key, vec![cols, rows], transpose(&values[&p.id], rows, cols)));
     }
     if tensors.is_empty() {
         bail!("the model has no LoRA adapter to save");
+    }
+    let hub_params: Vec<String> = params.iter().filter_map(|p| hub_name(&p.path)).collect();
+    let all_modules = module_names(hub_params.iter().map(String::as_str));
+    let mut adapted = BTreeSet::new();
+    let (mut rank_pattern, mut alpha_pattern) = (serde_json::Map::new(), serde_json::Map::new());
+    let mut m = model.clone();
+    for (name, proj) in projections_mut(&mut m) {
+        let Some(l) = &proj.lora else {
+            continue;
+        };
+        adapted.insert(name.clone());
+        let r = l.a.dims()[1];
+        let alpha = l.scale * r as f64;
+        let own = || {
+            let one = BTreeSet::from([name.clone()]);
+            regex::escape(&target_suffixes(&one, &all_modules)[0])
+        };
+        if r != cfg.r {
+            rank_pattern.insert(own(), r.into());
+        }
+        if (alpha - cfg.lora_alpha).abs() > 1e-9 * cfg.lora_alpha.abs().max(1.0) {
+            alpha_pattern.insert(own(), alpha.into());
+        }
     }
     write_safetensors(&dir.join("adapter_model.safetensors"), &tensors, None)?;
     let config = serde_json::json!({
@@ -259,7 +271,9 @@ pub fn save_peft_adapter(
         "fan_in_fan_out": false,
         "init_lora_weights": true,
         "inference_mode": true,
-        "target_modules": targets.keys().collect::<Vec<_>>(),
+        "target_modules": target_suffixes(&adapted, &all_modules),
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
         "task_type": null,
         "use_dora": false,
         "use_rslora": false,

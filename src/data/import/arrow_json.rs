@@ -53,7 +53,8 @@ fn list(values: &ArrayRef) -> anyhow::Result<Value> {
 /// Binary payload of row `i`: a binary column, or a struct `{bytes, path}` (the Hugging Face
 /// `Image` feature). None when null.
 pub fn image_bytes_at(array: &ArrayRef, i: usize) -> anyhow::Result<Option<Vec<u8>>> {
-    if array.is_null(i) {
+    // A column null in every row of the file has type `Null`, whose cells are null too.
+    if array.is_null(i) || *array.data_type() == DataType::Null {
         return Ok(None);
     }
     Ok(match array.data_type() {

@@ -195,7 +195,8 @@ pub fn safe_name(id: &str) -> String {
         .collect()
 }
 
-/// The published conversion system prompt (LVR, ThinkMorph).
+/// The authors' system turn for LVR (and PixelReasoner's, cut to its length); ThinkMorph's adds a
+/// newline (`thinkmorph::SYSTEM_PROMPT`).
 pub const SYSTEM_PROMPT: &str = "You are a helpful assistant.";
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! PixelReasoner SFT rows: `{"message_list":[{"role":..,"content":[{"text":..,"image":..,"video":..}]}]}`
 //! from JSON, JSONL, or parquet (the column holds the list, nested or as a JSON string).
-//! As in Pearl: everything from `<tool_call>` on is cut from assistant text (the parsed calls go to
-//! `meta.tool_calls`), the crops stay as images, rows with video are dropped (counted).
+//! As the authors render it (`pearl/data.py`): the system turn is cut to its first
+//! `len("You are a helpful assistant.")` characters (the dataset's lists the tools, `<tool_call>`
+//! markup included); in every turn after the first user turn everything from `<tool_call>` on is
+//! cut (the calls of assistant turns go to `meta.tool_calls`); within a turn images come before
+//! text; the crops stay as images; rows with video are dropped (counted).
 
 use crate::data::chat::{Message, Part, Role};
 use crate::data::import::{
-    ImportPaths, ImportReport, Skip, check_image, run_rows, skip, split_tool_calls,
+    ImportPaths, ImportReport, SYSTEM_PROMPT, Skip, check_image, run_rows, skip, split_tool_calls,
 };
-use crate::data::trajectory::{Meta, Trajectory};
+use crate::data::trajectory::{Meta, Trajectory, strip_tool_call_text};
 use anyhow::Context;
 use serde_json::Value;
 use std::path::Path;
@@ -61,6 +64,11 @@ fn convert(i: usize, row: Value, paths: &ImportPaths) -> Result<Trajectory, Skip
         .ok_or_else(|| skip("malformed row", "no message_list list"))?;
     let mut messages = Vec::new();
     let mut calls = Vec::new();
+    // The authors count turns by position (0 system, 1 first user); by role here, which is the
+    // same on the dataset's rows and still right on a row without a system turn.
+    let first_user = list
+        .iter()
+        .position(|m| m.get("role").and_then(Value::as_str) == Some("user"));
     for (turn, m) in list.iter().enumerate() {
         let role = match m.get("role").and_then(Value::as_str) {
             Some("system") => Role::System,
@@ -79,7 +87,7 @@ fn convert(i: usize, row: Value, paths: &ImportPaths) -> Result<Trajectory, Skip
                 ));
             }
         };
-        let mut parts = Vec::new();
+        let (mut images, mut texts) = (Vec::new(), Vec::new());
         for item in &items {
             if item.get("video").is_some_and(|v| !v.is_null()) {
                 return Err(skip("video", format!("message {turn} holds a video")));
@@ -93,28 +101,36 @@ fn convert(i: usize, row: Value, paths: &ImportPaths) -> Result<Trajectory, Skip
                 match path {
                     Some(p) => {
                         check_image(&p)?;
-                        parts.push(Part::Image {
+                        images.push(Part::Image {
                             image: paths.reference(&p),
                         });
                     }
-                    None => parts.push(Part::Image {
+                    None => images.push(Part::Image {
                         image: img.to_string(),
                     }),
                 }
             }
             if let Some(text) = item.get("text").and_then(Value::as_str) {
-                let text = if role == Role::Assistant {
-                    let (kept, found) = split_tool_calls(text, turn)?;
-                    calls.extend(found);
-                    kept
+                let text = if role == Role::System {
+                    text.chars().take(SYSTEM_PROMPT.chars().count()).collect()
+                } else if first_user.is_some_and(|u| turn > u) {
+                    if role == Role::Assistant {
+                        let (kept, found) = split_tool_calls(text, turn)?;
+                        calls.extend(found);
+                        kept
+                    } else {
+                        strip_tool_call_text(text).to_string()
+                    }
                 } else {
                     text.to_string()
                 };
                 if !text.trim().is_empty() {
-                    parts.push(Part::Text { text });
+                    texts.push(Part::Text { text });
                 }
             }
         }
+        let mut parts = images;
+        parts.extend(texts);
         if parts.is_empty() {
             return Err(skip(
                 "empty turn once the tool call is cut",

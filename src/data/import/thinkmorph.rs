@@ -1,18 +1,23 @@
 //! ThinkMorph parquet rows (`pid, question, answer, task, problem_image_0, resoning_thought_0,
 //! reasoning_image_0, resoning_thought_1`; the `resoning` typo is the real field name). Images
-//! (binary, or struct `{bytes, path}`) are written out as PNG. Chat: user [image, question],
-//! assistant thought 0 + "Here is the focused image.", user [edited image], assistant thought 1.
-//! The edit is recorded as a tool call named after the row's task (its tool type).
+//! (binary, or struct `{bytes, path}`) are written out as PNG. Chat, as the authors render it
+//! (`pearl/data.py`): system "You are a helpful assistant.\n" (with the newline), user [image,
+//! question], assistant thought 0, user [edited image, "Here is the focused image."], assistant
+//! thought 1. The edit is recorded as a tool call named after the row's task (its tool type).
 
 use crate::data::chat::{Message, Part, Role};
 use crate::data::import::arrow_json::{image_bytes_at, text_at};
-use crate::data::import::{
-    ImportPaths, ImportReport, SYSTEM_PROMPT, Skip, run_rows, safe_name, save_png, skip,
-};
+use crate::data::import::{ImportPaths, ImportReport, Skip, run_rows, safe_name, save_png, skip};
 use crate::data::trajectory::{Meta, ToolCall, Trajectory};
 use anyhow::Context;
 use arrow_array::{ArrayRef, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The authors' ThinkMorph system turn: their LVR and PixelReasoner one, plus a newline.
+pub const SYSTEM_PROMPT: &str = "You are a helpful assistant.\n";
+
+/// The text of the user turn that shows the edited (reasoning) image.
+pub const FOCUSED_IMAGE: &str = "Here is the focused image.";
 
 const COLUMNS: [&str; 8] = [
     "pid",
@@ -103,15 +108,17 @@ fn convert(
                 Part::Text { text: question },
             ],
         ),
-        Message::text(
-            Role::Assistant,
-            format!("{} Here is the focused image.", thought0.trim_end()),
-        ),
+        Message::text(Role::Assistant, thought0),
         Message::new(
             Role::User,
-            vec![Part::Image {
-                image: refs[1].clone(),
-            }],
+            vec![
+                Part::Image {
+                    image: refs[1].clone(),
+                },
+                Part::Text {
+                    text: FOCUSED_IMAGE.into(),
+                },
+            ],
         ),
         Message::text(Role::Assistant, thought1),
     ];

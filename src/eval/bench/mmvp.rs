@@ -1,6 +1,7 @@
 //! MMVP: `Questions.csv` with columns `Index, Question, Options, Correct Answer`
 //! (`Options` like "(a) Open (b) Closed", the answer like "(a)") and images
-//! `MMVP_Images/{Index}.jpg`. Questions come in CLIP-blind pairs of consecutive indices
+//! `MMVP Images/{Index}.jpg` (the hub download's folder name; `MMVP_Images/`, the authors'
+//! spelling, is read too). Questions come in CLIP-blind pairs of consecutive indices
 //! (1, 2), (3, 4), ...: each item's `meta.pair` is `(Index - 1) / 2`, which the summary uses for
 //! MMVP's official pair accuracy (both questions of a pair right).
 
@@ -12,6 +13,9 @@ use std::path::Path;
 
 pub const CATEGORY: &str = "mmvp";
 
+/// The image folder's names: the hub download's, then the authors' eval script's.
+const IMAGE_FOLDERS: [&str; 2] = ["MMVP Images", "MMVP_Images"];
+
 pub fn load(path: &Path) -> anyhow::Result<Vec<McqItem>> {
     let csv_path = if path.is_dir() {
         path.join("Questions.csv")
@@ -19,6 +23,21 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<McqItem>> {
         path.to_path_buf()
     };
     let base = csv_path.parent().unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        csv_path.is_file(),
+        "{} does not exist (MMVP: a folder holding Questions.csv and \"MMVP Images/\", or the CSV)",
+        csv_path.display()
+    );
+    let image_folder = IMAGE_FOLDERS
+        .iter()
+        .find(|f| base.join(f).is_dir())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no image folder beside it (looked for {})",
+                csv_path.display(),
+                IMAGE_FOLDERS.map(|f| format!("\"{f}/\"")).join(", ")
+            )
+        })?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(&csv_path)
@@ -64,7 +83,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<McqItem>> {
         let answer = field(c_answer)
             .trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace())
             .to_uppercase();
-        let image = existing_image(&format!("MMVP_Images/{index}.jpg"), base, &what)?;
+        let image = existing_image(&format!("{image_folder}/{index}.jpg"), base, &what)?;
         items.push(McqItem {
             id: format!("mmvp/{index}"),
             images: vec![image],

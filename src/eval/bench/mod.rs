@@ -5,7 +5,10 @@
 //! |---|---|---|
 //! | `vstar` | V* folder: `direct_attributes/`, `relative_position/` with `NAME.jpg` + `NAME.json` | subfolder |
 //! | `vstar-hf` | V* test split: a parquet file or folder of them, or `test_questions.jsonl` | `category` |
-//! | `mmvp` | folder with `Questions.csv` and `MMVP_Images/` (or the CSV itself) | `mmvp` |
+//! | `mmvp` | folder with `Questions.csv` and `MMVP Images/` or `MMVP_Images/` (or the CSV itself) | `mmvp` |
+//!
+//! V* is read from whatever layout the path holds ([`vstar::layouts`]): `vstar` prefers the
+//! folder layout, `vstar-hf` the test split, and each falls back to the other.
 //! | `blink` | a BLINK parquet file, or a folder searched for them (one per sub-task) | `sub_task` |
 //! | `tsv` | a VLMEvalKit TSV (base64 images) | `category` |
 //! | `jsonl` | the project's MCQ JSONL (`McqItem` per line) | `category` |
@@ -30,7 +33,7 @@ pub enum BenchFormat {
     Vstar,
     /// V* Bench Hugging Face test split (`question_id, image, text, label, category`).
     VstarHf,
-    /// MMVP `Questions.csv` + `MMVP_Images/`.
+    /// MMVP `Questions.csv` + `MMVP Images/` (or `MMVP_Images/`).
     Mmvp,
     /// BLINK per-sub-task parquet.
     Blink,
@@ -44,8 +47,16 @@ pub enum BenchFormat {
 /// The items are validated (`validate`) before they are returned.
 pub fn load(format: BenchFormat, path: &Path, cache_dir: &Path) -> anyhow::Result<Vec<McqItem>> {
     let items = match format {
-        BenchFormat::Vstar => vstar::load(path)?,
-        BenchFormat::VstarHf => vstar_hf::load(path, &images::ImageCache::new(cache_dir)?)?,
+        BenchFormat::Vstar | BenchFormat::VstarHf => {
+            let prefer_folder = format == BenchFormat::Vstar;
+            match vstar::layouts(path, prefer_folder)?.remove(0) {
+                vstar::Layout::Folder => vstar::load(path)?,
+                vstar::Layout::Parquet => {
+                    vstar_hf::load_parquet(path, &images::ImageCache::new(cache_dir)?)?
+                }
+                vstar::Layout::Jsonl(file) => vstar_hf::load_jsonl(&file)?,
+            }
+        }
         BenchFormat::Mmvp => mmvp::load(path)?,
         BenchFormat::Blink => blink::load(path, &images::ImageCache::new(cache_dir)?)?,
         BenchFormat::Tsv => vlmeval_tsv::load(path, &images::ImageCache::new(cache_dir)?)?,

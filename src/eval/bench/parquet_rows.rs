@@ -69,6 +69,12 @@ impl Row<'_> {
         })
     }
 
+    /// Whether the cell is null. A column that is null in every row of a file has arrow type
+    /// `Null` (BLINK's unused `image_2..4` in single-image sub-tasks), whose cells are null too.
+    fn is_null(&self, a: &dyn Array) -> bool {
+        is_null_at(a, self.i)
+    }
+
     fn err(&self, col: &str, msg: impl std::fmt::Display) -> anyhow::Error {
         anyhow::anyhow!(
             "{}: row {}: column {col:?}: {msg}",
@@ -80,7 +86,7 @@ impl Row<'_> {
     /// A text value; integers are rendered as text (ids are stored either way). `None` for null.
     pub fn text(&self, col: &str) -> anyhow::Result<Option<String>> {
         let a = self.column(col)?;
-        if a.is_null(self.i) {
+        if self.is_null(a.as_ref()) {
             return Ok(None);
         }
         scalar_text(a.as_ref(), self.i)
@@ -96,7 +102,7 @@ impl Row<'_> {
     /// A list of strings (BLINK's `choices`).
     pub fn text_list(&self, col: &str) -> anyhow::Result<Vec<String>> {
         let a = self.column(col)?;
-        if a.is_null(self.i) {
+        if self.is_null(a.as_ref()) {
             bail!(self.err(col, "is null"));
         }
         let values = match a.data_type() {
@@ -116,7 +122,7 @@ impl Row<'_> {
     /// `None` when the cell is null or holds no bytes (unused `image_2..4` slots in BLINK).
     pub fn image_bytes(&self, col: &str) -> anyhow::Result<Option<Vec<u8>>> {
         let a = self.column(col)?;
-        if a.is_null(self.i) {
+        if self.is_null(a.as_ref()) {
             return Ok(None);
         }
         let (arr, i): (&dyn Array, usize) = match a.data_type() {
@@ -129,7 +135,7 @@ impl Row<'_> {
             }
             _ => (a.as_ref(), self.i),
         };
-        if arr.is_null(i) {
+        if is_null_at(arr, i) {
             return Ok(None);
         }
         let bytes = match arr.data_type() {
@@ -140,6 +146,10 @@ impl Row<'_> {
         };
         Ok((!bytes.is_empty()).then_some(bytes))
     }
+}
+
+fn is_null_at(a: &dyn Array, i: usize) -> bool {
+    *a.data_type() == DataType::Null || a.is_null(i)
 }
 
 fn scalar_text(a: &dyn Array, i: usize) -> Option<String> {

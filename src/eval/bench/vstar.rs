@@ -27,6 +27,63 @@ struct VstarJson {
 
 const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPG"];
 
+/// The ways V* is downloaded. `craigwu/vstar_bench` holds both the sub-task folders and
+/// `test_questions.jsonl`; `lmms-lab/vstar-bench` holds parquet files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Sub-task folders of `NAME.json` + image (`--bench vstar`).
+    Folder,
+    /// The Hugging Face test split as parquet: the file, or a folder searched for them.
+    Parquet,
+    /// The test split as `test_questions.jsonl` (this file).
+    Jsonl(PathBuf),
+}
+
+/// The layouts `path` holds, in the order a loader preferring `Folder` (`--bench vstar`) or the
+/// Hugging Face split (`--bench vstar-hf`) should try them; an error naming both when none fits.
+pub fn layouts(path: &Path, prefer_folder: bool) -> anyhow::Result<Vec<Layout>> {
+    let mut folder = vec![];
+    let mut hf = vec![];
+    if path.is_file() {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("parquet") => hf.push(Layout::Parquet),
+            Some("jsonl") => hf.push(Layout::Jsonl(path.to_path_buf())),
+            _ => {}
+        }
+    } else if path.is_dir() {
+        let subs = sorted_entries(path)?;
+        let has_items = |d: &Path| {
+            sorted_entries(d)
+                .is_ok_and(|v| v.iter().any(|p| p.extension().is_some_and(|e| e == "json")))
+        };
+        if subs.iter().any(|p| p.is_dir() && has_items(p)) {
+            folder.push(Layout::Folder);
+        }
+        if super::parquet_rows::parquet_files(path).is_ok() {
+            hf.push(Layout::Parquet);
+        }
+        let jsonl = path.join("test_questions.jsonl");
+        if jsonl.is_file() {
+            hf.push(Layout::Jsonl(jsonl));
+        }
+    } else {
+        anyhow::bail!("{} does not exist", path.display());
+    }
+    anyhow::ensure!(
+        !folder.is_empty() || !hf.is_empty(),
+        "{} is not a V* download: expected sub-task folders of NAME.json + image \
+         (`--bench vstar`), or the Hugging Face test split as parquet or test_questions.jsonl \
+         (`--bench vstar-hf`)",
+        path.display()
+    );
+    Ok(if prefer_folder {
+        folder.into_iter().chain(hf).collect()
+    } else {
+        hf.into_iter().chain(folder).collect()
+    })
+}
+
+/// Reads the folder layout ([`Layout::Folder`]).
 pub fn load(root: &Path) -> anyhow::Result<Vec<McqItem>> {
     anyhow::ensure!(
         root.is_dir(),

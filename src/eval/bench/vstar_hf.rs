@@ -13,10 +13,8 @@ use serde::Deserialize;
 use std::io::BufRead;
 use std::path::Path;
 
-pub fn load(path: &Path, cache: &ImageCache) -> anyhow::Result<Vec<McqItem>> {
-    if path.extension().is_some_and(|e| e == "jsonl") {
-        return load_jsonl(path);
-    }
+/// Reads the parquet files at `path` (a file or a folder searched for them).
+pub fn load_parquet(path: &Path, cache: &ImageCache) -> anyhow::Result<Vec<McqItem>> {
     let mut items = vec![];
     for file in parquet_files(path)? {
         for_each_row(&file, |row| {
@@ -51,7 +49,8 @@ struct JsonlRow {
     category: String,
 }
 
-fn load_jsonl(path: &Path) -> anyhow::Result<Vec<McqItem>> {
+/// Reads `test_questions.jsonl` (images relative to the file).
+pub fn load_jsonl(path: &Path) -> anyhow::Result<Vec<McqItem>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));

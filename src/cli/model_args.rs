@@ -1,0 +1,55 @@
+//! The model a command runs: `--model`, `--adapter`, `--precision`, declared once and flattened
+//! into `pearl eval`, `generate`, `serve` and `inspect forward`. (A `--device` flag belongs here
+//! too when models run on more than the CPU.)
+
+use crate::infer::LocalModel;
+use crate::model::Qwen2_5Vl;
+use crate::model::precision::Precision;
+use burn::tensor::Device;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model directory (hub layout: config.json, safetensors, tokenizer, preprocessor config).
+    #[arg(long = "model")]
+    pub dir: PathBuf,
+    /// PEFT LoRA adapter directory, merged into the weights at load.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// f32, or bf16: weights and activations in bf16 (half the memory; on the CPU slower, as
+    /// bf16 products convert through f32).
+    #[arg(long, default_value = "f32", value_parser = Precision::parse)]
+    pub precision: Precision,
+}
+
+impl ModelArgs {
+    /// The device the model runs on (the CPU until `--device` exists).
+    pub fn device(&self) -> Device {
+        Device::flex()
+    }
+
+    /// The device's name for the protocol card.
+    pub fn device_name(&self) -> String {
+        "cpu".into()
+    }
+
+    /// The weights alone, adapter merged, in the chosen precision.
+    pub fn load_model(&self) -> anyhow::Result<Qwen2_5Vl> {
+        crate::infer::local::load_for_inference(
+            &self.dir,
+            self.adapter.as_deref(),
+            &self.device(),
+            self.precision,
+        )
+    }
+
+    /// The model with its processor and stop tokens, ready to chat.
+    pub fn load_chat_model(&self) -> anyhow::Result<LocalModel> {
+        LocalModel::load(
+            &self.dir,
+            self.adapter.as_deref(),
+            &self.device(),
+            self.precision,
+        )
+    }
+}
