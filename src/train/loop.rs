@@ -1,6 +1,9 @@
-//! The training loop, top to bottom: set up (processor, data, model, optimizer, or all of it
-//! restored from a checkpoint), then per step: take `grad_accum` micro-batches in the seeded data
-//! order, [`train_step`] them, count non-finite steps, log, validate, checkpoint.
+//! The training loop, read top to bottom like nanoGPT's: [`Trainer::new`] assembles the run
+//! (from `setup`: resume point, data, devices, model with its vocabulary grown, what trains and
+//! in which precision, optimizer, counters, or all of it restored from a checkpoint);
+//! [`Trainer::step`] takes `grad_accum` micro-batches in the seeded data order, runs one
+//! optimizer step on the run's devices and logs it; [`Trainer::run`] alternates steps with
+//! validation and checkpoints until the last step.
 //!
 //! Crash safety comes from the checkpoints (written atomically, see `checkpoint`): a run killed
 //! at any moment resumes from its last complete checkpoint, and continues bit for bit because
@@ -9,37 +12,22 @@
 
 use super::checkpoint::{self, BEST, Contents, TrainState, Trainable};
 use super::config::RunConfig;
-use super::data::{Cursor, DataOrder, Examples, batches_per_epoch, load_items};
+use super::data::{Cursor, DataOrder, Examples, batches_per_epoch};
 use super::metrics::{MetricsLog, Row, plot_loss_curve};
 use super::optim::{AdamW, Schedule};
 use super::parallel::DataParallel;
 use super::param_ids::ids_from_paths;
-use super::resume::check_resume;
-use super::step::{StepReport, mean_values, train_step};
-use crate::model::precision::Precision;
-use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
-use crate::objective::freeze::{lora_only, set_trainable};
-use crate::objective::lvr::lvr_lora_only;
-use crate::objective::{
-    Batch, DynamicsHead, LossValues, Method, MethodExample, MethodKind, PearlModel, method_losses,
-    prepare_tokenizer,
-};
-use crate::peft::lora::{LoraConfig, init_lora};
+use super::resume::Resume;
+use super::setup;
+use super::step::{StepReport, mean_values, step_seed, train_step};
+use crate::peft::lora::LoraConfig;
+use crate::objective::{Batch, LossValues, Method, MethodExample, PearlModel, method_losses};
 use crate::processor::Processor;
 use anyhow::{Context, Result, bail, ensure};
 use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Where to resume from.
-#[derive(Debug, Clone)]
-pub enum Resume {
-    /// The newest step checkpoint of the run directory.
-    Latest,
-    Dir(PathBuf),
-}
 
 /// Knobs for tests and tools, not for run files.
 #[derive(Debug, Clone, Default)]
@@ -67,204 +55,188 @@ pub struct Summary {
     pub metrics: Vec<Row>,
 }
 
+/// Trains as `cfg` says: [`Trainer::new`] then [`Trainer::run`].
 pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
-    cfg.validate()?;
-    let out = &cfg.output;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    checkpoint::remove_partial(out)?;
-    let resume_dir = match &opts.resume {
-        None => {
-            if let Some(last) = checkpoint::latest(out)? {
-                bail!(
-                    "{} already holds checkpoints ({}): pass --resume to continue that run, or choose another output",
-                    out.display(),
-                    last.display()
-                );
-            }
-            None
-        }
-        Some(Resume::Dir(d)) => Some(d.clone()),
-        Some(Resume::Latest) => Some(checkpoint::latest(out)?.with_context(|| {
-            format!("nothing to resume: {} holds no checkpoint", out.display())
-        })?),
-    };
-    let run_toml = cfg.to_toml()?;
-    let restored = match &resume_dir {
-        Some(d) => {
-            let r = checkpoint::read(d)
-                .with_context(|| format!("cannot resume from {}", d.display()))?;
-            let changed = check_resume(&r.run_toml, cfg).with_context(|| {
-                format!(
-                    "cannot resume from {} (its run file: {})",
-                    d.display(),
-                    d.join("run.toml").display()
-                )
-            })?;
-            for c in changed {
-                eprintln!("note: resuming with a changed {c}");
-            }
-            Some(r)
-        }
-        None => None,
-    };
+    Trainer::new(cfg, opts)?.run(opts.stop_after)
+}
 
-    // Processor and data.
-    let mut processor = Processor::from_dir(cfg.processor_dir()?)?;
-    processor.set_pixel_limits(cfg.min_pixels, cfg.max_pixels)?;
-    prepare_tokenizer(&mut processor.tokenizer, cfg.method());
-    let train = Examples::new(
-        load_items(&cfg.train, cfg.skip_invalid, "training")?,
-        cfg.method,
-        "training",
-    )?;
-    let val = if cfg.val.is_empty() {
-        Examples::new(Vec::new(), cfg.method, "validation")?
-    } else {
-        Examples::new(
-            load_items(&cfg.val, cfg.skip_invalid, "validation")?,
-            cfg.method,
-            "validation",
-        )?
-    };
+/// Where the steps run: one device, or a replica on each of several GPUs (data parallelism;
+/// device 0's replica is the trainer's `model`).
+enum Devices {
+    One(Device),
+    Parallel(DataParallel),
+}
 
-    // Model and optimizer: fresh, or the checkpoint's, on the first device.
-    let devices = train_devices(cfg)?;
-    let device = devices[0].clone();
-    let (mut base, mut config_json) = base_model(cfg, &device)?;
-    // Released checkpoints have spare rows for Pearl's added tokens; a model without them grows.
-    let grown = base.ensure_vocab(processor.tokenizer.vocab_size());
-    if grown > 0 {
-        eprintln!("note: grew the embeddings by {grown} rows for the added tokens");
-        if let Some(json) = config_json.as_mut() {
-            let rows = serde_json::json!(base.cfg.text.vocab_size);
-            json["vocab_size"] = rows.clone();
-            if let Some(text) = json.get_mut("text_config").filter(|t| t.is_object()) {
-                text["vocab_size"] = rows;
-            }
+/// How the checkpoints store the trainable weights: the `config.json` of a full fine-tune, or
+/// the LoRA settings and base model an adapter names.
+struct SavedAs {
+    config_json: Option<serde_json::Value>,
+    lora: LoraConfig,
+    base_model: String,
+}
+
+impl SavedAs {
+    fn trainable(&self) -> Trainable<'_> {
+        match &self.config_json {
+            Some(c) => Trainable::Full { config_json: c },
+            None => Trainable::Lora {
+                cfg: &self.lora,
+                base_model: &self.base_model,
+            },
         }
     }
-    let lora_cfg = cfg.lora.to_lora_config();
-    let model = match &resume_dir {
-        Some(d) => {
-            let vlm = checkpoint::restore_vlm(d, base)?;
-            let dynamics = checkpoint::restore_head(d, &vlm)?;
-            ensure!(
-                dynamics.is_some() == cfg.has_dynamics_head(),
-                "{}: the checkpoint's dynamics head does not match the objective",
-                d.display()
+}
+
+/// A run in progress: the model and optimizer, the data, where the run stands, its log.
+pub struct Trainer<'a> {
+    cfg: &'a RunConfig,
+    processor: Processor,
+    train: Examples,
+    val: Examples,
+    order: DataOrder,
+    schedule: Schedule,
+    model: PearlModel,
+    optim: AdamW,
+    devices: Devices,
+    state: TrainState,
+    log: MetricsLog,
+    run_toml: String,
+    saved_as: SavedAs,
+    bar: ProgressBar,
+}
+
+impl<'a> Trainer<'a> {
+    /// Sets up a run: fresh, or the checkpoint's when `opts.resume` says so.
+    pub fn new(cfg: &'a RunConfig, opts: &Options) -> Result<Self> {
+        cfg.validate()?;
+        let out = &cfg.output;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        checkpoint::remove_partial(out)?;
+        let resume_dir = setup::resume_point(cfg, opts.resume.as_ref())?;
+        let run_toml = cfg.to_toml()?;
+        let restored = match &resume_dir {
+            Some(d) => Some(setup::read_checkpoint(d, cfg)?),
+            None => None,
+        };
+        let (processor, train, val) = setup::load_data(cfg)?;
+
+        // The model, fresh or the checkpoint's, on the first device; then what trains.
+        let devices = setup::train_devices(cfg)?;
+        let (mut base, mut config_json) = setup::base_model(cfg, &devices[0])?;
+        setup::grow_vocab(
+            &mut base,
+            config_json.as_mut(),
+            processor.tokenizer.vocab_size(),
+        );
+        let lora = cfg.lora.to_lora_config();
+        let model = match &resume_dir {
+            Some(d) => setup::restored_model(cfg, d, base)?,
+            None => setup::fresh_model(cfg, base, &lora)?,
+        };
+        let model = setup::trainable_in_precision(cfg, ids_from_paths(model))?;
+
+        // Optimizer, counters and log: fresh, or the checkpoint's.
+        let mut optim = AdamW::new(&cfg.optimizer, &model);
+        let (state, metrics) = match restored {
+            Some(r) => {
+                optim = optim.load_state(r.optimizer)?;
+                (r.state, r.metrics)
+            }
+            None => (fresh_state(cfg, train.len()), Vec::new()),
+        };
+        let log = MetricsLog::reset(&out.join("metrics.jsonl"), &metrics)?;
+
+        let (model, devices) = match devices.as_slice() {
+            [one] => (model, Devices::One(one.clone())),
+            _ => {
+                let (p, m) = DataParallel::start(cfg, &devices, model, &optim)?;
+                (m, Devices::Parallel(p))
+            }
+        };
+        let base_model = cfg
+            .model
+            .as_ref()
+            .or(cfg.random_config.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        Ok(Self {
+            cfg,
+            order: DataOrder::new(train.len(), cfg.seed),
+            schedule: Schedule::new(&cfg.optimizer, &cfg.schedule, state.total_steps),
+            bar: progress_bar(state.total_steps, state.step, opts.progress),
+            processor,
+            train,
+            val,
+            model,
+            optim,
+            devices,
+            state,
+            log,
+            run_toml,
+            saved_as: SavedAs {
+                config_json,
+                lora,
+                base_model,
+            },
+        })
+    }
+
+    /// Steps until the last one, validating and saving on schedule (a fresh run validates
+    /// before its first step: the start of the validation curve, and a candidate for `best/`).
+    /// With `stop_after`, returns after that many steps as a kill would leave the run.
+    pub fn run(mut self, stop_after: Option<usize>) -> Result<Summary> {
+        let mut final_val = None;
+        if self.state.step == 0 {
+            final_val = self.validate()?;
+        }
+        let mut done_here = 0;
+        while self.state.step < self.state.total_steps {
+            if stop_after.is_some_and(|n| done_here >= n) {
+                self.bar.abandon();
+                return Ok(self.summary(None));
+            }
+            self = self.step()?;
+            done_here += 1;
+            let (step, last) = (self.state.step, self.state.step == self.state.total_steps);
+            if last || every(self.cfg.eval_every, step) {
+                final_val = self.validate()?;
+            }
+            if last || every(self.cfg.save_every, step) {
+                self.save(&checkpoint::step_name(step))?;
+                checkpoint::prune(&self.cfg.output, self.cfg.keep_last)?;
+            }
+        }
+        self.bar.finish();
+        if let Some(max) = self.cfg.max_tokens.filter(|_| self.state.too_long > 0) {
+            eprintln!(
+                "skipped {} training example(s) longer than max_tokens = {max} (named above; `too_long` in metrics.jsonl)",
+                self.state.too_long
             );
-            PearlModel { vlm, dynamics }
         }
-        None => fresh_model(cfg, base, &lora_cfg)?,
-    };
-    let model = ids_from_paths(model);
-    let mut model = match (cfg.full, cfg.method) {
-        (true, _) => set_trainable(model, |_| true),
-        (false, MethodKind::Pearl) => lora_only(model),
-        // LVR's targets are the vision tower's own output: it trains with that tower frozen.
-        (false, MethodKind::Lvr) => lvr_lora_only(model),
-    };
-    // After choosing what trains: frozen weights take the run's precision, trainable ones stay f32.
-    model.vlm = model.vlm.with_precision(cfg.precision)?;
-    let mut optim = AdamW::new(&cfg.optimizer, &model);
-    let mut state = TrainState {
-        step: 0,
-        total_steps: total_steps(cfg, train.len()),
-        cursor: Cursor::default(),
-        bad_in_a_row: 0,
-        skipped: 0,
-        best: None,
-        elapsed_s: 0.0,
-        too_long: 0,
-    };
-    let mut log = MetricsLog::reset(&out.join("metrics.jsonl"), &[])?;
-    if let Some(r) = restored {
-        optim = optim.load_state(r.optimizer)?;
-        state = r.state;
-        log = MetricsLog::reset(&out.join("metrics.jsonl"), &r.metrics)?;
+        if let Err(e) = plot_loss_curve(&self.log.rows, &self.cfg.output.join("loss.png")) {
+            eprintln!("warning: no loss curve: {e:#}");
+        }
+        Ok(self.summary(final_val))
     }
-    // Several devices: a replica on each of the others, device 0's stays `model`.
-    let mut parallel = None;
-    if devices.len() > 1 {
-        let (p, m) = DataParallel::start(cfg, &devices, model, &optim)?;
-        model = m;
-        parallel = Some(p);
-    }
-    let schedule = Schedule::new(&cfg.optimizer, &cfg.schedule, state.total_steps);
-    let mut order = DataOrder::new(train.len(), cfg.seed);
-    let base_name = cfg
-        .model
-        .as_ref()
-        .or(cfg.random_config.as_ref())
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let trainable = || match &config_json {
-        Some(c) => Trainable::Full { config_json: c },
-        None => Trainable::Lora {
-            cfg: &lora_cfg,
-            base_model: &base_name,
-        },
-    };
 
-    let bar = progress_bar(state.total_steps, state.step, opts.progress);
-    let mut final_val = None;
-    let mut done_here = 0;
-    // A fresh run validates before its first step: the start of the validation curve, and a
-    // candidate for `best/`.
-    let mut validate_now = state.step == 0;
-    let mut save_now = false;
-    loop {
-        if validate_now && !val.is_empty() {
-            let t = Instant::now();
-            let v = validate(&model, &processor, &val, cfg.micro_batch, cfg.method())?;
-            log.push(Row::new("val", state.step, &v, t.elapsed().as_secs_f64()))?;
-            if state.step > 0 {
-                bar.println(format!(
-                    "step {}: validation {}",
-                    state.step,
-                    format_losses(&v)
-                ));
-            }
-            if v.total.is_finite() && state.best.is_none_or(|(_, b)| v.total < b) {
-                state.best = Some((state.step, v.total));
-                write(
-                    out,
-                    BEST,
-                    &model,
-                    trainable(),
-                    &optim,
-                    &state,
-                    &run_toml,
-                    &log,
-                )?;
-            }
-            final_val = Some(v);
-        }
-        if save_now {
-            let name = checkpoint::step_name(state.step);
-            write(
-                out,
-                &name,
-                &model,
-                trainable(),
-                &optim,
-                &state,
-                &run_toml,
-                &log,
-            )?;
-            checkpoint::prune(out, cfg.keep_last)?;
-        }
-        if state.step >= state.total_steps {
-            break;
-        }
-        if opts.stop_after.is_some_and(|n| done_here >= n) {
-            bar.abandon();
-            return Ok(summary(&state, None, &log));
-        }
+    /// One optimizer step: the next `grad_accum` micro-batches, forward and backward on the
+    /// run's devices, one AdamW update (skipped and counted when the loss or gradient is not
+    /// finite), one metrics row. Fails after `max_bad_steps` non-finite steps in a row.
+    pub fn step(mut self) -> Result<Self> {
+        let cfg = self.cfg;
         let started = Instant::now();
-        let too_long_before = state.too_long;
+        let too_long_before = self.state.too_long;
         let batches: Vec<Batch> = (0..cfg.grad_accum)
-            .map(|_| next_micro_batch(cfg, &processor, &train, &mut order, &mut state, &bar))
+            .map(|_| {
+                next_micro_batch(
+                    cfg,
+                    &self.processor,
+                    &self.train,
+                    &mut self.order,
+                    &mut self.state,
+                    &self.bar,
+                )
+            })
             .collect::<Result<_>>()?;
         let ids = batches
             .iter()
@@ -274,15 +246,16 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
             .join(", ");
         // Dropout draws from the device RNG: seed it from the step so a resume draws the same.
         // That RNG is process-wide: two runs in one process (threads) would disturb each other.
-        let seed = step_seed(cfg.seed, state.step);
-        let lr = schedule.lr_at(state.step);
+        let seed = step_seed(cfg.seed, self.state.step);
+        let lr = self.schedule.lr_at(self.state.step);
         let report: StepReport;
-        (model, optim, report) = match parallel.as_mut() {
-            Some(p) => p.step(model, optim, batches, lr, seed),
-            None => {
+        (self.model, self.optim, report) = match &mut self.devices {
+            Devices::Parallel(p) => p.step(self.model, self.optim, batches, lr, seed),
+            Devices::One(device) => {
                 device.seed(seed);
+                let mut optim = self.optim;
                 train_step(
-                    model,
+                    self.model,
                     &mut optim,
                     &batches,
                     cfg.method(),
@@ -292,9 +265,9 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
                 .map(|(m, r)| (m, optim, r))
             }
         }
-        .with_context(|| format!("step {} (examples {ids})", state.step + 1))?;
+        .with_context(|| format!("step {} (examples {ids})", self.state.step + 1))?;
+        let state = &mut self.state;
         state.step += 1;
-        done_here += 1;
         let seconds = started.elapsed().as_secs_f64();
         state.elapsed_s += seconds;
 
@@ -304,48 +277,108 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
         row.tokens_per_s = Some(report.tokens as f64 / seconds.max(1e-9));
         row.skipped = !report.applied;
         row.too_long = state.too_long - too_long_before;
-        log.push(row)?;
-        bar.set_position(state.step as u64);
-        bar.set_message(live_losses(&report, lr));
+        self.log.push(row)?;
+        self.bar.set_position(state.step as u64);
+        self.bar.set_message(live_losses(&report, lr));
 
         if report.applied {
             state.bad_in_a_row = 0;
-        } else {
-            state.skipped += 1;
-            state.bad_in_a_row += 1;
-            bar.println(format!(
-                "step {}: non-finite loss or gradient (loss {}, grad norm {}), update skipped ({} in a row)",
-                state.step, report.losses.total, report.grad_norm, state.bad_in_a_row
-            ));
-            if state.bad_in_a_row >= cfg.max_bad_steps {
-                bar.abandon();
-                let last = checkpoint::latest(out)?
-                    .map(|p| format!("the last checkpoint, {}, is intact", p.display()))
-                    .unwrap_or_else(|| "no checkpoint was written".into());
-                bail!(
-                    "stopping at step {}: {} consecutive steps had a non-finite loss or gradient (max_bad_steps = {}); {last}. Lower the learning rate or check the data.",
-                    state.step,
-                    state.bad_in_a_row,
-                    cfg.max_bad_steps
-                );
-            }
+            return Ok(self);
         }
+        state.skipped += 1;
+        state.bad_in_a_row += 1;
+        self.bar.println(format!(
+            "step {}: non-finite loss or gradient (loss {}, grad norm {}), update skipped ({} in a row)",
+            state.step, report.losses.total, report.grad_norm, state.bad_in_a_row
+        ));
+        if state.bad_in_a_row >= cfg.max_bad_steps {
+            self.bar.abandon();
+            let last = checkpoint::latest(&cfg.output)?
+                .map(|p| format!("the last checkpoint, {}, is intact", p.display()))
+                .unwrap_or_else(|| "no checkpoint was written".into());
+            bail!(
+                "stopping at step {}: {} consecutive steps had a non-finite loss or gradient (max_bad_steps = {}); {last}. Lower the learning rate or check the data.",
+                state.step,
+                state.bad_in_a_row,
+                cfg.max_bad_steps
+            );
+        }
+        Ok(self)
+    }
 
-        let last = state.step == state.total_steps;
-        validate_now = last || every(cfg.eval_every, state.step);
-        save_now = last || every(cfg.save_every, state.step);
+    /// Validation losses (when there is validation data), logged; a new best is saved as `best/`.
+    fn validate(&mut self) -> Result<Option<LossValues>> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let cfg = self.cfg;
+        let v = validate(
+            &self.model,
+            &self.processor,
+            &self.val,
+            cfg.micro_batch,
+            cfg.method(),
+        )?;
+        let step = self.state.step;
+        self.log
+            .push(Row::new("val", step, &v, t.elapsed().as_secs_f64()))?;
+        if step > 0 {
+            self.bar
+                .println(format!("step {step}: validation {}", format_losses(&v)));
+        }
+        if v.total.is_finite() && self.state.best.is_none_or(|(_, b)| v.total < b) {
+            self.state.best = Some((step, v.total));
+            self.save(BEST)?;
+        }
+        Ok(Some(v))
     }
-    bar.finish();
-    if let Some(max) = cfg.max_tokens.filter(|_| state.too_long > 0) {
-        eprintln!(
-            "skipped {} training example(s) longer than max_tokens = {max} (named above; `too_long` in metrics.jsonl)",
-            state.too_long
-        );
+
+    /// Writes checkpoint `name` (atomically, see `checkpoint`).
+    fn save(&self, name: &str) -> Result<()> {
+        let metrics = self.log.bytes()?;
+        checkpoint::write(
+            &self.cfg.output,
+            name,
+            &Contents {
+                model: &self.model,
+                trainable: self.saved_as.trainable(),
+                optimizer: &self.optim,
+                state: &self.state,
+                run_toml: &self.run_toml,
+                metrics: &metrics,
+            },
+        )
+        .with_context(|| format!("at step {}", self.state.step))?;
+        Ok(())
     }
-    if let Err(e) = plot_loss_curve(&log.rows, &out.join("loss.png")) {
-        eprintln!("warning: no loss curve: {e:#}");
+
+    fn summary(&self, final_val: Option<LossValues>) -> Summary {
+        let state = &self.state;
+        Summary {
+            step: state.step,
+            total_steps: state.total_steps,
+            skipped: state.skipped,
+            too_long: state.too_long,
+            best: state.best,
+            final_val,
+            metrics: self.log.rows.clone(),
+        }
     }
-    Ok(summary(&state, final_val, &log))
+}
+
+/// The counters of a run that has not taken a step.
+fn fresh_state(cfg: &RunConfig, n_train: usize) -> TrainState {
+    TrainState {
+        step: 0,
+        total_steps: total_steps(cfg, n_train),
+        cursor: Cursor::default(),
+        bad_in_a_row: 0,
+        skipped: 0,
+        best: None,
+        elapsed_s: 0.0,
+        too_long: 0,
+    }
 }
 
 /// The next micro-batch in the data order, without its examples longer than `max_tokens` (each
@@ -403,70 +436,6 @@ fn next_micro_batch(
     }
 }
 
-/// The run's devices, with autodiff (and gradient checkpointing if asked): the run file's
-/// `devices`, or burn's default device.
-fn train_devices(cfg: &RunConfig) -> Result<Vec<Device>> {
-    let autodiff = |d| crate::model::device::training_device(d, cfg.gradient_checkpointing);
-    match cfg.device_specs()? {
-        None => Ok(vec![autodiff(Device::default())]),
-        Some(specs) => specs
-            .into_iter()
-            .map(|s| Ok(autodiff(s.device()?)))
-            .collect(),
-    }
-}
-
-/// The VLM before adapters, and for full fine-tuning the `config.json` its checkpoints carry.
-fn base_model(cfg: &RunConfig, device: &Device) -> Result<(Qwen2_5Vl, Option<serde_json::Value>)> {
-    let config_path = match (&cfg.model, &cfg.random_config) {
-        (Some(dir), _) => dir.join("config.json"),
-        (None, Some(file)) => file.clone(),
-        (None, None) => bail!("set `model` or `random_config`"),
-    };
-    // The frozen base of a LoRA run is stored in the run's precision as it is read; full
-    // fine-tuning trains every weight, so it reads f32 master copies.
-    let precision = if cfg.full {
-        Precision::F32
-    } else {
-        cfg.precision
-    };
-    let vlm = match &cfg.model {
-        Some(dir) => Qwen2_5Vl::from_dir_in(dir, device, precision)?,
-        None => Qwen2_5Vl::random(&Qwen2_5VlConfig::from_file(&config_path)?, cfg.seed, device)?,
-    };
-    let config_json = if cfg.full {
-        let text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("cannot read {}", config_path.display()))?;
-        Some(
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", config_path.display()))?,
-        )
-    } else {
-        None
-    };
-    Ok((vlm, config_json))
-}
-
-/// A new run's model: fresh LoRA adapters (unless full fine-tuning) and dynamics head (NextLat).
-fn fresh_model(cfg: &RunConfig, base: Qwen2_5Vl, lora: &LoraConfig) -> Result<PearlModel> {
-    let vlm = if cfg.full {
-        base
-    } else {
-        init_lora(base, lora, cfg.seed.wrapping_add(1))?
-    };
-    let d = vlm.cfg.text.hidden_size;
-    let dynamics = match (&cfg.dynamics_head, cfg.has_dynamics_head()) {
-        (_, false) => None,
-        (Some(p), true) => Some(DynamicsHead::load(p, d, &vlm.device())?),
-        (None, true) => Some(DynamicsHead::init(
-            d,
-            cfg.seed.wrapping_add(2),
-            &vlm.device(),
-        )),
-    };
-    Ok(PearlModel { vlm, dynamics })
-}
-
 /// Optimizer steps of the run: `steps`, or enough for `epochs` (one by default).
 pub fn total_steps(cfg: &RunConfig, n_train: usize) -> usize {
     cfg.steps.unwrap_or_else(|| {
@@ -477,14 +446,6 @@ pub fn total_steps(cfg: &RunConfig, n_train: usize) -> usize {
 
 fn every(n: usize, step: usize) -> bool {
     n > 0 && step.is_multiple_of(n)
-}
-
-/// The device RNG seed of a step (SplitMix64 of seed and step: nearby steps get unrelated seeds).
-pub(super) fn step_seed(seed: u64, step: usize) -> u64 {
-    let mut z = seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Validation losses over `items` (each term averaged over examples), without autodiff.
@@ -506,46 +467,6 @@ pub fn validate(
         parts.extend(std::iter::repeat_n(v, chunk.len()));
     }
     Ok(mean_values(&parts))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write(
-    out: &Path,
-    name: &str,
-    model: &PearlModel,
-    trainable: Trainable,
-    optim: &AdamW,
-    state: &TrainState,
-    run_toml: &str,
-    log: &MetricsLog,
-) -> Result<()> {
-    let metrics = log.bytes()?;
-    checkpoint::write(
-        out,
-        name,
-        &Contents {
-            model,
-            trainable,
-            optimizer: optim,
-            state,
-            run_toml,
-            metrics: &metrics,
-        },
-    )
-    .with_context(|| format!("at step {}", state.step))?;
-    Ok(())
-}
-
-fn summary(state: &TrainState, final_val: Option<LossValues>, log: &MetricsLog) -> Summary {
-    Summary {
-        step: state.step,
-        total_steps: state.total_steps,
-        skipped: state.skipped,
-        too_long: state.too_long,
-        best: state.best,
-        final_val,
-        metrics: log.rows.clone(),
-    }
 }
 
 fn progress_bar(total: usize, at: usize, visible: bool) -> ProgressBar {

@@ -14,8 +14,10 @@ pub mod optim;
 pub mod parallel;
 pub mod param_ids;
 pub mod resume;
+pub mod setup;
 pub mod step;
 
 pub use config::RunConfig;
-pub use r#loop::{Options, Resume, Summary, run};
+pub use r#loop::{Options, Summary, Trainer, run};
+pub use resume::Resume;
 pub use step::{StepReport, train_step};

@@ -28,9 +28,8 @@
 //!   still reaches the caller (the run then ends with it).
 
 use super::config::RunConfig;
-use super::r#loop::step_seed;
 use super::optim::{AdamW, clip_global_norm};
-use super::step::{StepReport, mean_values};
+use super::step::{StepReport, mean_values, step_seed};
 use crate::objective::{Batch, LossValues, Method, PearlModel, method_losses};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};

@@ -7,7 +7,15 @@
 use super::config::RunConfig;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where to resume from.
+#[derive(Debug, Clone)]
+pub enum Resume {
+    /// The newest step checkpoint of the run directory.
+    Latest,
+    Dir(PathBuf),
+}
 
 /// Keys that change neither the weights nor the data order: devices and checkpointing strategy
 /// (where and how the steps run, with the same results), and the output side (how often to

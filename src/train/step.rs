@@ -116,3 +116,11 @@ pub fn mean_values(values: &[LossValues]) -> LossValues {
         total: values.iter().map(|v| v.total).sum::<f64>() / n,
     }
 }
+
+/// The device RNG seed of a step (SplitMix64 of seed and step: nearby steps get unrelated seeds).
+pub fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
