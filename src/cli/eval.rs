@@ -1,6 +1,7 @@
 //! `pearl eval` and `pearl compare`.
 
-use crate::eval::agent::{AgentConfig, DEFAULT_SYSTEM_PROMPT};
+use crate::data::tool_protocol::SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT;
+use crate::eval::agent::AgentConfig;
 use crate::eval::answerer::ChatModel;
 use crate::eval::bench::{self, BenchFormat};
 use crate::eval::compare::{Comparison, compare_dirs};

@@ -5,5 +5,6 @@ pub mod import;
 pub mod mcq;
 pub mod stats;
 pub mod synth;
+pub mod tool_protocol;
 pub mod trajectory;
 pub mod validate;

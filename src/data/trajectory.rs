@@ -6,6 +6,8 @@
 //! outputs kept) or for a tool-calling model (`<tool_call>{json}</tool_call>` appended to the turn).
 
 use crate::data::chat::{Message, Part, Role};
+use crate::data::tool_protocol;
+pub use crate::data::tool_protocol::format_bbox;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
@@ -95,11 +97,6 @@ impl ToolCall {
             )),
         })
     }
-
-    /// The call as a tool-calling model writes it: `{"name":..,"arguments":{..}}`.
-    pub fn to_json_text(&self) -> String {
-        serde_json::json!({"name": self.name, "arguments": self.arguments}).to_string()
-    }
 }
 
 impl Trajectory {
@@ -152,15 +149,25 @@ impl Trajectory {
             .collect()
     }
 
-    /// The chat a tool-calling model trains on: each call appended to its assistant turn as
-    /// `<tool_call>{json}</tool_call>` (PixelReasoner / DeepEyes style), one per line.
+    /// The chat a tool-calling model trains on, in the agent's protocol (`data::tool_protocol`):
+    /// its system prompt; each call appended to its assistant turn as
+    /// `<tool_call>{json}</tool_call>` (crops under the protocol's tool name); the turn that
+    /// returns a crop rewritten as the agent writes it (the crop, then `crop_result_text`).
+    /// Other tools' calls keep their name and output turns: the agent cannot run them
+    /// ([`Trajectory::unsupported_tool`]).
     pub fn render_for_tool_agent(&self) -> Vec<Message> {
         let mut out = self.messages.clone();
         for call in &self.meta.tool_calls {
+            let crop = tool_protocol::is_crop(&call.name);
+            let name = if crop {
+                tool_protocol::CROP_TOOL
+            } else {
+                call.name.as_str()
+            };
             let Some(msg) = out.get_mut(call.turn) else {
                 continue;
             };
-            let markup = format!("<tool_call>{}</tool_call>", call.to_json_text());
+            let markup = tool_protocol::call_markup(name, &call.arguments);
             match msg.content.iter_mut().rev().find_map(|p| match p {
                 Part::Text { text } => Some(text),
                 _ => None,
@@ -173,8 +180,31 @@ impl Trajectory {
                 }
                 None => msg.content.push(Part::Text { text: markup }),
             }
+            let (Some(Ok(bbox)), Some(output)) =
+                (call.bbox().filter(|_| crop), out.get_mut(call.turn + 1))
+            else {
+                continue;
+            };
+            let images: Vec<&str> = output.images().collect();
+            if let [image] = images[..] {
+                *output = tool_protocol::crop_result_turn(image.to_string(), bbox);
+            }
+        }
+        let system = Message::text(Role::System, tool_protocol::SYSTEM_PROMPT);
+        match out.first_mut() {
+            Some(m) if m.role == Role::System => *m = system,
+            _ => out.insert(0, system),
         }
         out
+    }
+
+    /// The first tool the agent cannot execute (it runs crops only), if any call names one.
+    pub fn unsupported_tool(&self) -> Option<&str> {
+        self.meta
+            .tool_calls
+            .iter()
+            .find(|c| !tool_protocol::is_crop(&c.name))
+            .map(|c| c.name.as_str())
     }
 }
 
@@ -245,19 +275,6 @@ pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> anyhow::Result<()>
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Formats a bbox the way the published datasets (Python lists of floats) print it:
-/// `[0.38, 0.46, 0.72, 0.66]`, integral values as `1.0`.
-pub fn format_bbox(b: [f64; 4]) -> String {
-    let f = |v: f64| {
-        if v.fract() == 0.0 {
-            format!("{v:.1}")
-        } else {
-            format!("{v}")
-        }
-    };
-    format!("[{}, {}, {}, {}]", f(b[0]), f(b[1]), f(b[2]), f(b[3]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,11 +313,13 @@ mod tests {
     }
 
     #[test]
-    fn two_renderings_differ_only_in_the_call_markup() {
+    fn the_tool_agent_rendering_speaks_the_agents_protocol() {
         let t = example();
         let pearl = t.render_for_pearl();
         assert_eq!(pearl, t.messages);
         let agent = t.render_for_tool_agent();
+        assert_eq!(agent.len(), t.messages.len());
+        assert_eq!(agent[0].joined_text(), tool_protocol::SYSTEM_PROMPT);
         let text = agent[2].joined_text();
         assert!(
             text.starts_with("Now I will focus on it.\n<tool_call>"),
@@ -312,20 +331,22 @@ mod tests {
             .unwrap()
             .trim_end_matches("</tool_call>");
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
-        assert_eq!(v["name"], "crop");
+        assert_eq!(v["name"], tool_protocol::CROP_TOOL);
         assert_eq!(v["arguments"]["target_image"], 1);
-        // Rendering for Pearl strips what rendering for the agent added.
+        // The crop comes back as the agent returns it: the image, then the protocol's text.
+        assert_eq!(
+            agent[3],
+            tool_protocol::crop_result_turn("a_crop.png".into(), [0.1, 0.2, 0.3, 0.4])
+        );
+        // Rendering for Pearl strips the calls again; the answer turn is untouched.
         let mut round = t.clone();
         round.messages = agent;
-        assert_eq!(round.render_for_pearl(), t.messages);
-    }
-
-    #[test]
-    fn bbox_text_matches_python_list_printing() {
-        assert_eq!(
-            format_bbox([0.38, 0.46, 0.72, 0.66]),
-            "[0.38, 0.46, 0.72, 0.66]"
-        );
-        assert_eq!(format_bbox([0.0, 0.5, 1.0, 0.25]), "[0.0, 0.5, 1.0, 0.25]");
+        let back = round.render_for_pearl();
+        assert_eq!(back[2], t.messages[2]);
+        assert_eq!(back[4], t.messages[4]);
+        assert_eq!(t.unsupported_tool(), None);
+        let mut depth = t.clone();
+        depth.meta.tool_calls[0].name = "depth".into();
+        assert_eq!(depth.unsupported_tool(), Some("depth"));
     }
 }

@@ -136,7 +136,9 @@ pub fn describe(paths: &[PathBuf]) -> String {
 }
 
 /// The examples a method trains on: every item for Pearl; for LVR the items with a crop of the
-/// first image (the others are counted and reported, never dropped silently).
+/// first image; for the tool-calling baseline the items whose calls the agent can execute (crops),
+/// rendered for a tool-calling model. Items left out are counted and reported, never dropped
+/// silently.
 pub enum Examples {
     Pearl(Vec<Item>),
     Lvr(Vec<LvrExample>),
@@ -146,6 +148,33 @@ impl Examples {
     pub fn new(items: Vec<Item>, method: MethodKind, what: &str) -> Result<Self> {
         match method {
             MethodKind::Pearl => Ok(Examples::Pearl(items)),
+            MethodKind::ToolCall => {
+                let n = items.len();
+                let mut skipped = std::collections::BTreeMap::<String, usize>::new();
+                let out: Vec<Item> = items
+                    .into_iter()
+                    .filter_map(|it| {
+                        if let Some(tool) = it.trajectory.unsupported_tool() {
+                            *skipped.entry(tool.to_string()).or_default() += 1;
+                            return None;
+                        }
+                        let chat = it.trajectory.render_for_tool_agent();
+                        Some(Item { chat, ..it })
+                    })
+                    .collect();
+                if !skipped.is_empty() {
+                    eprintln!(
+                        "{what} data: {} of {n} trajectories call tools the agent cannot run ({skipped:?}); the tool-calling baseline trains on the other {}",
+                        n - out.len(),
+                        out.len()
+                    );
+                }
+                anyhow::ensure!(
+                    !out.is_empty() || n == 0,
+                    "none of the {what} trajectories uses only the crop tool: the tool-calling baseline has nothing to learn"
+                );
+                Ok(Examples::Pearl(out))
+            }
             MethodKind::Lvr => {
                 let mut out = Vec::new();
                 let mut skipped = 0;

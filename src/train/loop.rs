@@ -153,7 +153,7 @@ pub fn run(cfg: &RunConfig, opts: &Options) -> Result<Summary> {
     let model = ids_from_paths(model);
     let mut model = match (cfg.full, cfg.method) {
         (true, _) => set_trainable(model, |_| true),
-        (false, MethodKind::Pearl) => lora_only(model),
+        (false, MethodKind::Pearl | MethodKind::ToolCall) => lora_only(model),
         // LVR's targets are the vision tower's own output: it trains with that tower frozen.
         (false, MethodKind::Lvr) => lvr_lora_only(model),
     };
