@@ -59,7 +59,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     let (base, pretrain_summary) = stages.run("2/6 pretrain the base model", false, || {
         pretrain::pretrain(cfg, &model_files, &data, &out.join("pretrain"), progress)
     })?;
-    let runs: Vec<Finetuned> = stages.run("3/6 fine-tune four ways", false, || {
+    let runs: Vec<Finetuned> = stages.run("3/6 fine-tune five ways", false, || {
         let mut runs = Vec::new();
         for seed in cfg.seed_list() {
             for method in Method::ALL {
@@ -85,7 +85,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     let mut base_check = None;
     let evals: Vec<Evaluated> = stages.run("4/6 evaluate on the held-out items", false, || {
         if progress {
-            eprintln!("--- base model, directly and as a tool-using agent");
+            eprintln!("--- base model");
         }
         let pretrain_items = crate::eval::bench::jsonl::load(&data.pretrain.join("val_mcq.jsonl"))?;
         let check = evaluate::evaluate_base_on_pretraining_world(

@@ -243,8 +243,8 @@ fn markdown(d: &ReportData) -> String {
     let _ = writeln!(
         s,
         "Accuracy (%) on the held-out multiple-choice items, with 95 % percentile-bootstrap intervals over items{}. \
-         Answers follow the fixed protocol (one turn, greedy, at most 4 new tokens), except the tool-using agent, \
-         which may call the crop tool up to {} times with {} tokens per turn.\n",
+         Answers follow the fixed protocol (one turn, greedy, at most 4 new tokens), except the fine-tuned tool-calling \
+         agent, which may call the crop tool up to {} times with {} tokens per turn; its latency includes running the tool.\n",
         if c.seeds > 1 {
             " (cells pool the seeds per item; the spread over seeds is in parentheses)"
         } else {
@@ -257,10 +257,14 @@ fn markdown(d: &ReportData) -> String {
     s.push('\n');
     for row in &d.table.rows {
         if let Some(calls) = row.mean_tool_calls {
+            let share = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{} %", pct(v)));
             let _ = writeln!(
                 s,
-                "{}: {:.2} tool calls per item on average.\n",
-                row.system, calls
+                "{}: {:.2} tool calls per item on average; {} of the calls were valid, {} valid with a crop containing the target.\n",
+                row.system,
+                calls,
+                share(row.valid_call_share),
+                share(row.on_target_share)
             );
         }
     }

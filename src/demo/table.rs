@@ -37,6 +37,12 @@ pub struct TableRow {
     /// Mean tool calls per item (tool-using rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_tool_calls: Option<f64>,
+    /// Share of the calls that were executed, and of those executed whose crop contains the
+    /// item's target box (tool-using rows only; `eval::summary::Cost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_call_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_target_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,7 +74,7 @@ fn runs_of<'a>(evals: &'a [Evaluated], system: &System) -> Vec<&'a Evaluated> {
 pub fn table_systems(lvr: bool) -> Vec<System> {
     let mut v = vec![
         System::Base,
-        System::BaseWithTools,
+        System::Finetuned(Method::ToolCall),
         System::Finetuned(Method::Sft),
         System::Finetuned(Method::PearlNoNextLat),
         System::Finetuned(Method::Pearl),
@@ -82,9 +88,28 @@ pub fn table_systems(lvr: bool) -> Vec<System> {
 fn block(system: &System) -> &'static str {
     match system {
         System::Base => "no fine-tuning",
-        System::BaseWithTools => "no fine-tuning, tools at inference",
+        System::Finetuned(Method::ToolCall) => {
+            "fine-tuned on the same trajectories with tool calls, tools at inference"
+        }
         _ => "fine-tuned on the same trajectories (LoRA, same steps and seed)",
     }
+}
+
+/// A per-run share of tool calls pooled over seeds, weighted by each run's calls.
+fn pooled_share(
+    runs: &[&Evaluated],
+    share: impl Fn(&crate::eval::summary::Cost) -> Option<f64>,
+) -> Option<f64> {
+    let (mut hits, mut calls) = (0.0, 0.0);
+    for e in runs {
+        let c = &e.summary.cost;
+        let (Some(s), Some(per_item)) = (share(c), c.tool_calls) else {
+            continue;
+        };
+        let n = per_item * e.records.len() as f64;
+        (hits, calls) = (hits + s * n, calls + n);
+    }
+    (calls > 0.0).then(|| hits / calls)
 }
 
 pub fn build_table(evals: &[Evaluated], boot: &Bootstrap) -> Result<Table> {
@@ -125,6 +150,8 @@ pub fn build_table(evals: &[Evaluated], boot: &Bootstrap) -> Result<Table> {
             mean_latency_s,
             mean_tool_calls: (!calls.is_empty())
                 .then(|| calls.iter().sum::<f64>() / calls.len() as f64),
+            valid_call_share: pooled_share(&runs, |c| c.valid_call_share),
+            on_target_share: pooled_share(&runs, |c| c.on_target_share),
         });
     }
     let chance = columns
