@@ -34,6 +34,10 @@ pub struct TableRow {
     pub cells: BTreeMap<String, Cell>,
     /// Mean seconds per answer (the harness's latency field, averaged over items and seeds).
     pub mean_latency_s: f64,
+    /// Median seconds per answer over items and seeds (tool execution included for the agent),
+    /// with its percentile-bootstrap interval over those answers.
+    pub median_latency_s: f64,
+    pub median_latency_ci95: Interval,
     /// Mean tool calls per item (tool-using rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_tool_calls: Option<f64>,
@@ -137,7 +141,10 @@ pub fn build_table(evals: &[Evaluated], boot: &Bootstrap) -> Result<Table> {
             cells.insert(col.clone(), cell(&runs, col, boot)?);
         }
         let all: Vec<_> = runs.iter().flat_map(|e| &e.records).collect();
-        let mean_latency_s = all.iter().map(|r| r.latency_s).sum::<f64>() / all.len() as f64;
+        let latencies: Vec<f64> = all.iter().map(|r| r.latency_s).collect();
+        let mean_latency_s = crate::eval::stats::mean(&latencies);
+        let median_latency_ci95 = crate::eval::stats::bootstrap_median_ci(&latencies, boot)
+            .context("a row without answers has no latency")?;
         let calls: Vec<f64> = all
             .iter()
             .filter_map(|r| r.tools.as_ref().map(|t| t.calls as f64))
@@ -148,6 +155,8 @@ pub fn build_table(evals: &[Evaluated], boot: &Bootstrap) -> Result<Table> {
             seeds: runs.len(),
             cells,
             mean_latency_s,
+            median_latency_s: crate::eval::stats::median(&latencies),
+            median_latency_ci95,
             mean_tool_calls: (!calls.is_empty())
                 .then(|| calls.iter().sum::<f64>() / calls.len() as f64),
             valid_call_share: pooled_share(&runs, |c| c.valid_call_share),
