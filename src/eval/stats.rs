@@ -40,7 +40,7 @@ pub fn mean(values: &[f64]) -> f64 {
 
 /// Percentile bootstrap interval of the mean of `values`; `None` for no values.
 pub fn bootstrap_mean_ci(values: &[f64], cfg: &Bootstrap) -> Option<Interval> {
-    bootstrap_ci(values, cfg, |v| mean(v))
+    bootstrap_ci(values, cfg, mean)
 }
 
 /// The median (mean of the two middle values for an even count); NaN for no values.
@@ -56,7 +56,7 @@ pub fn median(values: &[f64]) -> f64 {
 
 /// Percentile bootstrap interval of the median of `values`; `None` for no values.
 pub fn bootstrap_median_ci(values: &[f64], cfg: &Bootstrap) -> Option<Interval> {
-    bootstrap_ci(values, cfg, |v| median(v))
+    bootstrap_ci(values, cfg, median)
 }
 
 /// Percentile bootstrap interval of `statistic` over resamples of `values` (with replacement,
