@@ -67,7 +67,7 @@ fn quick_demo_writes_a_complete_computed_report() {
         .collect();
     for want in [
         "Base (no fine-tuning)",
-        "Base + crop tool (agent)",
+        "Tool calling (fine-tuned agent)",
         "SFT",
         "Pearl",
         "Pearl w/o NextLat",
@@ -92,6 +92,18 @@ fn quick_demo_writes_a_complete_computed_report() {
         }
         assert_eq!(row["cells"]["overall"]["n"].as_u64(), Some(n_items));
         assert!(row["mean_latency_s"].as_f64().unwrap() > 0.0);
+        // Only the fine-tuned tool-calling agent calls tools, and it reports how well it did.
+        let agent = row["system"] == "Tool calling (fine-tuned agent)";
+        assert_eq!(
+            row["mean_tool_calls"].is_number(),
+            agent,
+            "{}",
+            row["system"]
+        );
+        if agent && row["mean_tool_calls"].as_f64().unwrap() > 0.0 {
+            let valid = unit(&row["valid_call_share"], "valid calls");
+            assert!(unit(&row["on_target_share"], "calls on target") <= valid);
+        }
     }
 
     // Paired comparisons against SFT, the verdict, LVR per step count, latency, alignment.
@@ -126,7 +138,7 @@ fn quick_demo_writes_a_complete_computed_report() {
         png_ok(&out.join(table["figures"][key].as_str().unwrap()));
     }
     let per_run = table["figures"]["per_run_loss"].as_array().unwrap();
-    assert_eq!(per_run.len(), 4, "one loss curve per fine-tuning");
+    assert_eq!(per_run.len(), 5, "one loss curve per fine-tuning");
     for p in per_run {
         png_ok(&out.join(p.as_str().unwrap()));
     }

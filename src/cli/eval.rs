@@ -1,6 +1,7 @@
 //! `pearl eval` and `pearl compare`.
 
-use crate::eval::agent::{AgentConfig, DEFAULT_SYSTEM_PROMPT};
+use crate::data::tool_protocol::SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT;
+use crate::eval::agent::AgentConfig;
 use crate::eval::answerer::ChatModel;
 use crate::eval::bench::{self, BenchFormat};
 use crate::eval::card::{Protocol, ProtocolCard, check_runs, dir_sha256, tree_sha256};

@@ -48,6 +48,10 @@ pub struct TrainArgs {
     /// The LVR-style reconstruction baseline instead of Pearl (settings in `[lvr]`).
     #[arg(long, conflicts_with = "sft")]
     lvr: bool,
+    /// The tool-calling baseline: SFT on the trajectories rendered with `<tool_call>` turns, as
+    /// `pearl eval --agent tools` runs them (every assistant turn supervised).
+    #[arg(long, conflicts_with_all = ["sft", "lvr"])]
+    toolcall: bool,
     /// Full fine-tuning instead of LoRA.
     #[arg(long)]
     full: bool,
@@ -103,6 +107,9 @@ impl TrainArgs {
         }
         if self.lvr {
             o.push("method=\"lvr\"".into());
+        }
+        if self.toolcall {
+            o.push("method=\"toolcall\"".into());
         }
         if self.full {
             o.push("full=true".into());

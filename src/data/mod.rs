@@ -3,7 +3,9 @@
 pub mod chat;
 pub mod import;
 pub mod mcq;
+pub mod pyrepr;
 pub mod stats;
 pub mod synth;
+pub mod tool_protocol;
 pub mod trajectory;
 pub mod validate;

@@ -6,6 +6,9 @@
 //! outputs kept) or for a tool-calling model (`<tool_call>{json}</tool_call>` appended to the turn).
 
 use crate::data::chat::{Message, Part, Role};
+use crate::data::tool_protocol;
+pub use crate::data::pyrepr::python_repr;
+pub use crate::data::tool_protocol::format_bbox;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
@@ -95,11 +98,6 @@ impl ToolCall {
             )),
         })
     }
-
-    /// The call as a tool-calling model writes it: `{"name":..,"arguments":{..}}`.
-    pub fn to_json_text(&self) -> String {
-        serde_json::json!({"name": self.name, "arguments": self.arguments}).to_string()
-    }
 }
 
 impl Trajectory {
@@ -155,15 +153,25 @@ impl Trajectory {
             .collect()
     }
 
-    /// The chat a tool-calling model trains on: each call appended to its assistant turn as
-    /// `<tool_call>{json}</tool_call>` (PixelReasoner / DeepEyes style), one per line.
+    /// The chat a tool-calling model trains on, in the agent's protocol (`data::tool_protocol`):
+    /// its system prompt; each call appended to its assistant turn as
+    /// `<tool_call>{json}</tool_call>` (crops under the protocol's tool name); the turn that
+    /// returns a crop rewritten as the agent writes it (the crop, then `crop_result_text`).
+    /// Other tools' calls keep their name and output turns: the agent cannot run them
+    /// ([`Trajectory::unsupported_tool`]).
     pub fn render_for_tool_agent(&self) -> Vec<Message> {
         let mut out = self.messages.clone();
         for call in &self.meta.tool_calls {
+            let crop = tool_protocol::is_crop(&call.name);
+            let name = if crop {
+                tool_protocol::CROP_TOOL
+            } else {
+                call.name.as_str()
+            };
             let Some(msg) = out.get_mut(call.turn) else {
                 continue;
             };
-            let markup = format!("<tool_call>{}</tool_call>", call.to_json_text());
+            let markup = tool_protocol::call_markup(name, &call.arguments);
             match msg.content.iter_mut().rev().find_map(|p| match p {
                 Part::Text { text } => Some(text),
                 _ => None,
@@ -176,8 +184,31 @@ impl Trajectory {
                 }
                 None => msg.content.push(Part::Text { text: markup }),
             }
+            let (Some(Ok(bbox)), Some(output)) =
+                (call.bbox().filter(|_| crop), out.get_mut(call.turn + 1))
+            else {
+                continue;
+            };
+            let images: Vec<&str> = output.images().collect();
+            if let [image] = images[..] {
+                *output = tool_protocol::crop_result_turn(image.to_string(), bbox);
+            }
+        }
+        let system = Message::text(Role::System, tool_protocol::SYSTEM_PROMPT);
+        match out.first_mut() {
+            Some(m) if m.role == Role::System => *m = system,
+            _ => out.insert(0, system),
         }
         out
+    }
+
+    /// The first tool the agent cannot execute (it runs crops only), if any call names one.
+    pub fn unsupported_tool(&self) -> Option<&str> {
+        self.meta
+            .tool_calls
+            .iter()
+            .find(|c| !tool_protocol::is_crop(&c.name))
+            .map(|c| c.name.as_str())
     }
 }
 
@@ -248,63 +279,6 @@ pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> anyhow::Result<()>
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Formats a bbox the way Python prints a list of floats: `[0.38, 0.46, 0.72, 0.66]`,
-/// integral values as `1.0`.
-pub fn format_bbox(b: [f64; 4]) -> String {
-    format!("[{}]", b.map(python_float_repr).join(", "))
-}
-
-/// A JSON number as Python's `repr` prints the value `json.load` gives: integers as integers
-/// (`1`), floats as the shortest text that reads back the same (`0.38`, `1.0`, `1e-05`).
-pub fn python_repr(n: &serde_json::Number) -> String {
-    match n.as_f64() {
-        Some(f) if !n.is_i64() && !n.is_u64() => python_float_repr(f),
-        _ => n.to_string(),
-    }
-}
-
-/// Python's `repr(float)`: the shortest round-tripping digits, positional for exponents -4..16
-/// (with a `.0` when whole), else scientific with a signed two-digit exponent.
-pub fn python_float_repr(v: f64) -> String {
-    if !v.is_finite() {
-        return if v.is_nan() {
-            "nan".into()
-        } else if v > 0.0 {
-            "inf".into()
-        } else {
-            "-inf".into()
-        };
-    }
-    // Rust's `{:e}` gives the same shortest digits: `-3.8e-1`.
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if (-4..16).contains(&exp) {
-        let point = exp + 1; // digits before the decimal point
-        let text = if point <= 0 {
-            format!("0.{}{digits}", "0".repeat((-point) as usize))
-        } else if point as usize >= digits.len() {
-            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
-        } else {
-            let (int, frac) = digits.split_at(point as usize);
-            format!("{int}.{frac}")
-        };
-        format!("{sign}{text}")
-    } else {
-        let mantissa = match digits.split_at(1) {
-            (d, "") => d.to_string(),
-            (d, rest) => format!("{d}.{rest}"),
-        };
-        let exp_sign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{mantissa}e{exp_sign}{:02}", exp.abs())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,11 +317,13 @@ mod tests {
     }
 
     #[test]
-    fn two_renderings_differ_only_in_the_call_markup() {
+    fn the_tool_agent_rendering_speaks_the_agents_protocol() {
         let t = example();
         let pearl = t.render_for_pearl();
         assert_eq!(pearl, t.messages);
         let agent = t.render_for_tool_agent();
+        assert_eq!(agent.len(), t.messages.len());
+        assert_eq!(agent[0].joined_text(), tool_protocol::SYSTEM_PROMPT);
         let text = agent[2].joined_text();
         assert!(
             text.starts_with("Now I will focus on it.\n<tool_call>"),
@@ -359,37 +335,22 @@ mod tests {
             .unwrap()
             .trim_end_matches("</tool_call>");
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
-        assert_eq!(v["name"], "crop");
+        assert_eq!(v["name"], tool_protocol::CROP_TOOL);
         assert_eq!(v["arguments"]["target_image"], 1);
-        // Rendering for Pearl strips what rendering for the agent added.
+        // The crop comes back as the agent returns it: the image, then the protocol's text.
+        assert_eq!(
+            agent[3],
+            tool_protocol::crop_result_turn("a_crop.png".into(), [0.1, 0.2, 0.3, 0.4])
+        );
+        // Rendering for Pearl strips the calls again; the answer turn is untouched.
         let mut round = t.clone();
         round.messages = agent;
-        assert_eq!(round.render_for_pearl(), t.messages);
-    }
-
-    #[test]
-    fn bbox_text_matches_python_list_printing() {
-        assert_eq!(
-            format_bbox([0.38, 0.46, 0.72, 0.66]),
-            "[0.38, 0.46, 0.72, 0.66]"
-        );
-        assert_eq!(format_bbox([0.0, 0.5, 1.0, 0.25]), "[0.0, 0.5, 1.0, 0.25]");
-        for (v, python) in [
-            (0.1, "0.1"),
-            (-2.5, "-2.5"),
-            (100.0, "100.0"),
-            (1e-5, "1e-05"),
-            (0.0001, "0.0001"),
-            (1.5e16, "1.5e+16"),
-            (1e16, "1e+16"),
-            (123456789.125, "123456789.125"),
-            (0.30000000000000004, "0.30000000000000004"),
-        ] {
-            assert_eq!(python_float_repr(v), python, "{v}");
-        }
-        // JSON integers stay integers, as `json.load` reads them.
-        let nums: Vec<serde_json::Number> = serde_json::from_str("[1, 0.5, 1.0, 0]").unwrap();
-        let text: Vec<String> = nums.iter().map(python_repr).collect();
-        assert_eq!(text, ["1", "0.5", "1.0", "0"]);
+        let back = round.render_for_pearl();
+        assert_eq!(back[2], t.messages[2]);
+        assert_eq!(back[4], t.messages[4]);
+        assert_eq!(t.unsupported_tool(), None);
+        let mut depth = t.clone();
+        depth.meta.tool_calls[0].name = "depth".into();
+        assert_eq!(depth.unsupported_tool(), Some("depth"));
     }
 }

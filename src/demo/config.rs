@@ -74,7 +74,9 @@ pub struct EvalSettings {
     /// Latent steps the LVR baseline decodes, for the accuracy-vs-steps figure; must include
     /// LVR's published 4, the LVR row of the table.
     pub lvr_steps: Vec<usize>,
-    /// Tool-using agent: calls allowed per item and tokens per turn.
+    /// The tool-calling baseline's agent: calls allowed per item and tokens per turn. The demo
+    /// world's crop-only trajectories make up to 3 calls, and their longest turn (a call with its
+    /// preamble) is 131 tokens of the demo tokenizer (`demo::data`'s test checks both).
     pub agent_max_calls: usize,
     pub agent_max_new_tokens: usize,
     /// Held-out trajectories embedded for the t-SNE figure.
@@ -121,8 +123,8 @@ impl Default for DemoConfig {
             eval: EvalSettings {
                 batch_size: 16,
                 lvr_steps: vec![1, 2, 4, 8, 16],
-                agent_max_calls: 2,
-                agent_max_new_tokens: 32,
+                agent_max_calls: 3,
+                agent_max_new_tokens: 144,
                 tsne_points: 48,
                 latency_items: 12,
                 latency_runs: 3,

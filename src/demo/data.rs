@@ -64,3 +64,51 @@ fn world(cfg: &DemoConfig, task: Task, seed: u64, side: u32) -> SynthConfig {
         ((40.0 * f64::from(side) * f64::from(side) / (896.0 * 896.0)).round() as usize).max(2);
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::QwenTokenizer;
+
+    /// The tool-calling baseline's agent must be able to write, in one turn, the longest turn it
+    /// was trained on (a tool call or the answer), otherwise its calls are cut off unclosed, and
+    /// make as many calls as the expert did.
+    #[test]
+    fn the_agents_turn_budget_holds_every_rendered_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = DemoConfig::default();
+        (cfg.data.train, cfg.data.val, cfg.data.test) = (24, 2, 2);
+        (cfg.data.pretrain_train, cfg.data.pretrain_val) = (2, 1);
+        super::super::model_dir::write_model_files(&dir.path().join("model"), cfg.max_pixels)
+            .unwrap();
+        let tok = QwenTokenizer::from_dir(&dir.path().join("model")).unwrap();
+        let data = synthesize(&cfg, &dir.path().join("data")).unwrap();
+        let file = crate::data::trajectory::load_jsonl(&data.train()).unwrap();
+        let (mut longest, mut most_calls, mut crop_only) = (0, 0, 0);
+        for n in file
+            .items
+            .iter()
+            .filter(|n| n.trajectory.unsupported_tool().is_none())
+        {
+            crop_only += 1;
+            most_calls = most_calls.max(n.trajectory.meta.tool_calls.len());
+            for m in n.trajectory.render_for_tool_agent() {
+                if m.role == crate::data::chat::Role::Assistant {
+                    // The turn's text and the <|im_end|> that ends it.
+                    longest = longest.max(tok.encode(&m.joined_text()).unwrap().len() + 1);
+                }
+            }
+        }
+        assert!(crop_only > 0, "no trajectory the agent can replay");
+        assert!(
+            longest <= cfg.eval.agent_max_new_tokens,
+            "the longest rendered turn has {longest} tokens, the agent allows {}",
+            cfg.eval.agent_max_new_tokens
+        );
+        assert!(
+            most_calls <= cfg.eval.agent_max_calls,
+            "a trajectory makes {most_calls} calls, the agent allows {}",
+            cfg.eval.agent_max_calls
+        );
+    }
+}

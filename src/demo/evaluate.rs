@@ -1,7 +1,7 @@
 //! Stage 4: every system answers the same held-out MCQ items under the fixed protocol
-//! (`eval::run::evaluate`: one user turn, greedy, 4 new tokens): the base model, the base model as
-//! a tool-using agent (crop tool, several turns), the four fine-tunings, and LVR at several latent
-//! step counts (the paper's Figure 3).
+//! (`eval::run::evaluate`: one user turn, greedy, 4 new tokens): the base model, the fine-tunings,
+//! and LVR at several latent step counts (the paper's Figure 3); the fine-tuned tool-calling
+//! baseline answers as an agent that executes its crop calls (`eval::agent`, several turns).
 
 use super::config::{DemoConfig, LVR_STEPS};
 use super::finetune::{Finetuned, Method};
@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum System {
     Base,
-    BaseWithTools,
     Finetuned(Method),
     /// LVR decoding this many latent steps.
     LvrSteps(usize),
@@ -33,7 +32,6 @@ impl System {
     pub fn label(&self) -> String {
         match self {
             System::Base => "Base (no fine-tuning)".into(),
-            System::BaseWithTools => "Base + crop tool (agent)".into(),
             System::Finetuned(Method::Lvr) => "LVR (4 latent steps)".into(),
             System::Finetuned(m) => m.label().into(),
             System::LvrSteps(s) => format!("LVR ({s} latent steps)"),
@@ -43,7 +41,6 @@ impl System {
     fn slug(&self) -> String {
         match self {
             System::Base => "base".into(),
-            System::BaseWithTools => "base-tools".into(),
             System::Finetuned(m) => m.slug().into(),
             System::LvrSteps(s) => format!("lvr-steps{s}"),
         }
@@ -110,7 +107,7 @@ pub fn bootstrap(cfg: &DemoConfig) -> Bootstrap {
     }
 }
 
-/// The base model, directly and as a tool-using agent.
+/// The base model, under the fixed protocol.
 pub fn evaluate_base(
     cfg: &DemoConfig,
     base: &Path,
@@ -126,14 +123,21 @@ pub fn evaluate_base(
     };
     let device = Device::default();
     let mut model = LocalModel::load(base, None, &device, Precision::F32)?;
-    let direct = set.run_one(&mut model, System::Base, None, &Mode::Direct)?;
-    let agent = AgentConfig {
+    Ok(vec![set.run_one(
+        &mut model,
+        System::Base,
+        None,
+        &Mode::Direct,
+    )?])
+}
+
+/// The agent settings of the tool-calling baseline; its crops go to `eval_dir/agent-crops-seedN`.
+fn agent_config(cfg: &DemoConfig, eval_dir: &Path, seed: u64) -> AgentConfig {
+    AgentConfig {
         max_calls: cfg.eval.agent_max_calls,
         max_new_tokens: cfg.eval.agent_max_new_tokens,
-        ..AgentConfig::new(eval_dir.join("agent-crops"))
-    };
-    let tools = set.run_one(&mut model, System::BaseWithTools, None, &Mode::Tools(agent))?;
-    Ok(vec![direct, tools])
+        ..AgentConfig::new(eval_dir.join(format!("agent-crops-seed{seed}")))
+    }
 }
 
 /// The base model on held-out items of its own pretraining world (small scenes, objects plainly
@@ -176,11 +180,15 @@ pub fn evaluate_finetuned(
     let seed = Some(run.seed);
     if run.method != Method::Lvr {
         let mut model = LocalModel::load(base, Some(&run.adapter), &device, Precision::F32)?;
+        let mode = match run.method {
+            Method::ToolCall => Mode::Tools(agent_config(cfg, eval_dir, run.seed)),
+            _ => Mode::Direct,
+        };
         return Ok(vec![set.run_one(
             &mut model,
             System::Finetuned(run.method),
             seed,
-            &Mode::Direct,
+            &mode,
         )?]);
     }
     let mut model =

@@ -131,46 +131,79 @@ pub fn plot_lvr_steps(
     })
 }
 
-/// Bars of `(label, seconds)`.
-pub fn plot_latency(bars: &[(String, f64)], title: &str, path: &Path) -> Result<()> {
+/// One system of the accuracy-vs-latency figure.
+pub struct LatencyPoint {
+    pub label: String,
+    /// Median seconds per answer and its interval.
+    pub latency_s: f64,
+    pub latency_ci95: Interval,
+    pub accuracy: f64,
+    pub accuracy_ci95: Interval,
+}
+
+/// Each system a point: median answer latency (log scale) vs accuracy, 95 % intervals on both
+/// axes, chance as a line.
+pub fn plot_accuracy_vs_latency(points: &[LatencyPoint], chance: f64, path: &Path) -> Result<()> {
     with_fallback(path, |text| {
-        let root = BitMapBackend::new(path, (700, 460)).into_drawing_area();
+        let root = BitMapBackend::new(path, (800, 520)).into_drawing_area();
         root.fill(&WHITE)?;
-        let hi = bars.iter().map(|b| b.1).fold(1e-6, f64::max) * 1.2;
+        let lat = |s: f64| s.max(1e-6).log10();
+        let (x0, x1) = points
+            .iter()
+            .flat_map(|p| [lat(p.latency_ci95.lo), lat(p.latency_ci95.hi)])
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+                (a.min(x), b.max(x))
+            });
+        let (x0, x1) = if x0.is_finite() {
+            (x0 - 0.2, x1 + 0.2)
+        } else {
+            (-3.0, 1.0)
+        };
         let mut b = ChartBuilder::on(&root);
         b.margin(20);
         if text {
-            b.caption(title, ("sans-serif", 22))
+            b.caption("accuracy vs answer latency", ("sans-serif", 22))
                 .x_label_area_size(40)
-                .y_label_area_size(60);
+                .y_label_area_size(55);
         }
-        let n = bars.len() as i32;
-        // One segment per bar, labelled at its centre.
-        let mut chart = b.build_cartesian_2d((0..n - 1).into_segmented(), 0.0..hi)?;
+        let mut chart = b.build_cartesian_2d(x0..x1, 0.0..100.0)?;
         if text {
             chart
                 .configure_mesh()
-                .disable_x_mesh()
-                .x_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(i) => bars
-                        .get(*i as usize)
-                        .map(|b| b.0.clone())
-                        .unwrap_or_default(),
-                    _ => String::new(),
-                })
-                .y_desc("seconds per answer (median)")
+                .x_desc("median seconds per answer (log10)")
+                .y_desc("accuracy (%)")
+                .x_label_formatter(&|x| format!("{:.3}", 10f64.powf(*x)))
                 .draw()?;
         }
-        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-            let i = i as i32;
-            Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), *v),
-                ],
-                Palette99::pick(i as usize).to_rgba().filled(),
-            )
-        }))?;
+        let pct = |v: f64| 100.0 * v;
+        let s = chart.draw_series(LineSeries::new(
+            vec![(x0, pct(chance)), (x1, pct(chance))],
+            BLACK.stroke_width(1),
+        ))?;
+        if text {
+            s.label("chance").legend(line_sample(BLACK.to_rgba(), 1));
+        }
+        for (i, p) in points.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            let (x, y) = (lat(p.latency_s), pct(p.accuracy));
+            let s = chart.draw_series([Circle::new((x, y), 5, colour.filled())])?;
+            if text {
+                s.label(p.label.as_str()).legend(line_sample(colour, 3));
+            }
+            chart.draw_series([
+                PathElement::new(
+                    vec![(x, pct(p.accuracy_ci95.lo)), (x, pct(p.accuracy_ci95.hi))],
+                    colour.stroke_width(1),
+                ),
+                PathElement::new(
+                    vec![(lat(p.latency_ci95.lo), y), (lat(p.latency_ci95.hi), y)],
+                    colour.stroke_width(1),
+                ),
+            ])?;
+        }
+        if text {
+            draw_legend(&mut chart)?;
+        }
         root.present()?;
         Ok(())
     })
@@ -197,7 +230,22 @@ mod tests {
         plot_lvr_steps(&[(1, 0.3, ci), (4, 0.35, ci)], &[("Pearl".into(), 0.4)], &p).unwrap();
         png_ok(&p);
         let p = dir.path().join("lat.png");
-        plot_latency(&[("a".into(), 0.1), ("b".into(), 0.5)], "latency", &p).unwrap();
+        let point = |label: &str, latency_s: f64, accuracy: f64| LatencyPoint {
+            label: label.into(),
+            latency_s,
+            latency_ci95: Interval {
+                lo: latency_s * 0.8,
+                hi: latency_s * 1.3,
+            },
+            accuracy,
+            accuracy_ci95: ci,
+        };
+        plot_accuracy_vs_latency(
+            &[point("Pearl", 0.02, 0.4), point("agent", 0.9, 0.45)],
+            0.25,
+            &p,
+        )
+        .unwrap();
         png_ok(&p);
     }
 }

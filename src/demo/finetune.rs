@@ -1,10 +1,11 @@
-//! Stage 3: the base model fine-tuned four ways on the same trajectories, with the same steps,
-//! learning rate, LoRA rank and seed: SFT, Pearl, Pearl without NextLat, and the LVR-style
-//! reconstruction baseline. Only the objective differs (LVR, as its authors do, also keeps the
+//! Stage 3: the base model fine-tuned five ways on the same trajectories, with the same steps,
+//! learning rate, LoRA rank and seed: SFT, Pearl, Pearl without NextLat, the LVR-style
+//! reconstruction baseline, and the tool-calling baseline (the trajectories rendered with
+//! `<tool_call>` turns, the ones whose calls the agent can run). Only the objective differs (LVR, as its authors do, also keeps the
 //! vision tower frozen: its targets are that tower's output). Each run keeps its best checkpoint
 //! by validation loss, the paper's selection rule.
 //!
-//! The next-token loss supervises the final answer turn only (the paper's LVR-data setting, and
+//! Except for the tool-calling baseline, the next-token loss supervises the final answer turn only (the paper's LVR-data setting, and
 //! what LVR itself trains): the protocol asks for the letter at once, and a model this small
 //! that learns to write the expert's tool turns first never reaches the letter in 4 tokens.
 //! The trajectory still reaches SFT as context and Pearl as its JEPA target.
@@ -24,14 +25,17 @@ pub enum Method {
     Pearl,
     PearlNoNextLat,
     Lvr,
+    /// The tool-calling baseline: evaluated as an agent that executes its crop calls.
+    ToolCall,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::Sft,
         Method::Pearl,
         Method::PearlNoNextLat,
         Method::Lvr,
+        Method::ToolCall,
     ];
 
     /// Directory-safe name.
@@ -41,6 +45,7 @@ impl Method {
             Method::Pearl => "pearl",
             Method::PearlNoNextLat => "pearl-no-nextlat",
             Method::Lvr => "lvr",
+            Method::ToolCall => "toolcall",
         }
     }
 
@@ -51,6 +56,7 @@ impl Method {
             Method::Pearl => "Pearl",
             Method::PearlNoNextLat => "Pearl w/o NextLat",
             Method::Lvr => "LVR",
+            Method::ToolCall => "Tool calling (fine-tuned agent)",
         }
     }
 
@@ -76,6 +82,8 @@ impl Method {
             }
             // LVR supervises the answer turn by construction.
             Method::Lvr => run.method = MethodKind::Lvr,
+            // Every assistant turn: the model must learn to write the calls, then answer.
+            Method::ToolCall => run.method = MethodKind::ToolCall,
         }
     }
 }

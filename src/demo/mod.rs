@@ -59,7 +59,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     let (base, pretrain_summary) = stages.run("2/6 pretrain the base model", false, || {
         pretrain::pretrain(cfg, &model_files, &data, &out.join("pretrain"), progress)
     })?;
-    let runs: Vec<Finetuned> = stages.run("3/6 fine-tune four ways", false, || {
+    let runs: Vec<Finetuned> = stages.run("3/6 fine-tune five ways", false, || {
         let mut runs = Vec::new();
         for seed in cfg.seed_list() {
             for method in Method::ALL {
@@ -85,7 +85,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     let mut base_check = None;
     let evals: Vec<Evaluated> = stages.run("4/6 evaluate on the held-out items", false, || {
         if progress {
-            eprintln!("--- base model, directly and as a tool-using agent");
+            eprintln!("--- base model");
         }
         let pretrain_items = crate::eval::bench::jsonl::load(&data.pretrain.join("val_mcq.jsonl"))?;
         let check = evaluate::evaluate_base_on_pretraining_world(
@@ -177,7 +177,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
                 .get(crate::eval::seeds::OVERALL)
                 .copied()
                 .unwrap_or(0.0),
-            &cost,
+            &table,
         )?;
         let lvr_examples = lvr_example_count(&data.train())?;
         Ok(ReportData {
@@ -227,7 +227,7 @@ fn write_figures(
     evals: &[Evaluated],
     lvr_steps: &[table::LvrPoint],
     chance: f64,
-    cost: &crate::bench::answer_cost::AnswerCostReport,
+    table: &table::Table,
 ) -> Result<Figures> {
     let curve = |rows: &[Row], split: &str| -> Vec<(f64, f64)> {
         rows.iter()
@@ -288,14 +288,21 @@ fn write_figures(
         .map(|p| (p.latent_steps, p.accuracy, p.ci95))
         .collect();
     figures::plot_lvr_steps(&points, &references, &dir.join("lvr_steps.png"))?;
-    figures::plot_latency(
-        &[
-            ("Pearl (direct)".into(), cost.median_direct_seconds),
-            ("tool use".into(), cost.median_tool_seconds),
-        ],
-        "answer latency: Pearl vs tool use",
-        &dir.join("latency.png"),
-    )?;
+    let latency_points: Vec<figures::LatencyPoint> = table
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let cell = r.cells.get(crate::eval::seeds::OVERALL)?;
+            Some(figures::LatencyPoint {
+                label: r.system.clone(),
+                latency_s: r.median_latency_s,
+                latency_ci95: r.median_latency_ci95,
+                accuracy: cell.accuracy,
+                accuracy_ci95: cell.ci95,
+            })
+        })
+        .collect();
+    figures::plot_accuracy_vs_latency(&latency_points, chance, &dir.join("latency.png"))?;
     Ok(Figures {
         loss_curves: "figures/loss_curves.png".into(),
         per_run_loss,

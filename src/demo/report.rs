@@ -243,8 +243,8 @@ fn markdown(d: &ReportData) -> String {
     let _ = writeln!(
         s,
         "Accuracy (%) on the held-out multiple-choice items, with 95 % percentile-bootstrap intervals over items{}. \
-         Answers follow the fixed protocol (one turn, greedy, at most 4 new tokens), except the tool-using agent, \
-         which may call the crop tool up to {} times with {} tokens per turn.\n",
+         Answers follow the fixed protocol (one turn, greedy, at most 4 new tokens), except the fine-tuned tool-calling \
+         agent, which may call the crop tool up to {} times with {} tokens per turn; its latency includes running the tool.\n",
         if c.seeds > 1 {
             " (cells pool the seeds per item; the spread over seeds is in parentheses)"
         } else {
@@ -257,10 +257,14 @@ fn markdown(d: &ReportData) -> String {
     s.push('\n');
     for row in &d.table.rows {
         if let Some(calls) = row.mean_tool_calls {
+            let share = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{} %", pct(v)));
             let _ = writeln!(
                 s,
-                "{}: {:.2} tool calls per item on average.\n",
-                row.system, calls
+                "{}: {:.2} tool calls per item on average; {} of the calls were valid, {} valid with a crop containing the target.\n",
+                row.system,
+                calls,
+                share(row.valid_call_share),
+                share(row.on_target_share)
             );
         }
     }
@@ -378,12 +382,26 @@ fn markdown(d: &ReportData) -> String {
     let l = &d.latency;
     let _ = writeln!(
         s,
-        "## Answer latency: Pearl vs tool use\n\n![latency]({})\n",
+        "## Accuracy vs answer latency\n\n![latency]({})\n\n\
+         Each system of Table 1 is a point: its median seconds per answer on the held-out items (log scale; \
+         for the tool-calling agent every turn and every crop it ran) against its accuracy, with 95 % \
+         percentile-bootstrap intervals on both (over answers for the median, over items for accuracy).\n",
         f.latency
     );
+    for row in &d.table.rows {
+        let _ = writeln!(
+            s,
+            "- {}: median {:.4} s [{:.4}, {:.4}]",
+            row.system,
+            row.median_latency_s,
+            row.median_latency_ci95.lo,
+            row.median_latency_ci95.hi
+        );
+    }
+    s.push('\n');
     let _ = writeln!(
         s,
-        "On {} held-out trajectories, with the Pearl model: answering Pearl-style (one turn, 4 tokens) took a median \
+        "Replaying the expert instead, on {} held-out trajectories with the Pearl model: answering Pearl-style (one turn, 4 tokens) took a median \
          {:.3} s; generating the expert's tool-using turns instead ({:.1} turns and {:.0} generated tokens on average, \
          the crops in context) took a median {:.3} s, {:.1}× longer. Tool execution time is not included.\n",
         l.items,

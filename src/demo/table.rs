@@ -34,9 +34,19 @@ pub struct TableRow {
     pub cells: BTreeMap<String, Cell>,
     /// Mean seconds per answer (the harness's latency field, averaged over items and seeds).
     pub mean_latency_s: f64,
+    /// Median seconds per answer over items and seeds (tool execution included for the agent),
+    /// with its percentile-bootstrap interval over those answers.
+    pub median_latency_s: f64,
+    pub median_latency_ci95: Interval,
     /// Mean tool calls per item (tool-using rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_tool_calls: Option<f64>,
+    /// Share of the calls that were executed, and of those executed whose crop contains the
+    /// item's target box (tool-using rows only; `eval::summary::Cost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_call_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_target_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,7 +78,7 @@ fn runs_of<'a>(evals: &'a [Evaluated], system: &System) -> Vec<&'a Evaluated> {
 pub fn table_systems(lvr: bool) -> Vec<System> {
     let mut v = vec![
         System::Base,
-        System::BaseWithTools,
+        System::Finetuned(Method::ToolCall),
         System::Finetuned(Method::Sft),
         System::Finetuned(Method::PearlNoNextLat),
         System::Finetuned(Method::Pearl),
@@ -82,9 +92,28 @@ pub fn table_systems(lvr: bool) -> Vec<System> {
 fn block(system: &System) -> &'static str {
     match system {
         System::Base => "no fine-tuning",
-        System::BaseWithTools => "no fine-tuning, tools at inference",
+        System::Finetuned(Method::ToolCall) => {
+            "fine-tuned on the same trajectories with tool calls, tools at inference"
+        }
         _ => "fine-tuned on the same trajectories (LoRA, same steps and seed)",
     }
+}
+
+/// A per-run share of tool calls pooled over seeds, weighted by each run's calls.
+fn pooled_share(
+    runs: &[&Evaluated],
+    share: impl Fn(&crate::eval::summary::Cost) -> Option<f64>,
+) -> Option<f64> {
+    let (mut hits, mut calls) = (0.0, 0.0);
+    for e in runs {
+        let c = &e.summary.cost;
+        let (Some(s), Some(per_item)) = (share(c), c.tool_calls) else {
+            continue;
+        };
+        let n = per_item * e.records.len() as f64;
+        (hits, calls) = (hits + s * n, calls + n);
+    }
+    (calls > 0.0).then(|| hits / calls)
 }
 
 pub fn build_table(evals: &[Evaluated], boot: &Bootstrap) -> Result<Table> {
@@ -112,7 +141,10 @@ pub fn build_table(evals: &[Evaluated], boot: &Bootstrap) -> Result<Table> {
             cells.insert(col.clone(), cell(&runs, col, boot)?);
         }
         let all: Vec<_> = runs.iter().flat_map(|e| &e.records).collect();
-        let mean_latency_s = all.iter().map(|r| r.latency_s).sum::<f64>() / all.len() as f64;
+        let latencies: Vec<f64> = all.iter().map(|r| r.latency_s).collect();
+        let mean_latency_s = crate::eval::stats::mean(&latencies);
+        let median_latency_ci95 = crate::eval::stats::bootstrap_median_ci(&latencies, boot)
+            .context("a row without answers has no latency")?;
         let calls: Vec<f64> = all
             .iter()
             .filter_map(|r| r.tools.as_ref().map(|t| t.calls as f64))
@@ -123,8 +155,12 @@ pub fn build_table(evals: &[Evaluated], boot: &Bootstrap) -> Result<Table> {
             seeds: runs.len(),
             cells,
             mean_latency_s,
+            median_latency_s: crate::eval::stats::median(&latencies),
+            median_latency_ci95,
             mean_tool_calls: (!calls.is_empty())
                 .then(|| calls.iter().sum::<f64>() / calls.len() as f64),
+            valid_call_share: pooled_share(&runs, |c| c.valid_call_share),
+            on_target_share: pooled_share(&runs, |c| c.on_target_share),
         });
     }
     let chance = columns

@@ -1,7 +1,9 @@
 //! The tool-using baseline (what Pearl removes at inference): the model may ask for a crop with a
 //! `<tool_call>{json}</tool_call>`; the harness runs the project's crop tool, appends the crop as a
 //! new user turn, and lets the model continue, up to a call limit. The last assistant turn without
-//! a tool call is the answer, read with the protocol's letter extraction.
+//! a tool call is the answer, read with the protocol's letter extraction. System prompt, call
+//! syntax and the crop's user turn are `data::tool_protocol`'s, the same the tool-calling
+//! training rendering uses (`pearl train --toolcall`).
 //!
 //! Tools understood (the two conventions of the trajectories Pearl learns from):
 //! - PixelReasoner `crop_image_normalized`: `{"bbox_2d": [x1, y1, x2, y2], "target_image": N}`,
@@ -17,29 +19,21 @@
 //! by both tools (default 1). Anything malformed (not JSON, unknown tool, missing or bad box, bad
 //! image index, unreadable image, too many calls) is answered with an `Error: ...` user turn and
 //! counted; it never aborts the run.
+//!
+//! Each episode counts its calls, the valid ones (executed), and, when the item knows where its
+//! answer lies (`meta.focus_bbox`, normalized to the first image, as the synthetic world writes),
+//! the valid calls whose crop contains that box.
 
 use super::answerer::{ChatModel, generate_checked};
 use super::ids::file_stem;
-use crate::data::chat::{ImageSource, Message, Part, Role};
+use crate::data::chat::{ImageSource, Message, Role};
 use crate::data::mcq::McqItem;
+use crate::data::tool_protocol::{self, CropCall, find_tool_call, parse_call};
 use crate::eval::protocol;
 use anyhow::Context;
 use image::DynamicImage;
-use regex::Regex;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 use std::time::Instant;
-
-/// Default system prompt: describes the PixelReasoner-style crop tool. Models trained with a
-/// different tool prompt (DeepEyes) should be given theirs with `AgentConfig::system_prompt`.
-pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant. You can zoom in on an image to see details. \
-To do so, write exactly one tool call and stop:\n\
-<tool_call>{\"name\": \"crop_image_normalized\", \"arguments\": {\"bbox_2d\": [x1, y1, x2, y2], \"target_image\": N}}</tool_call>\n\
-The box is normalized to [0, 1] (x to the right, y down) and N is the 1-based index of the image to crop \
-among all images so far. The cropped image will be given to you. When you are sure, answer with the option's letter.";
-
-/// Text of the user turn that returns a crop (followed by the crop itself).
-pub const CROP_TURN_TEXT: &str = "Here is the cropped image:";
 
 /// DeepEyes grows boxes thinner than this many pixels (Qwen2.5-VL merges 28×28 pixel areas).
 pub const MIN_PIXEL_SIDE: u32 = 28;
@@ -61,7 +55,7 @@ impl AgentConfig {
             max_calls: 4,
             max_new_tokens: 512,
             crop_dir: crop_dir.into(),
-            system_prompt: Some(DEFAULT_SYSTEM_PROMPT.into()),
+            system_prompt: Some(tool_protocol::SYSTEM_PROMPT.into()),
         }
     }
 }
@@ -75,6 +69,10 @@ pub struct Episode {
     /// Every assistant turn, in order.
     pub turns: Vec<String>,
     pub calls: usize,
+    /// Calls that were executed (the others were answered with an error turn).
+    pub valid_calls: usize,
+    /// Valid calls whose crop contains the item's target box; `None` when the item has none.
+    pub on_target: Option<usize>,
     pub errors: Vec<String>,
     /// Summed over turns.
     pub new_tokens: usize,
@@ -123,6 +121,11 @@ struct State {
     chat: Vec<Message>,
     /// Every image reference in the conversation, in order (`target_image` indexes this, 1-based).
     images: Vec<String>,
+    /// Per image: the original image (0-based) it shows and, for a crop, the region of it in that
+    /// image's pixels (`None` for the original itself). Crops are saved unscaled.
+    frames: Vec<(usize, Option<[f64; 4]>)>,
+    /// The item's target box, normalized to the first image.
+    target: Option<[f64; 4]>,
     episode: Episode,
     done: bool,
 }
@@ -134,10 +137,16 @@ impl State {
             chat.push(Message::text(Role::System, sys.clone()));
         }
         chat.extend(protocol::chat_for(item));
+        let target = target_box(item);
         Self {
             chat,
             images: item.images.clone(),
-            episode: Episode::default(),
+            frames: (0..item.images.len()).map(|i| (i, None)).collect(),
+            target,
+            episode: Episode {
+                on_target: target.map(|_| 0),
+                ..Episode::default()
+            },
             done: false,
         }
     }
@@ -169,17 +178,18 @@ impl State {
             .and_then(|json| parse_call(&json))
             .and_then(|c| self.execute(&c, crop_dir, item_id));
         match result {
-            Ok(crop_ref) => {
-                self.images.push(crop_ref.clone());
-                self.chat.push(Message::new(
-                    Role::User,
-                    vec![
-                        Part::Text {
-                            text: CROP_TURN_TEXT.into(),
-                        },
-                        Part::Image { image: crop_ref },
-                    ],
-                ));
+            Ok(crop) => {
+                self.episode.valid_calls += 1;
+                if let (Some(n), Some(t)) = (self.episode.on_target.as_mut(), self.target)
+                    && crop.source == 0
+                    && contains(crop.region, scale(t, crop.source_size))
+                {
+                    *n += 1;
+                }
+                self.images.push(crop.path.clone());
+                self.frames.push((crop.source, Some(crop.region)));
+                self.chat
+                    .push(tool_protocol::crop_result_turn(crop.path, crop.bbox));
             }
             Err(e) => {
                 self.episode.errors.push(e.clone());
@@ -201,8 +211,8 @@ impl State {
         self.done = true;
     }
 
-    /// Runs a crop and saves it; returns the crop's absolute path.
-    fn execute(&self, call: &ToolCall, crop_dir: &Path, item_id: &str) -> Result<String, String> {
+    /// Runs a crop and saves it.
+    fn execute(&self, call: &CropCall, crop_dir: &Path, item_id: &str) -> Result<Crop, String> {
         let n = self.images.len();
         let reference = call
             .target_image
@@ -215,106 +225,78 @@ impl State {
                 )
             })?;
         let img = load_image(reference).map_err(|e| format!("{e:#}"))?;
-        let crop = crop_box(&img, call.bbox)?;
+        let (x, y, w, h) = crop_box(&img, call.bbox)?;
         let path = crop_dir.join(format!(
             "{}_crop{}.png",
             file_stem(item_id),
             self.episode.calls
         ));
-        crop.save(&path)
+        img.crop_imm(x, y, w, h)
+            .save(&path)
             .map_err(|e| format!("cannot save crop to {}: {e}", path.display()))?;
-        Ok(path.display().to_string())
+        let (source, frame) = self.frames[call.target_image - 1];
+        let [fx, fy] = frame.map_or([0.0, 0.0], |f| [f[0], f[1]]);
+        let (x, y) = (fx + f64::from(x), fy + f64::from(y));
+        let source_size = match frame {
+            None => (img.width(), img.height()),
+            Some(_) => image_size(&self.images[source])?,
+        };
+        Ok(Crop {
+            path: path.display().to_string(),
+            bbox: call.bbox,
+            source,
+            source_size,
+            region: [x, y, x + f64::from(w), y + f64::from(h)],
+        })
     }
 }
 
-/// A `<tool_call>` found in a turn: its JSON (or why there is none) and where the call ends.
-struct FoundCall {
-    body: Result<String, String>,
-    end: usize,
-}
-
-static TOOL_CALL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?s)<tool_call>(.*?)</tool_call>").expect("static regex"));
-
-/// The first tool call of `text`, if the turn makes one. An opening tag without its closing tag
-/// (the turn ran out of tokens) is a malformed call.
-fn find_tool_call(text: &str) -> Option<FoundCall> {
-    if let Some(c) = TOOL_CALL.captures(text) {
-        let whole = c.get(0)?;
-        return Some(FoundCall {
-            body: Ok(c[1].trim().to_string()),
-            end: whole.end(),
-        });
-    }
-    text.contains("<tool_call>").then(|| FoundCall {
-        body: Err("<tool_call> is not closed by </tool_call>".into()),
-        end: text.len(),
-    })
-}
-
-/// A validated crop request.
-#[derive(Debug, Clone, PartialEq)]
-struct ToolCall {
+/// An executed crop.
+struct Crop {
+    /// Absolute path of the saved crop.
+    path: String,
+    /// The box as the call gave it.
     bbox: [f64; 4],
-    /// 1-based.
-    target_image: usize,
+    /// The original image (0-based) the crop shows part of, its size, and the region in its pixels.
+    source: usize,
+    source_size: (u32, u32),
+    region: [f64; 4],
 }
 
-fn parse_call(json: &str) -> Result<ToolCall, String> {
-    let v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| format!("tool call is not valid JSON ({e}): {}", clip(json)))?;
-    let name = v
-        .get("name")
-        .and_then(|n| n.as_str())
-        .ok_or("tool call has no \"name\"")?;
-    if name != "crop_image_normalized" && name != "image_zoom_in_tool" {
-        return Err(format!(
-            "unknown tool {name:?}; available: crop_image_normalized, image_zoom_in_tool"
-        ));
-    }
-    // Some models write the arguments object as a JSON string.
-    let args = match v.get("arguments") {
-        Some(serde_json::Value::String(s)) => serde_json::from_str(s)
-            .map_err(|e| format!("\"arguments\" is a string but not JSON ({e})"))?,
-        Some(a) => a.clone(),
-        None => return Err("tool call has no \"arguments\"".into()),
-    };
-    let raw_box = args
-        .get("bbox_2d")
-        .and_then(|b| b.as_array())
-        .ok_or("\"bbox_2d\" must be a list of 4 numbers")?;
-    let nums: Vec<f64> = raw_box.iter().filter_map(|x| x.as_f64()).collect();
-    let bbox: [f64; 4] = nums
-        .try_into()
-        .ok()
-        .filter(|_| raw_box.len() == 4)
-        .ok_or_else(|| {
-            format!(
-                "\"bbox_2d\" must be a list of 4 numbers, got {}",
-                serde_json::Value::Array(raw_box.clone())
-            )
-        })?;
-    let target_image = match args.get("target_image") {
-        None | Some(serde_json::Value::Null) => 1,
-        Some(t) => t
-            .as_u64()
-            .or_else(|| t.as_str().and_then(|s| s.trim().parse().ok()))
-            .ok_or_else(|| format!("\"target_image\" must be a positive integer, got {t}"))?
-            as usize,
-    };
-    Ok(ToolCall { bbox, target_image })
+/// `meta.focus_bbox` of an item: where its answer lies, normalized to the first image.
+fn target_box(item: &McqItem) -> Option<[f64; 4]> {
+    serde_json::from_value(item.meta.get("focus_bbox")?.clone()).ok()
 }
 
-/// Crops `img` to `bbox`, normalized when all four values are in [0, 1], else in pixels.
-fn crop_box(img: &DynamicImage, bbox: [f64; 4]) -> Result<DynamicImage, String> {
+fn scale(b: [f64; 4], (w, h): (u32, u32)) -> [f64; 4] {
+    let (w, h) = (f64::from(w), f64::from(h));
+    [b[0] * w, b[1] * h, b[2] * w, b[3] * h]
+}
+
+/// Whether `outer` contains `inner` (pixels), up to the one pixel that flooring a box may lose.
+fn contains(outer: [f64; 4], inner: [f64; 4]) -> bool {
+    outer[0] <= inner[0] + 1.0
+        && outer[1] <= inner[1] + 1.0
+        && outer[2] >= inner[2] - 1.0
+        && outer[3] >= inner[3] - 1.0
+}
+
+fn image_size(reference: &str) -> Result<(u32, u32), String> {
+    let img = load_image(reference).map_err(|e| format!("{e:#}"))?;
+    Ok((img.width(), img.height()))
+}
+
+/// The pixel box `(x, y, w, h)` of `bbox` in `img`: normalized when all four values are in
+/// [0, 1] (`tools::crop::pixel_box`, as the training crops were made), else in pixels.
+fn crop_box(img: &DynamicImage, bbox: [f64; 4]) -> Result<(u32, u32, u32, u32), String> {
     if bbox.iter().any(|v| !v.is_finite()) {
         return Err(format!("bbox {bbox:?} has a non-finite value"));
     }
     if bbox.iter().all(|v| (0.0..=1.0).contains(v)) {
-        return crate::tools::crop::crop_normalized(img, bbox).map_err(|e| e.to_string());
+        return crate::tools::crop::pixel_box(bbox, img.width(), img.height())
+            .map_err(|e| e.to_string());
     }
-    let (x, y, w, h) = pixel_box_clamped(bbox, img.width(), img.height())?;
-    Ok(img.crop_imm(x, y, w, h))
+    pixel_box_clamped(bbox, img.width(), img.height())
 }
 
 /// DeepEyes' handling of a pixel box: clamp to the image, reject empty boxes and aspect ratios
@@ -368,18 +350,11 @@ fn load_image(reference: &str) -> anyhow::Result<DynamicImage> {
     }
 }
 
-fn clip(s: &str) -> String {
-    let mut out: String = s.chars().take(120).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::answerer::testing::ScriptedModel;
     use super::*;
+    use crate::data::chat::Part;
 
     fn setup(dir: &Path) -> McqItem {
         // Left half red, right half blue: a crop's colour shows which box was used.
@@ -442,7 +417,10 @@ mod tests {
             second.iter().map(|m| m.role).collect::<Vec<_>>(),
             [Role::System, Role::User, Role::Assistant, Role::User]
         );
-        assert_eq!(second[3].joined_text(), CROP_TURN_TEXT);
+        assert_eq!(
+            second[3].joined_text(),
+            tool_protocol::crop_result_text([0.5, 0.0, 1.0, 0.5])
+        );
         let crop = image_of_last_user_turn(second);
         assert_eq!(crop.dimensions(), (50, 30));
         assert!(
@@ -563,5 +541,83 @@ mod tests {
         // The other item answered at once, in the first batch of two.
         assert_eq!((eps[1].calls, eps[1].final_text.as_str()), (0, "B"));
         assert_eq!(model.seen.len(), 4);
+    }
+    /// Every image part replaced by its size and a digest of its pixels, so that chats built from
+    /// different files of the same crops compare equal.
+    fn by_pixels(chat: &[Message], base: &Path) -> Vec<Message> {
+        use std::hash::{Hash, Hasher};
+        chat.iter()
+            .map(|m| {
+                let content = m
+                    .content
+                    .iter()
+                    .map(|p| match p {
+                        Part::Image { image } => {
+                            let img = image::open(base.join(image)).unwrap().to_rgb8();
+                            let mut h = std::collections::hash_map::DefaultHasher::new();
+                            img.as_raw().hash(&mut h);
+                            Part::Image {
+                                image: format!("{:?} {:x}", img.dimensions(), h.finish()),
+                            }
+                        }
+                        other => other.clone(),
+                    })
+                    .collect();
+                Message::new(m.role, content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_tool_calling_rendering_round_trips_through_the_agent() {
+        use crate::data::synth::{SynthConfig, Task, generate};
+        let dir = tempfile::tempdir().unwrap();
+        let mut checked = 0;
+        for task in [Task::Attribute, Task::Chain] {
+            let out = dir.path().join(task.name());
+            let mut c = SynthConfig::new(task, 5, 0);
+            (c.train, c.val, c.test, c.threads) = (4, 1, 1, 1);
+            (c.scene.width, c.scene.height, c.scene.clutter) = (224, 224, 4);
+            c.scene.object_size = 16.0;
+            generate(&c, &out).unwrap();
+            let file = crate::data::trajectory::load_jsonl(&out.join("train.jsonl")).unwrap();
+            let items = crate::eval::bench::jsonl::load(&out.join("train_mcq.jsonl")).unwrap();
+            for n in &file.items {
+                let t = &n.trajectory;
+                assert_eq!(t.unsupported_tool(), None);
+                let rendered = t.render_for_tool_agent();
+                let item = items.iter().find(|i| i.id == t.id).unwrap();
+                // A model that learned the rendering writes its assistant turns verbatim.
+                let turns: Vec<String> = rendered
+                    .iter()
+                    .filter(|m| m.role == Role::Assistant)
+                    .map(Message::joined_text)
+                    .collect();
+                let replies: Vec<&str> = turns.iter().map(String::as_str).collect();
+                let mut model = ScriptedModel::new("?").script("", &replies);
+                let cfg = AgentConfig {
+                    max_calls: 4,
+                    ..AgentConfig::new(dir.path().join("crops"))
+                };
+                let ep = &run_episodes(&mut model, std::slice::from_ref(item), &cfg).unwrap()[0];
+                // The agent executed exactly the expert's calls, all valid and all on the target.
+                assert!(ep.errors.is_empty(), "{}: {:?}", t.id, ep.errors);
+                assert_eq!(ep.calls, t.meta.tool_calls.len(), "{}", t.id);
+                assert!(ep.calls >= 1);
+                assert_eq!(ep.valid_calls, ep.calls);
+                assert_eq!(ep.on_target, Some(ep.calls), "{}", t.id);
+                assert_eq!(ep.final_text, *turns.last().unwrap());
+                // What the model saw before answering is the rendering, crops pixel for pixel.
+                let seen = model.seen.last().unwrap();
+                assert_eq!(
+                    by_pixels(seen, Path::new("/")),
+                    by_pixels(&rendered[..rendered.len() - 1], &file.base_dir),
+                    "{}",
+                    t.id
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 8);
     }
 }

@@ -38,6 +38,12 @@ pub struct ItemRecord {
 pub struct ToolUse {
     /// Tool calls the model made, malformed ones included.
     pub calls: usize,
+    /// Calls that were executed (valid JSON, a known tool, a box inside the image).
+    #[serde(default)]
+    pub valid_calls: usize,
+    /// Valid calls whose crop contains the item's target box (`None`: the item names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_target: Option<usize>,
     /// One message per call that was answered with an error turn.
     pub errors: Vec<String>,
     /// Every assistant turn's text, in order (the last is `raw_output`).

@@ -140,6 +140,8 @@ fn answer_with_tools(
                 (e.seconds, e.new_tokens, e.prompt_tokens, e.image_tokens);
             r.tools = Some(ToolUse {
                 calls: e.calls,
+                valid_calls: e.valid_calls,
+                on_target: e.on_target,
                 errors: e.errors,
                 turns: e.turns,
             });

@@ -40,19 +40,51 @@ pub fn mean(values: &[f64]) -> f64 {
 
 /// Percentile bootstrap interval of the mean of `values`; `None` for no values.
 pub fn bootstrap_mean_ci(values: &[f64], cfg: &Bootstrap) -> Option<Interval> {
+    bootstrap_ci(values, cfg, mean)
+}
+
+/// The median (mean of the two middle values for an even count); NaN for no values.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Percentile bootstrap interval of the median of `values`; `None` for no values.
+pub fn bootstrap_median_ci(values: &[f64], cfg: &Bootstrap) -> Option<Interval> {
+    bootstrap_ci(values, cfg, median)
+}
+
+/// Percentile bootstrap interval of `statistic` over resamples of `values` (with replacement,
+/// same size, fixed seed).
+fn bootstrap_ci(
+    values: &[f64],
+    cfg: &Bootstrap,
+    statistic: impl Fn(&[f64]) -> f64,
+) -> Option<Interval> {
     if values.is_empty() {
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let n = values.len();
-    let mut means: Vec<f64> = (0..cfg.resamples.max(1))
-        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+    let mut resample = vec![0.0; n];
+    let mut stats: Vec<f64> = (0..cfg.resamples.max(1))
+        .map(|_| {
+            for x in resample.iter_mut() {
+                *x = values[rng.random_range(0..n)];
+            }
+            statistic(&resample)
+        })
         .collect();
-    means.sort_by(f64::total_cmp);
+    stats.sort_by(f64::total_cmp);
     let tail = (1.0 - cfg.level) / 2.0;
     Some(Interval {
-        lo: quantile_sorted(&means, tail),
-        hi: quantile_sorted(&means, 1.0 - tail),
+        lo: quantile_sorted(&stats, tail),
+        hi: quantile_sorted(&stats, 1.0 - tail),
     })
 }
 
@@ -244,5 +276,24 @@ mod tests {
             ci.lo > 0.03 && ci.lo < 0.1 && ci.hi > 0.1 && ci.hi < 0.17,
             "{ci:?}"
         );
+    }
+
+    #[test]
+    fn median_and_its_interval() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        let v: Vec<f64> = (0..101).map(f64::from).collect();
+        let ci = bootstrap_median_ci(&v, &Bootstrap::default()).unwrap();
+        assert!(
+            ci.lo < 50.0 && 50.0 < ci.hi && ci.hi - ci.lo < 40.0,
+            "{ci:?}"
+        );
+        // One huge outlier moves the mean's interval, not the median's.
+        let mut w = v.clone();
+        w[0] = 1e6;
+        let m = bootstrap_median_ci(&w, &Bootstrap::default()).unwrap();
+        assert!(m.hi < 70.0, "{m:?}");
+        assert!(bootstrap_mean_ci(&w, &Bootstrap::default()).unwrap().hi > 1000.0);
+        assert!(bootstrap_median_ci(&[], &Bootstrap::default()).is_none());
     }
 }

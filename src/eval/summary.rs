@@ -1,7 +1,7 @@
 //! A run's `summary.json` and `summary.md`: accuracy overall and per category with bootstrap
 //! intervals, pair accuracy where items come in pairs (MMVP), and the cost per item.
 
-use super::record::ItemRecord;
+use super::record::{ItemRecord, ToolUse};
 use super::stats::{Bootstrap, Interval, bootstrap_mean_ci};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +55,13 @@ pub struct Cost {
     pub tool_calls: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_errors: Option<f64>,
+    /// Share of all tool calls that were executed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_call_share: Option<f64>,
+    /// Share of all tool calls that were executed and whose crop contains the item's target box
+    /// (over the items that name one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_target_share: Option<f64>,
     pub total_seconds: f64,
 }
 
@@ -121,6 +128,12 @@ pub fn summarize(
         tool_calls: tools.then(|| avg(&|r| r.tools.as_ref().map_or(0.0, |t| t.calls as f64))),
         tool_errors: tools
             .then(|| avg(&|r| r.tools.as_ref().map_or(0.0, |t| t.errors.len() as f64))),
+        valid_call_share: share(records.iter().filter_map(|r| r.tools.as_ref()), |t| {
+            Some(t.valid_calls)
+        }),
+        on_target_share: share(records.iter().filter_map(|r| r.tools.as_ref()), |t| {
+            t.on_target
+        }),
         total_seconds: records.iter().map(|r| r.latency_s).sum(),
     };
     Ok(Summary {
@@ -136,6 +149,17 @@ pub fn summarize(
             .collect(),
         cost,
     })
+}
+
+/// `sum(count) / sum(calls)` over the tool uses where `count` is known; `None` without calls.
+fn share<'a>(
+    uses: impl Iterator<Item = &'a ToolUse>,
+    count: impl Fn(&ToolUse) -> Option<usize>,
+) -> Option<f64> {
+    let (hits, calls) = uses
+        .filter_map(|t| count(t).map(|c| (c, t.calls)))
+        .fold((0, 0), |(h, n), (c, k)| (h + c, n + k));
+    (calls > 0).then(|| hits as f64 / calls as f64)
 }
 
 fn pct(x: f64) -> String {
@@ -196,6 +220,9 @@ impl Summary {
         ));
         if let (Some(calls), Some(errors)) = (c.tool_calls, c.tool_errors) {
             s.push_str(&format!(", {calls:.2} tool calls ({errors:.2} failed)"));
+            if let Some(t) = c.on_target_share {
+                s.push_str(&format!(", {} % of calls valid and on target", pct(t)));
+            }
         }
         s.push_str(&format!(". Total {:.1} s.\n", c.total_seconds));
         s

@@ -20,9 +20,19 @@ pub enum MethodKind {
     Pearl,
     /// The LVR-style reconstruction baseline, as `[lvr]` says.
     Lvr,
+    /// The tool-calling baseline (PixelReasoner / DeepEyes family): the trajectories rendered
+    /// for a tool-calling model (`Trajectory::render_for_tool_agent`), next-token loss on every
+    /// assistant turn, the calls included ([`ObjectiveConfig::sft`]; `[objective]` is not read).
+    #[serde(rename = "toolcall")]
+    #[value(name = "toolcall")]
+    ToolCall,
 }
 
 crate::any_spelling!(MethodKind);
+
+/// The objective of [`MethodKind::ToolCall`]: SFT on every assistant turn.
+pub static TOOLCALL_OBJECTIVE: std::sync::LazyLock<ObjectiveConfig> =
+    std::sync::LazyLock::new(ObjectiveConfig::sft);
 
 /// A method with its settings.
 #[derive(Debug, Clone, Copy)]

@@ -80,8 +80,9 @@ pub struct RunConfig {
     pub min_pixels: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_pixels: Option<usize>,
-    /// `pearl` (Pearl, SFT or an ablation, per `[objective]`) or `lvr` (the reconstruction
-    /// baseline, per `[lvr]`).
+    /// `pearl` (Pearl, SFT or an ablation, per `[objective]`), `lvr` (the reconstruction
+    /// baseline, per `[lvr]`) or `toolcall` (the tool-calling baseline: SFT on the trajectories
+    /// rendered for a tool-calling model).
     pub method: MethodKind,
     pub objective: ObjectiveConfig,
     pub lvr: LvrConfig,
@@ -211,6 +212,7 @@ impl RunConfig {
         match self.method {
             MethodKind::Pearl => Method::Pearl(&self.objective),
             MethodKind::Lvr => Method::Lvr(&self.lvr),
+            MethodKind::ToolCall => Method::Pearl(&crate::objective::method::TOOLCALL_OBJECTIVE),
         }
     }
 

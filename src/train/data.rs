@@ -136,7 +136,9 @@ pub fn describe(paths: &[PathBuf]) -> String {
 }
 
 /// The examples a method trains on: every item for Pearl; for LVR the items with a crop of the
-/// first image (the others are counted and reported, never dropped silently).
+/// first image; for the tool-calling baseline the items whose calls the agent can execute (crops),
+/// rendered for a tool-calling model. Items left out are counted and reported, never dropped
+/// silently.
 pub enum Examples {
     Pearl(Vec<Item>),
     Lvr(Vec<LvrExample>),
@@ -146,6 +148,33 @@ impl Examples {
     pub fn new(items: Vec<Item>, method: MethodKind, what: &str) -> Result<Self> {
         match method {
             MethodKind::Pearl => Ok(Examples::Pearl(items)),
+            MethodKind::ToolCall => {
+                let n = items.len();
+                let mut skipped = std::collections::BTreeMap::<String, usize>::new();
+                let out: Vec<Item> = items
+                    .into_iter()
+                    .filter_map(|it| {
+                        if let Some(tool) = it.trajectory.unsupported_tool() {
+                            *skipped.entry(tool.to_string()).or_default() += 1;
+                            return None;
+                        }
+                        let chat = it.trajectory.render_for_tool_agent();
+                        Some(Item { chat, ..it })
+                    })
+                    .collect();
+                if !skipped.is_empty() {
+                    eprintln!(
+                        "{what} data: {} of {n} trajectories call tools the agent cannot run ({skipped:?}); the tool-calling baseline trains on the other {}",
+                        n - out.len(),
+                        out.len()
+                    );
+                }
+                anyhow::ensure!(
+                    !out.is_empty() || n == 0,
+                    "none of the {what} trajectories uses only the crop tool: the tool-calling baseline has nothing to learn"
+                );
+                Ok(Examples::Pearl(out))
+            }
             MethodKind::Lvr => {
                 let mut out = Vec::new();
                 let mut skipped = 0;
@@ -222,5 +251,54 @@ mod tests {
         let mut other = DataOrder::new(10, 8);
         assert_ne!(other.next_batch(&mut Cursor::default(), 10), seen);
         assert_eq!(batches_per_epoch(10, 3), 4);
+    }
+    fn item(tool: &str) -> Item {
+        let line = r#"{"id":"x","messages":[
+          {"role":"system","content":[{"type":"text","text":"You are a helpful assistant."}]},
+          {"role":"user","content":[{"type":"image","image":"a.png"},{"type":"text","text":"Q?"}]},
+          {"role":"assistant","content":[{"type":"text","text":"Look."}]},
+          {"role":"user","content":[{"type":"image","image":"b.png"},{"type":"text","text":"Here."}]},
+          {"role":"assistant","content":[{"type":"text","text":"(A) red"}]}],
+          "meta":{"tool_calls":[{"turn":2,"name":"TOOL","arguments":{"bbox_2d":[0.1,0.2,0.3,0.4],"target_image":1}}]}}"#;
+        let trajectory: Trajectory = serde_json::from_str(&line.replace("TOOL", tool)).unwrap();
+        Item {
+            id: format!("{tool}-1"),
+            chat: trajectory.render_for_pearl(),
+            base_dir: PathBuf::new(),
+            trajectory,
+        }
+    }
+
+    #[test]
+    fn the_tool_calling_baseline_trains_on_the_agents_rendering_with_the_sft_loss() {
+        let ex =
+            Examples::new(vec![item("crop"), item("depth")], MethodKind::ToolCall, "t").unwrap();
+        assert_eq!(ex.len(), 1, "the depth trajectory is left out");
+        let MethodExample::Pearl(e) = ex.get(0) else {
+            panic!("the tool-calling baseline builds Pearl-style (SFT) batches")
+        };
+        assert_eq!(e.id, "crop-1");
+        assert_eq!(e.chat, item("crop").trajectory.render_for_tool_agent());
+        assert!(e.chat[2].joined_text().contains("<tool_call>"));
+        let err = Examples::new(vec![item("depth")], MethodKind::ToolCall, "t")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("only the crop tool"), "{err}");
+        // Pearl trains on the chat without call markup.
+        let Examples::Pearl(p) = Examples::new(vec![item("crop")], MethodKind::Pearl, "t").unwrap()
+        else {
+            panic!()
+        };
+        assert!(!p[0].chat[2].joined_text().contains("<tool_call>"));
+        let run = crate::train::RunConfig {
+            method: MethodKind::ToolCall,
+            ..Default::default()
+        };
+        let crate::objective::Method::Pearl(obj) = run.method() else {
+            panic!("toolcall is not an SFT objective")
+        };
+        assert!(obj.is_sft());
+        assert_eq!(obj.supervise, crate::objective::Supervise::AllAssistant);
+        assert!(!run.has_dynamics_head());
     }
 }

@@ -185,7 +185,7 @@ pub fn restored_model(
 pub fn trainable_in_precision(cfg: &RunConfig, model: PearlModel) -> Result<PearlModel> {
     let mut model = match (cfg.full, cfg.method) {
         (true, _) => set_trainable(model, |_| true),
-        (false, MethodKind::Pearl) => lora_only(model),
+        (false, MethodKind::Pearl | MethodKind::ToolCall) => lora_only(model),
         (false, MethodKind::Lvr) => lvr_lora_only(model),
     };
     model.vlm = model.vlm.with_precision(cfg.precision)?;

@@ -28,7 +28,8 @@ impl Tool {
     }
 
     /// What the expert says when calling the tool, and what the tool's output turn says; the crop
-    /// texts are those of the published LVR / Visual-CoT trajectories.
+    /// texts are those of the published LVR / Visual-CoT trajectories (the crop's output text is the
+    /// tool-calling protocol's, `data::tool_protocol`).
     pub fn texts(self, bbox: Option<[f64; 4]>) -> (String, String) {
         let b = bbox
             .map(crate::data::trajectory::format_bbox)
@@ -38,9 +39,9 @@ impl Tool {
                 format!(
                     "Now I will focus on the relevant part of the image within the normalized bounding boxes: {b}."
                 ),
-                format!(
-                    "Here is the relevant cropped part of the image within the normalized bounding boxes: {b}."
-                ),
+                // What the agent says when it returns a crop (the one protocol).
+                bbox.map(crate::data::tool_protocol::crop_result_text)
+                    .unwrap_or_default(),
             ),
             Tool::Highlight => (
                 format!(
