@@ -67,7 +67,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
 
 fn resave_adapter(model: PathBuf, adapter: PathBuf, out: PathBuf) -> anyhow::Result<()> {
     use crate::peft::adapter_config::AdapterConfig;
-    use crate::model::lora::{LoraConfig, load_peft_adapter, save_peft_adapter};
+    use crate::peft::lora::{LoraConfig, load_peft_adapter, save_peft_adapter};
     use anyhow::Context;
     let cfg = AdapterConfig::read(&adapter)?;
     let base = crate::model::Qwen2_5Vl::from_dir(&model, &burn::tensor::Device::flex())?;

@@ -332,7 +332,7 @@ mod tests {
     /// `torch.optim.AdamW` as its weight-decay group and its no-decay group.
     #[test]
     fn weight_decay_groups_follow_the_trainer() {
-        use crate::model::lora::{LoraConfig, init_lora};
+        use crate::peft::lora::{LoraConfig, init_lora};
         use crate::model::names::named_params;
         use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
         use crate::objective::{DynamicsHead, PearlModel};
