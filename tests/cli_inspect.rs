@@ -182,7 +182,11 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
             .arg(out)
             .output()
             .unwrap();
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         Tensors::read(out).f32("logits")
     };
     let adapter = fixture_dir().join("adapter");
@@ -195,7 +199,10 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
     let d = max_abs_diff(&got, &want, |_| true);
     assert!(d < 1e-4, "adapter logits differ by {d}");
     let plain = Tensors::read(&fixture_dir().join("expected/forward_single.safetensors"));
-    assert!(max_abs_diff(&got, &plain.f32("logits"), |_| true) > 1e-3, "the adapter must count");
+    assert!(
+        max_abs_diff(&got, &plain.f32("logits"), |_| true) > 1e-3,
+        "the adapter must count"
+    );
 
     let resaved = tmp.path().join("resaved");
     let st = pearl()
@@ -207,7 +214,11 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
         .arg(&resaved)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let again = forward(&resaved, &tmp.path().join("b.safetensors"));
     assert!(max_abs_diff(&again, &got, |_| true) < 1e-5);
 }
