@@ -4,7 +4,8 @@
 On the tiny fixture model, with PEFT and transformers:
 
 1. pearl re-saves the fixture's PEFT adapter (`pearl inspect adapter`); `PeftModel.from_pretrained`
-   loads pearl's copy; its logits are compared with pearl's (`pearl inspect forward --adapter`).
+   and transformers' `load_adapter` load pearl's copy; their logits are compared with pearl's
+   (`pearl inspect forward --adapter`).
 2. PEFT writes an adapter with `rank_pattern` and `alpha_pattern` (non-zero B); pearl computes
    with it, re-saves it, and PEFT loads pearl's copy: three sets of logits compared.
 3. The fixture adapter renamed to the pre-transformers-4.52 key layout
@@ -113,6 +114,10 @@ def main():
            f"adapter moves logits by {max_diff(pearl_out['logits'], base_out['logits'], mask):.2e})")
     if lora_modules(model) != n_file:
         failures.append("1 module count")
+    # ... and transformers' own adapter loading.
+    hf = load_base(model_dir)
+    hf.load_adapter(str(ours))
+    report("1b transformers load_adapter takes pearl's adapter", max_diff(torch_logits(hf, pearl_out), pearl_out["logits"], mask))
 
     # 2. rank_pattern / alpha_pattern, written by PEFT.
     torch.manual_seed(0)

@@ -161,3 +161,64 @@ fn inspect_loss_prints_terms_and_writes_gradients() {
         "{err}"
     );
 }
+
+/// `inspect forward` takes the model options every model-running command takes: the adapter is
+/// merged (logits as the library computes them with it), and an adapter pearl re-saved with
+/// `inspect adapter` computes the same.
+#[test]
+fn inspect_forward_takes_the_adapter_like_every_model_command() {
+    use burn::tensor::Device;
+    use pearl::model::lora::{load_peft_adapter, merge_lora};
+    let tmp = tempfile::tempdir().unwrap();
+    let forward = |adapter: &std::path::Path, out: &std::path::Path| {
+        let st = pearl()
+            .args(["inspect", "forward", "--model"])
+            .arg(fixture_dir().join("model"))
+            .arg("--adapter")
+            .arg(adapter)
+            .args(["--precision", "f32", "--messages"])
+            .arg(fixture_dir().join("expected/forward_single.json"))
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        Tensors::read(out).f32("logits")
+    };
+    let adapter = fixture_dir().join("adapter");
+    let got = forward(&adapter, &tmp.path().join("a.safetensors"));
+    let model_dir = fixture_dir().join("model");
+    let base = pearl::model::Qwen2_5Vl::from_dir(&model_dir, &Device::flex()).unwrap();
+    let merged = merge_lora(load_peft_adapter(base, &adapter).unwrap());
+    let b = fixture_batch("forward_single");
+    let want = tensor_vec(merged.logits(merged.forward(&b, false).unwrap().last_hidden));
+    let d = max_abs_diff(&got, &want, |_| true);
+    assert!(d < 1e-4, "adapter logits differ by {d}");
+    let plain = Tensors::read(&fixture_dir().join("expected/forward_single.safetensors"));
+    assert!(
+        max_abs_diff(&got, &plain.f32("logits"), |_| true) > 1e-3,
+        "the adapter must count"
+    );
+
+    let resaved = tmp.path().join("resaved");
+    let st = pearl()
+        .args(["inspect", "adapter", "--model"])
+        .arg(&model_dir)
+        .arg("--adapter")
+        .arg(&adapter)
+        .arg("--out")
+        .arg(&resaved)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let again = forward(&resaved, &tmp.path().join("b.safetensors"));
+    assert!(max_abs_diff(&again, &got, |_| true) < 1e-5);
+}

@@ -11,6 +11,16 @@ fn logits(m: &Qwen2_5Vl, b: &VlBatch) -> Vec<f32> {
     tensor_vec(m.logits(m.forward(b, false).unwrap().last_hidden))
 }
 
+/// The fixture adapter's settings (r 4, alpha 8), every projection targeted.
+fn fixture_lora() -> LoraConfig {
+    LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.0,
+        target_regex: None,
+    }
+}
+
 fn base() -> Qwen2_5Vl {
     Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &Device::flex()).unwrap()
 }
@@ -28,12 +38,7 @@ fn peft_adapter_round_trips_and_merges() {
     );
 
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = LoraConfig {
-        r: 4,
-        lora_alpha: 8.0,
-        lora_dropout: 0.0,
-        target_regex: None,
-    };
+    let cfg = fixture_lora();
     save_peft_adapter(&model, &cfg, "../model", tmp.path()).unwrap();
     let ours = Tensors::read(&tmp.path().join("adapter_model.safetensors"));
     let theirs = Tensors::read(&adapter_dir.join("adapter_model.safetensors"));
@@ -133,12 +138,7 @@ fn edited_adapter(
 fn saved_target_modules_are_the_suffixes_peft_writes() {
     let model = load_peft_adapter(base(), &fixture_dir().join("adapter")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = LoraConfig {
-        r: 4,
-        lora_alpha: 8.0,
-        lora_dropout: 0.0,
-        target_regex: None,
-    };
+    let cfg = fixture_lora();
     save_peft_adapter(&model, &cfg, "../model", tmp.path()).unwrap();
     let read = |p: &std::path::Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(p.join("adapter_config.json")).unwrap())
@@ -259,12 +259,7 @@ fn alpha_and_rank_patterns_change_the_scale_as_peft_does() {
     );
 
     let resaved = tmp.path().join("resaved");
-    let cfg = LoraConfig {
-        r: 4,
-        lora_alpha: 8.0,
-        lora_dropout: 0.0,
-        target_regex: None,
-    };
+    let cfg = fixture_lora();
     save_peft_adapter(&with_patterns, &cfg, "../model", &resaved).unwrap();
     let written: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(resaved.join("adapter_config.json")).unwrap(),

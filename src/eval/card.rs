@@ -18,7 +18,8 @@ pub const FILE_NAME: &str = "protocol.json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Protocol {
     pub bench: String,
-    /// `direct` (the fixed protocol), `tools` (the agent) or `latent` (LVR's latent steps).
+    /// `direct` (the fixed protocol) or `tools` (the agent); LVR's latent decoding is `direct`
+    /// with `latent_steps`.
     pub mode: String,
     /// The user text of an item, with `{question}` and `{option_k}` placeholders.
     pub prompt_template: String,
@@ -202,7 +203,8 @@ pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// SHA-256 of every file under `path` (the file itself when it is one), by path relative to it.
+/// SHA-256 of every file under `path` (the file itself when it is one), by path relative to it;
+/// hidden files left out.
 pub fn tree_sha256(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     if path.is_file() {
@@ -210,27 +212,9 @@ pub fn tree_sha256(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         out.insert(name.unwrap_or_default(), file_sha256(path)?);
         return Ok(out);
     }
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-        {
-            let p = entry
-                .with_context(|| format!("cannot list {}", dir.display()))?
-                .path();
-            let hidden = p
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if hidden {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(path).unwrap_or(&p).display().to_string();
-                out.insert(rel, file_sha256(&p)?);
-            }
-        }
+    for p in crate::eval::bench::files_under(path)? {
+        let rel = p.strip_prefix(path).unwrap_or(&p).display().to_string();
+        out.insert(rel, file_sha256(&p)?);
     }
     Ok(out)
 }

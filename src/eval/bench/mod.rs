@@ -24,8 +24,9 @@ pub mod vstar;
 pub mod vstar_hf;
 
 use crate::data::mcq::McqItem;
+use anyhow::Context;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchFormat {
@@ -41,6 +42,35 @@ pub enum BenchFormat {
     Tsv,
     /// The project's MCQ JSONL.
     Jsonl,
+}
+
+/// Every file below the folder `dir`, sorted; hidden files and folders (a hub download's
+/// `.cache/`) left out.
+pub fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    anyhow::ensure!(dir.is_dir(), "{} does not exist", dir.display());
+    let mut found = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
+        {
+            let p = entry
+                .with_context(|| format!("cannot list {}", d.display()))?
+                .path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Loads `path` in `format`. Images embedded in the files are written under `cache_dir`.

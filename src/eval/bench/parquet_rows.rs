@@ -170,24 +170,10 @@ pub fn parquet_files(path: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    anyhow::ensure!(path.is_dir(), "{} does not exist", path.display());
-    let mut found = vec![];
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-        {
-            let p = entry
-                .with_context(|| format!("cannot list {}", dir.display()))?
-                .path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "parquet") {
-                found.push(p);
-            }
-        }
-    }
-    found.sort();
+    let found: Vec<_> = super::files_under(path)?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
     anyhow::ensure!(
         !found.is_empty(),
         "no .parquet files under {}",
