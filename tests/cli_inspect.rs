@@ -168,7 +168,7 @@ fn inspect_loss_prints_terms_and_writes_gradients() {
 #[test]
 fn inspect_forward_takes_the_adapter_like_every_model_command() {
     use burn::tensor::Device;
-    use pearl::model::lora::{load_peft_adapter, merge_lora};
+    use pearl::peft::lora::{load_peft_adapter, merge_lora};
     let tmp = tempfile::tempdir().unwrap();
     let forward = |adapter: &std::path::Path, out: &std::path::Path| {
         let st = pearl()

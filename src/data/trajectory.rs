@@ -6,8 +6,8 @@
 //! outputs kept) or for a tool-calling model (`<tool_call>{json}</tool_call>` appended to the turn).
 
 use crate::data::chat::{Message, Part, Role};
-use crate::data::tool_protocol;
 pub use crate::data::pyrepr::python_repr;
+use crate::data::tool_protocol;
 pub use crate::data::tool_protocol::format_bbox;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};

@@ -332,10 +332,10 @@ mod tests {
     /// `torch.optim.AdamW` as its weight-decay group and its no-decay group.
     #[test]
     fn weight_decay_groups_follow_the_trainer() {
-        use crate::peft::lora::{LoraConfig, init_lora};
         use crate::model::names::named_params;
         use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
         use crate::objective::{DynamicsHead, PearlModel};
+        use crate::peft::lora::{LoraConfig, init_lora};
         let cfg = Qwen2_5VlConfig::from_file(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../shared/fixtures/qwen2_5_vl_tiny/model/config.json"),
