@@ -4,8 +4,9 @@
 
 mod train_common;
 
+use burn::tensor::GradientCheckpointingStrategy;
 use pearl::objective::ObjectiveConfig;
-use pearl::train::{Options, RunConfig, run};
+use pearl::train::{Options, RunConfig, Trainer, run};
 use train_common::{run_config, synth_data};
 
 #[test]
@@ -20,6 +21,31 @@ fn checkpointing_trains_as_without_it() {
         output: dir.path().join("checkpointed"),
         ..plain.clone()
     };
+    // The switch is in effect: the trainer's model lives on an autodiff device with the
+    // balanced checkpointing strategy (and without it, with checkpointing disabled).
+    let strategy = |cfg: &RunConfig, out: &str| {
+        let cfg = RunConfig {
+            output: dir.path().join(out),
+            ..cfg.clone()
+        };
+        let trainer = Trainer::new(&cfg, &Options::default()).unwrap();
+        trainer
+            .model()
+            .vlm
+            .model
+            .embed_tokens
+            .weight
+            .val()
+            .gradient_checkpointing_strategy()
+    };
+    assert_eq!(
+        strategy(&checkpointed, "probe-checkpointed"),
+        Some(GradientCheckpointingStrategy::Balanced)
+    );
+    assert_eq!(
+        strategy(&plain, "probe-plain"),
+        Some(GradientCheckpointingStrategy::Disabled)
+    );
     let losses = |cfg: &RunConfig| -> Vec<(String, f64, f64)> {
         run(cfg, &Options::default())
             .unwrap()

@@ -9,7 +9,7 @@ use pearl::model::names::named_params;
 use pearl::model::precision::Precision;
 use pearl::objective::ObjectiveConfig;
 use pearl::peft::lora::load_peft_adapter;
-use pearl::train::{Options, RunConfig, run};
+use pearl::train::{Options, RunConfig, Trainer, run};
 use train_common::{fixture_dir, run_config, synth_data};
 
 #[test]
@@ -24,6 +24,25 @@ fn bf16_run_trains_like_the_f32_run_and_saves_f32_adapters() {
         output: dir.path().join("bf16"),
         ..f32_run.clone()
     };
+    // bf16 is in effect: frozen weights are stored in bf16, the trained LoRA factors stay f32.
+    let probe = RunConfig {
+        output: dir.path().join("probe"),
+        ..bf16_run.clone()
+    };
+    let trainer = Trainer::new(&probe, &Options::default()).unwrap();
+    let params = named_params(&trainer.model().vlm);
+    let (lora, frozen): (Vec<_>, Vec<_>) = params.iter().partition(|p| p.path.contains(".lora."));
+    assert!(!lora.is_empty() && !frozen.is_empty());
+    assert!(lora.iter().all(|p| p.dtype == burn::tensor::DType::F32));
+    assert!(
+        frozen.iter().all(|p| p.dtype == burn::tensor::DType::BF16),
+        "{:?}",
+        frozen
+            .iter()
+            .find(|p| p.dtype != burn::tensor::DType::BF16)
+            .map(|p| &p.path)
+    );
+    drop(trainer);
     let losses = |cfg: &RunConfig| -> Vec<(String, f64)> {
         run(cfg, &Options::default())
             .unwrap()
@@ -42,6 +61,12 @@ fn bf16_run_trains_like_the_f32_run_and_saves_f32_adapters() {
         // 1 % on a loss (tests/model_precision.rs measures the same against PyTorch's bf16).
         assert!((w.1 - g.1).abs() <= 0.03 * w.1.abs(), "{w:?} vs {g:?}");
     }
+    // ... and it changes the arithmetic: a bf16 setting that were ignored would give the f32
+    // losses to the last bit.
+    assert!(
+        want.iter().zip(&got).any(|(w, g)| w.1 != g.1),
+        "bf16 losses equal the f32 ones exactly: {got:?}"
+    );
 
     let best = bf16_run.output.join("best");
     let saved = std::fs::read_to_string(best.join("run.toml")).unwrap();

@@ -20,8 +20,8 @@ use super::param_ids::ids_from_paths;
 use super::resume::Resume;
 use super::setup;
 use super::step::{StepReport, mean_values, step_seed, train_step};
-use crate::peft::lora::LoraConfig;
 use crate::objective::{Batch, LossValues, Method, MethodExample, PearlModel, method_losses};
+use crate::peft::lora::LoraConfig;
 use crate::processor::Processor;
 use anyhow::{Context, Result, bail, ensure};
 use burn::module::Module;
@@ -217,6 +217,12 @@ impl<'a> Trainer<'a> {
             eprintln!("warning: no loss curve: {e:#}");
         }
         Ok(self.summary(final_val))
+    }
+
+    /// The model being trained (on the first device): what the steps update, on the device and
+    /// in the precision the run file chose.
+    pub fn model(&self) -> &PearlModel {
+        &self.model
     }
 
     /// One optimizer step: the next `grad_accum` micro-batches, forward and backward on the

@@ -115,18 +115,39 @@ pub fn check_forward(name: &str) {
     let device = burn::tensor::Device::flex();
     let model = pearl::model::Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
     let t = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
+    // What each case must hold: every case its tokens and logits; cases with images also the
+    // image embeddings and M-RoPE positions (a fixture lacking them fails, it does not pass).
+    let with_images = name != "forward_text_only";
+    let mut required = vec!["input_ids", "attention_mask", "logits", "hidden_states.0"];
+    if with_images {
+        required.extend([
+            "pixel_values",
+            "image_grid_thw",
+            "image_embeds",
+            "position_ids",
+            "rope_deltas",
+        ]);
+    }
+    for k in required {
+        assert!(t.has(k), "{name}: the fixture lacks `{k}`");
+    }
     let batch = fixture_batch(name);
     let out = model.forward(&batch, true).unwrap();
+    assert_eq!(
+        out.image_embeds.is_some(),
+        with_images,
+        "{name}: image embeddings"
+    );
     let mask = batch.attention_mask.clone();
     let d = model.cfg.text.hidden_size;
     let v = model.cfg.text.vocab_size;
 
-    if t.has("image_embeds") {
+    if with_images {
         let got = tensor_vec(out.image_embeds.clone().unwrap());
         let diff = max_abs_diff(&got, &t.f32("image_embeds"), |_| true);
         assert!(diff <= 1e-3, "{name}: image_embeds max diff {diff}");
     }
-    if t.has("position_ids") {
+    if with_images {
         let (b, s) = (batch.batch, batch.seq_len);
         let want = t.i64("position_ids");
         for i in 0..3 * b * s {
