@@ -515,7 +515,7 @@ fn validation_flags_tool_call_markup_in_any_turn() {
     };
     let file = dir.path().join("t.jsonl");
     std::fs::write(&file, with_system("Use <tool_call>{}</tool_call> to crop.")).unwrap();
-    let (_, report) = validate_files(&[file.clone()], &ValidateOptions::default());
+    let (_, report) = validate_files(std::slice::from_ref(&file), &ValidateOptions::default());
     assert_eq!(report.valid, 0);
     let p = &report.problems[0];
     assert_eq!(p.kind, pearl::data::validate::ProblemKind::ToolCallMarkup);
