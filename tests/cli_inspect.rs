@@ -10,24 +10,31 @@ fn pearl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pearl"))
 }
 
+/// Runs `cmd` and requires success, showing its stderr otherwise (`what` names the case).
+fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn inspect_forward_matches_reference() {
     let tmp = tempfile::tempdir().unwrap();
     for name in ["forward_single", "forward_batch", "forward_text_only"] {
         let out = tmp.path().join(format!("{name}.safetensors"));
-        let st = pearl()
-            .args(["inspect", "forward", "--model"])
-            .arg(fixture_dir().join("model"))
-            .arg("--messages")
-            .arg(fixture_dir().join(format!("expected/{name}.json")))
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&st.stderr)
+        let st = run_ok(
+            pearl()
+                .args(["inspect", "forward", "--model"])
+                .arg(fixture_dir().join("model"))
+                .arg("--messages")
+                .arg(fixture_dir().join(format!("expected/{name}.json")))
+                .arg("--out")
+                .arg(&out),
+            name,
         );
         let got = Tensors::read(&out);
         let want = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
@@ -103,23 +110,19 @@ fn inspect_loss_prints_terms_and_writes_gradients() {
     let f = fixture_dir();
     let tmp = tempfile::tempdir().unwrap();
     let grads = tmp.path().join("grads.safetensors");
-    let out = pearl()
-        .args(["inspect", "loss", "--model"])
-        .arg(f.join("model"))
-        .arg("--adapter")
-        .arg(f.join("adapter"))
-        .arg("--dynamics-head")
-        .arg(f.join("dynamics_head.safetensors"))
-        .arg("--data")
-        .arg(f.join("expected/pearl_trajectories.jsonl"))
-        .arg("--grads-out")
-        .arg(&grads)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        pearl()
+            .args(["inspect", "loss", "--model"])
+            .arg(f.join("model"))
+            .arg("--adapter")
+            .arg(f.join("adapter"))
+            .arg("--dynamics-head")
+            .arg(f.join("dynamics_head.safetensors"))
+            .arg("--data")
+            .arg(f.join("expected/pearl_trajectories.jsonl"))
+            .arg("--grads-out")
+            .arg(&grads),
+        "pearl",
     );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want: serde_json::Value =
@@ -171,21 +174,17 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
     use pearl::peft::lora::{load_peft_adapter, merge_lora};
     let tmp = tempfile::tempdir().unwrap();
     let forward = |adapter: &std::path::Path, out: &std::path::Path| {
-        let st = pearl()
-            .args(["inspect", "forward", "--model"])
-            .arg(fixture_dir().join("model"))
-            .arg("--adapter")
-            .arg(adapter)
-            .args(["--precision", "f32", "--messages"])
-            .arg(fixture_dir().join("expected/forward_single.json"))
-            .arg("--out")
-            .arg(out)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
+        let st = run_ok(
+            pearl()
+                .args(["inspect", "forward", "--model"])
+                .arg(fixture_dir().join("model"))
+                .arg("--adapter")
+                .arg(adapter)
+                .args(["--precision", "f32", "--messages"])
+                .arg(fixture_dir().join("expected/forward_single.json"))
+                .arg("--out")
+                .arg(out),
+            "pearl",
         );
         Tensors::read(out).f32("logits")
     };
@@ -205,19 +204,15 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
     );
 
     let resaved = tmp.path().join("resaved");
-    let st = pearl()
-        .args(["inspect", "adapter", "--model"])
-        .arg(&model_dir)
-        .arg("--adapter")
-        .arg(&adapter)
-        .arg("--out")
-        .arg(&resaved)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    let st = run_ok(
+        pearl()
+            .args(["inspect", "adapter", "--model"])
+            .arg(&model_dir)
+            .arg("--adapter")
+            .arg(&adapter)
+            .arg("--out")
+            .arg(&resaved),
+        "pearl",
     );
     let again = forward(&resaved, &tmp.path().join("b.safetensors"));
     assert!(max_abs_diff(&again, &got, |_| true) < 1e-5);
