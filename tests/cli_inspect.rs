@@ -26,7 +26,7 @@ fn inspect_forward_matches_reference() {
     let tmp = tempfile::tempdir().unwrap();
     for name in ["forward_single", "forward_batch", "forward_text_only"] {
         let out = tmp.path().join(format!("{name}.safetensors"));
-        let st = run_ok(
+        run_ok(
             pearl()
                 .args(["inspect", "forward", "--model"])
                 .arg(fixture_dir().join("model"))
@@ -174,7 +174,7 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
     use pearl::peft::lora::{load_peft_adapter, merge_lora};
     let tmp = tempfile::tempdir().unwrap();
     let forward = |adapter: &std::path::Path, out: &std::path::Path| {
-        let st = run_ok(
+        run_ok(
             pearl()
                 .args(["inspect", "forward", "--model"])
                 .arg(fixture_dir().join("model"))
@@ -204,7 +204,7 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
     );
 
     let resaved = tmp.path().join("resaved");
-    let st = run_ok(
+    run_ok(
         pearl()
             .args(["inspect", "adapter", "--model"])
             .arg(&model_dir)
