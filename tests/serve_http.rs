@@ -8,6 +8,7 @@ use common::fixture_dir;
 use pearl::data::chat::{Message, Part, Role};
 use pearl::eval::answerer::ChatModel;
 use pearl::infer::LocalModel;
+use pearl::serve::worker::FaultInjection;
 use pearl::serve::{ServeConfig, app, serve};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -445,4 +446,222 @@ fn remote_images_are_fetched_only_when_allowed() {
     assert_error(s, &v, 413, "more than 40000 bytes");
     let (s, v) = ask(&url, format!("{images}/gone.png"));
     assert_error(s, &v, 400, "404");
+}
+
+/// GETs `/health`, whatever its status.
+fn health(url: &str) -> (u16, Value) {
+    let mut r = agent().get(&format!("{url}/health")).call().unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
+    )
+}
+
+/// The data events of a streamed completion, up to `[DONE]` (as `Value::Null`).
+fn stream_events(url: &str, body: Value) -> Vec<Value> {
+    let resp = agent()
+        .post(&format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut events = vec![];
+    for line in BufReader::new(resp.into_body().into_reader()).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            events.push(Value::Null);
+            break;
+        }
+        events.push(serde_json::from_str(data).unwrap());
+    }
+    events
+}
+
+/// The streamed answer's text and finish reason.
+fn streamed(url: &str, mut body: Value) -> (String, Value) {
+    body["stream"] = json!(true);
+    let events = stream_events(url, body);
+    assert!(events.last().unwrap().is_null(), "ends with [DONE]");
+    let chunks = &events[..events.len() - 1];
+    let text = chunks
+        .iter()
+        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap_or(""))
+        .collect();
+    (
+        text,
+        chunks.last().unwrap()["choices"][0]["finish_reason"].clone(),
+    )
+}
+
+#[test]
+fn a_panicking_job_gets_a_500_and_the_server_goes_on() {
+    let faults = FaultInjection::default();
+    let url = start(ServeConfig {
+        faults: faults.clone(),
+        ..ServeConfig::default()
+    });
+    let (s, h) = health(&url);
+    assert_eq!((s, &h["worker"]["panics"]), (200, &json!(0)), "{h}");
+    assert!(h["worker"]["last_panic"].is_null(), "{h}");
+
+    let ask = json!({"messages": user(json!("Hello")), "max_tokens": 3});
+    faults.panic_in_next_job();
+    let (s, v) = post(&url, ask.clone());
+    assert_error(s, &v, 500, "panicked");
+    assert_eq!(v["error"]["type"], "server_error");
+
+    // The worker survived: the next request is answered, as the model answers it.
+    let (s, v) = post(&url, ask.clone());
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        direct_answer("Hello", 3)
+    );
+    let (s, h) = health(&url);
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["worker"]["running"], true);
+    assert_eq!(h["worker"]["panics"], 1);
+    let message = h["worker"]["last_panic"]["message"].as_str().unwrap();
+    assert!(message.contains("injected fault"), "{h}");
+    assert!(h["worker"]["last_panic"]["unix_time"].as_u64().unwrap() > 0);
+
+    // A streamed request already has its 200: the failure comes as an error event, then [DONE].
+    faults.panic_in_next_job();
+    let events = stream_events(&url, json!({"messages": user(json!("Hi")), "stream": true}));
+    let error = &events[events.len() - 2]["error"];
+    assert!(
+        error["message"].as_str().unwrap().contains("panicked"),
+        "{events:?}"
+    );
+    assert!(events.last().unwrap().is_null());
+    assert_eq!(health(&url).1["worker"]["panics"], 2);
+    assert_eq!(post(&url, ask).0, 200);
+}
+
+#[test]
+fn health_is_unavailable_once_the_worker_has_ended() {
+    let faults = FaultInjection::default();
+    let url = start(ServeConfig {
+        faults: faults.clone(),
+        ..ServeConfig::default()
+    });
+    faults.end_worker_after_next_job();
+    let ask = json!({"messages": user(json!("Hello")), "max_tokens": 2});
+    assert_eq!(post(&url, ask.clone()).0, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (s, h) = loop {
+        let (s, h) = health(&url);
+        if s != 200 || std::time::Instant::now() > deadline {
+            break (s, h);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(s, 503, "{h}");
+    assert_eq!(h["status"], "unavailable");
+    assert_eq!(h["worker"]["running"], false);
+    let (s, v) = post(&url, ask);
+    assert_error(s, &v, 503, "stopped");
+}
+
+#[test]
+fn stop_strings_end_the_answer_before_them() {
+    let url = start(ServeConfig::default());
+    let ask = |extra: Value| {
+        let mut body = json!({"messages": user(json!("Tell me more")), "max_tokens": 24});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let whole = post(&url, ask(json!({}))).1["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A stop string from the first half of the answer: two characters, whole ones.
+    let chars: Vec<char> = whole.chars().collect();
+    assert!(
+        chars.len() >= 8,
+        "the answer is too short to cut: {whole:?}"
+    );
+    let stop: String = (1..chars.len() / 2)
+        .map(|i| chars[i..i + 2].iter().collect::<String>())
+        .find(|s: &String| !s.contains('\u{FFFD}'))
+        .unwrap();
+    let want = &whole[..whole.find(&stop).unwrap()];
+
+    for stop_field in [json!(stop), json!(["never seen \u{1}", stop])] {
+        let (s, v) = post(&url, ask(json!({"stop": stop_field})));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["choices"][0]["message"]["content"], want, "stop {stop:?}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert!(
+            v["usage"]["completion_tokens"].as_u64().unwrap() < 24,
+            "generation ends at the stop string: {v}"
+        );
+        let (text, finish) = streamed(&url, ask(json!({"stop": stop_field})));
+        assert_eq!(text, want, "streamed, stop {stop:?}");
+        assert_eq!(finish, "stop");
+    }
+    // A stop string that never occurs changes nothing.
+    let (s, v) = post(&url, ask(json!({"stop": "never seen \u{1}"})));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], whole);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(streamed(&url, ask(json!({"stop": ["\u{1}"]}))).0, whole);
+
+    let (s, v) = post(&url, ask(json!({"stop": ""})));
+    assert_error(s, &v, 400, "empty");
+    assert_eq!(v["error"]["param"], "stop");
+    let (s, v) = post(&url, ask(json!({"stop": 7})));
+    assert_error(s, &v, 400, "invalid request body");
+}
+
+#[test]
+fn fields_that_would_change_the_answer_are_refused_by_name() {
+    let url = start(ServeConfig::default());
+    let ask = |field: &str, value: Value| {
+        let mut body = json!({"messages": user(json!("Hi")), "max_tokens": 1});
+        body[field] = value;
+        post(&url, body)
+    };
+    let refused = [
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "zoom"}}]),
+        ),
+        ("tool_choice", json!("required")),
+        ("functions", json!([{"name": "zoom"}])),
+        ("function_call", json!({"name": "zoom"})),
+        ("response_format", json!({"type": "json_object"})),
+        ("presence_penalty", json!(0.5)),
+        ("frequency_penalty", json!(-1)),
+        ("logit_bias", json!({"42": 100})),
+    ];
+    for (field, value) in refused {
+        let (s, v) = ask(field, value);
+        assert_error(s, &v, 400, field);
+        assert_eq!(v["error"]["param"], field, "{v}");
+    }
+    // Neutral values (the documented defaults) and fields that cannot change the answer pass.
+    let passing = [
+        ("tools", json!([])),
+        ("tool_choice", json!("none")),
+        ("response_format", json!({"type": "text"})),
+        ("presence_penalty", json!(0)),
+        ("frequency_penalty", json!(0.0)),
+        ("logit_bias", json!({})),
+        ("logit_bias", Value::Null),
+        ("user", json!("someone")),
+        ("stream_options", json!({"include_usage": true})),
+        ("some_future_field", json!(1)),
+    ];
+    for (field, value) in passing {
+        let (s, v) = ask(field, value.clone());
+        assert_eq!(s, 200, "{field} = {value}: {v}");
+    }
 }

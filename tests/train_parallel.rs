@@ -3,8 +3,9 @@
 //! workers use (`shard_gradients`, with `loss_scale`), then averaged as the mean all-reduce
 //! does. The result must be the one-device gradient of the whole step (`step_gradients`), for
 //! SFT and Pearl, with shards whose supervised-token counts differ. Also: the run file's
-//! `devices` reaches the training loop (one CPU device trains exactly as the default device; a
-//! device list the CPU build cannot serve is refused before anything is written).
+//! `devices` reaches the training loop (a device the build cannot use, or an unknown spelling, is
+//! refused by name before anything is written; one CPU device trains exactly as the default
+//! device; a device list the CPU build cannot serve is refused before anything is written).
 
 mod train_common;
 
@@ -192,6 +193,24 @@ fn the_device_list_reaches_the_loop() {
             .map(|r| (r.split, r.total, r.grad_norm))
             .collect()
     };
+    // `devices` is read: a device this build cannot use is refused, named, before any work
+    // (with the list ignored, these runs would train on the default device and succeed).
+    let refused = |devices: &[&str], name: &str, why: &str| {
+        let cfg = RunConfig {
+            devices: Some(devices.iter().map(|d| d.to_string()).collect()),
+            output: dir.path().join(format!("refused-{name}")),
+            ..default.clone()
+        };
+        let e = format!("{:#}", run(&cfg, &Options::default()).unwrap_err());
+        assert!(e.contains(name) && e.contains(why), "{devices:?}: {e}");
+        assert!(!cfg.output.exists(), "{devices:?}: nothing written");
+    };
+    refused(&["tpu:0"], "tpu:0", "unknown device");
+    if cfg!(not(feature = "cuda")) {
+        refused(&["cuda:1"], "cuda:1", "no GPU support");
+    }
+
+    // One CPU device trains exactly as the default device.
     let want = losses(&default);
     assert_eq!(want.iter().filter(|r| r.0 == "train").count(), 2);
     assert_eq!(losses(&cpu), want);

@@ -57,6 +57,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_image_pixels: a.max_image_pixels,
         local_images: a.allow_local_images.clone(),
         allow_remote_images: a.allow_remote_images,
+        faults: Default::default(),
     };
     if let Some(dir) = &cfg.local_images {
         anyhow::ensure!(

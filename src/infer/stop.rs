@@ -1,6 +1,7 @@
-//! Which token ids end a generation: `eos_token_id` of the model directory's
-//! `generation_config.json` (an id or a list of ids), as transformers' `generate` reads it. A
-//! directory without that file falls back to the chat format's own terminators.
+//! What ends a generation. Stop tokens: `eos_token_id` of the model directory's
+//! `generation_config.json` (an id or a list of ids), as transformers' `generate` reads it; a
+//! directory without that file falls back to the chat format's own terminators. Stop strings
+//! (OpenAI's `stop`): the answer ends before the first occurrence of any of them in its text.
 
 use crate::processor::QwenTokenizer;
 use anyhow::{Context, bail};
@@ -32,6 +33,68 @@ pub fn stop_tokens(model_dir: &Path, tokenizer: &QwenTokenizer) -> anyhow::Resul
     Ok(ids)
 }
 
+/// Stop strings: the answer is the text before the earliest occurrence of any of them (the stop
+/// string itself is not part of it), as OpenAI's `stop` is defined.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StopStrings {
+    strings: Vec<String>,
+}
+
+impl StopStrings {
+    /// The most stop strings one request may give (OpenAI allows 4; vLLM-style clients send more).
+    pub const MAX: usize = 16;
+
+    /// Refuses an empty string (it would end every answer before its first character) and more
+    /// than [`Self::MAX`] strings.
+    pub fn new(strings: Vec<String>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            strings.len() <= Self::MAX,
+            "{} stop strings given, at most {} are accepted",
+            strings.len(),
+            Self::MAX
+        );
+        if let Some(i) = strings.iter().position(String::is_empty) {
+            bail!("stop string {i} is empty");
+        }
+        Ok(Self { strings })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
+    }
+
+    /// Byte offset in `text` where the earliest occurrence of a stop string starts, looking only
+    /// at occurrences that end after byte `seen` (the caller searched `text[..seen]` already).
+    pub fn find(&self, text: &str, seen: usize) -> Option<usize> {
+        let longest = self.strings.iter().map(String::len).max()?;
+        let from = floor_char_boundary(text, seen.saturating_sub(longest - 1));
+        self.strings
+            .iter()
+            .filter_map(|s| text[from..].find(s.as_str()))
+            .min()
+            .map(|i| from + i)
+    }
+
+    /// The length of the part of `text` that is final: all of it but a tail that is the start of
+    /// a stop string (more text could complete it). `text` must hold no whole stop string.
+    pub fn settled_len(&self, text: &str) -> usize {
+        let longest = self.strings.iter().map(String::len).max().unwrap_or(0);
+        let from = floor_char_boundary(text, text.len().saturating_sub(longest.saturating_sub(1)));
+        (from..text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .find(|&i| self.strings.iter().any(|s| s.starts_with(&text[i..])))
+            .unwrap_or(text.len())
+    }
+}
+
+/// The largest char boundary of `text` at or before byte `i`.
+fn floor_char_boundary(text: &str, i: usize) -> usize {
+    (0..=i.min(text.len()))
+        .rev()
+        .find(|&j| text.is_char_boundary(j))
+        .unwrap_or(0)
+}
+
 /// `eos_token_id` as an id, a list of ids, null or absent.
 fn eos_ids(config: &Value) -> anyhow::Result<Vec<u32>> {
     let as_id = |v: &Value| -> anyhow::Result<u32> {
@@ -56,6 +119,48 @@ mod tests {
         let dir =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen2_5_vl_tiny/model");
         QwenTokenizer::from_dir(&dir).unwrap()
+    }
+
+    fn stops(s: &[&str]) -> StopStrings {
+        StopStrings::new(s.iter().map(|x| x.to_string()).collect()).unwrap()
+    }
+
+    #[test]
+    fn stop_strings_find_the_earliest_occurrence() {
+        let s = stops(&["END", "\n\n"]);
+        assert_eq!(s.find("abc", 0), None);
+        assert_eq!(s.find("ab\n\ncd END", 0), Some(2));
+        assert_eq!(s.find("abEND\n\n", 0), Some(2));
+        // Overlapping candidates: the earliest start wins, whichever string it is.
+        assert_eq!(stops(&["bcd", "abc"]).find("xabcd", 0), Some(1));
+        // `seen` skips what was searched, but not an occurrence that ends after it.
+        assert_eq!(s.find("xxEN", 0), None);
+        assert_eq!(s.find("xxEND", 4), Some(2));
+        assert_eq!(s.find("END xxEND", 6), Some(6));
+        // Multi-byte text: the search window starts on a char boundary.
+        assert_eq!(stops(&["世界"]).find("你好世界", 7), Some(6));
+        assert_eq!(StopStrings::default().find("anything", 0), None);
+    }
+
+    #[test]
+    fn a_possible_start_of_a_stop_string_is_not_settled() {
+        let s = stops(&["<stop>", "ZZ"]);
+        assert_eq!(s.settled_len("hello"), 5);
+        assert_eq!(s.settled_len("hello <st"), 6);
+        assert_eq!(s.settled_len("hello <"), 6);
+        assert_eq!(s.settled_len("helloZ"), 5);
+        assert_eq!(s.settled_len("hello <x"), 8);
+        assert_eq!(stops(&["世界"]).settled_len("你好世"), 6);
+        assert_eq!(StopStrings::default().settled_len("abc"), 3);
+    }
+
+    #[test]
+    fn empty_or_too_many_stop_strings_are_refused() {
+        let e = StopStrings::new(vec!["a".into(), String::new()]).unwrap_err();
+        assert!(e.to_string().contains("stop string 1 is empty"), "{e}");
+        let e = StopStrings::new(vec!["x".into(); StopStrings::MAX + 1]).unwrap_err();
+        assert!(e.to_string().contains("at most 16"), "{e}");
+        assert!(StopStrings::new(vec![]).unwrap().is_empty());
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The OpenAI chat-completions request as this server reads it, and its translation into the
-//! project's chat messages and generation settings. Fields OpenAI clients send that do not
-//! apply here (`user`, `logprobs`, ...) are ignored; fields that would change the answer and are
-//! not supported (`n` > 1) are refused.
+//! project's chat messages and generation settings. Fields OpenAI clients send that cannot change
+//! the answer (`user`, `logprobs`, `stream_options`, unknown ones, ...) are ignored; `stop` is
+//! honoured; fields that would change the answer and are not supported (`n` > 1, `tools`,
+//! `response_format`, penalties, `logit_bias`, ...) are refused with a 400 naming the field,
+//! unless their value is the neutral one that changes nothing.
 
 use super::ServeConfig;
 use super::error::ApiError;
 use super::images::admit_image;
 use crate::data::chat::{Message, Part, Role};
 use crate::infer::Sampling;
+use crate::infer::stop::StopStrings;
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
@@ -33,6 +37,33 @@ pub struct ChatRequest {
     pub stream: bool,
     #[serde(default)]
     pub n: Option<usize>,
+    /// A string or a list of strings: the answer ends before the first occurrence of any.
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    // Fields that would change the answer and are not supported: refused unless neutral.
+    #[serde(default)]
+    pub tools: Option<Value>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub functions: Option<Value>,
+    #[serde(default)]
+    pub function_call: Option<Value>,
+    #[serde(default)]
+    pub response_format: Option<Value>,
+    #[serde(default)]
+    pub presence_penalty: Option<Value>,
+    #[serde(default)]
+    pub frequency_penalty: Option<Value>,
+    #[serde(default)]
+    pub logit_bias: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,18 +95,69 @@ pub enum ImageUrl {
     Plain(String),
 }
 
+impl ChatRequest {
+    /// The fields this server does not support: name, value, and the values that change nothing
+    /// and so may pass (OpenAI's documented defaults; `null` always passes too, and a tool choice
+    /// of `"auto"` as no tools can be given).
+    fn unsupported(&self) -> [(&'static str, &Option<Value>, Vec<Value>); 8] {
+        let no_choice = || vec![json!("none"), json!("auto")];
+        [
+            ("tools", &self.tools, vec![json!([])]),
+            ("tool_choice", &self.tool_choice, no_choice()),
+            ("functions", &self.functions, vec![json!([])]),
+            ("function_call", &self.function_call, no_choice()),
+            (
+                "response_format",
+                &self.response_format,
+                vec![json!({"type": "text"})],
+            ),
+            ("presence_penalty", &self.presence_penalty, vec![json!(0)]),
+            ("frequency_penalty", &self.frequency_penalty, vec![json!(0)]),
+            ("logit_bias", &self.logit_bias, vec![json!({})]),
+        ]
+    }
+}
+
+/// Refuses, naming it, the first unsupported field whose value is not neutral.
+fn refuse_unsupported(req: &ChatRequest) -> Result<(), ApiError> {
+    for (name, value, neutral) in req.unsupported() {
+        let Some(value) = value.as_ref().filter(|v| !v.is_null()) else {
+            continue;
+        };
+        // Numbers compare as numbers: 0 and 0.0 are both the neutral penalty.
+        let same = |n: &Value| match (n.as_f64(), value.as_f64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => n == value,
+        };
+        if !neutral.iter().any(same) {
+            let allowed: Vec<String> = neutral.iter().map(Value::to_string).collect();
+            return Err(ApiError::invalid(
+                Some(name.to_string()),
+                format!(
+                    "`{name}` is not supported by this server (it would change the answer): \
+                     leave it out, or send null or {}",
+                    allowed.join(" or ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A request turned into what the model worker needs.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub chat: Vec<Message>,
     pub max_new_tokens: usize,
     pub sampling: Sampling,
+    pub stop: StopStrings,
     pub stream: bool,
 }
 
 /// Checks a request against the server's limits and converts it. Images are decoded far enough
 /// to know their size (`admit_image`), so this does blocking work: call it off the async runtime.
 pub fn prepare(req: ChatRequest, cfg: &ServeConfig) -> Result<Prepared, ApiError> {
+    refuse_unsupported(&req)?;
     if let Some(n) = req.n.filter(|&n| n != 1) {
         return Err(ApiError::invalid(
             Some("n".into()),
@@ -107,6 +189,13 @@ pub fn prepare(req: ChatRequest, cfg: &ServeConfig) -> Result<Prepared, ApiError
     sampling
         .validate()
         .map_err(|e| ApiError::invalid(None, e.to_string()))?;
+    let stop = match req.stop {
+        None => vec![],
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(list)) => list,
+    };
+    let stop = StopStrings::new(stop)
+        .map_err(|e| ApiError::invalid(Some("stop".into()), e.to_string()))?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid(
             Some("messages".into()),
@@ -141,6 +230,7 @@ pub fn prepare(req: ChatRequest, cfg: &ServeConfig) -> Result<Prepared, ApiError
         chat,
         max_new_tokens,
         sampling,
+        stop,
         stream: req.stream,
     })
 }

@@ -1,8 +1,10 @@
 //! `pearl serve`: the model behind an OpenAI-compatible HTTP API (axum + tokio). One worker
 //! thread runs the model; requests wait in a bounded queue; every limit (image bytes and pixels,
 //! images per request, prompt and output tokens, body size) is answered with a 4xx error in
-//! OpenAI's shape that says which limit and by how much.
+//! OpenAI's shape that says which limit and by how much. A request whose job panics gets a 500;
+//! the worker survives it and `/health` reports it.
 
+pub mod answer;
 pub mod api;
 pub mod error;
 pub mod images;
@@ -17,7 +19,7 @@ use routes::AppState;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use worker::Queue;
+use worker::{FaultInjection, Queue};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -38,6 +40,9 @@ pub struct ServeConfig {
     pub local_images: Option<PathBuf>,
     /// Fetch `http(s)://` image URLs (off: the server makes no outgoing connections).
     pub allow_remote_images: bool,
+    /// Test hook (never set by `pearl serve`): lets a test make the worker panic.
+    #[doc(hidden)]
+    pub faults: FaultInjection,
 }
 
 impl Default for ServeConfig {
@@ -53,6 +58,7 @@ impl Default for ServeConfig {
             max_image_pixels: 50_000_000,
             local_images: None,
             allow_remote_images: false,
+            faults: FaultInjection::default(),
         }
     }
 }
@@ -67,7 +73,12 @@ impl ServeConfig {
 
 /// The HTTP application. Starts the model worker thread, which ends when the router is dropped.
 pub fn app(model: LocalModel, cfg: ServeConfig) -> anyhow::Result<Router> {
-    let queue = Queue::spawn(model, cfg.queue_capacity, cfg.max_prompt_tokens)?;
+    let queue = Queue::spawn(
+        model,
+        cfg.queue_capacity,
+        cfg.max_prompt_tokens,
+        cfg.faults.clone(),
+    )?;
     let body_limit = cfg.max_body_bytes();
     let state = AppState {
         queue: Arc::new(queue),

@@ -28,14 +28,32 @@ pub struct AppState {
     pub next_id: Arc<AtomicU64>,
 }
 
-pub async fn health(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
+/// The server's state: `ok` (200) while the model worker runs, `unavailable` (503) once it has
+/// ended; with the queue and the jobs that panicked (each answered with a 500, the worker going
+/// on with the next request).
+pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    let w = s.queue.health();
+    let status = if w.running {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let last_panic = w
+        .last_panic
+        .map(|(message, at)| json!({"message": message, "unix_time": at}));
+    let body = json!({
+        "status": if w.running { "ok" } else { "unavailable" },
         "model": s.cfg.model_name,
-        "busy": s.queue.busy(),
+        "busy": w.busy,
         "queued": s.queue.queued(),
         "queue_capacity": s.queue.capacity(),
-    }))
+        "worker": {
+            "running": w.running,
+            "panics": w.panics,
+            "last_panic": last_panic,
+        },
+    });
+    (status, Json(body))
 }
 
 pub async fn models(State(s): State<AppState>) -> Json<Value> {
