@@ -115,6 +115,55 @@ fn assert_error(status: u16, body: &Value, want_status: u16, fragment: &str) {
     assert!(body["error"]["type"].is_string(), "{body}");
 }
 
+/// GETs `/health`, whatever its status.
+fn health(url: &str) -> (u16, Value) {
+    let mut r = agent().get(&format!("{url}/health")).call().unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
+    )
+}
+
+/// The data events of a streamed completion, up to `[DONE]` (as `Value::Null`).
+fn stream_events(url: &str, body: Value) -> Vec<Value> {
+    let resp = agent()
+        .post(&format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut events = vec![];
+    for line in BufReader::new(resp.into_body().into_reader()).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            events.push(Value::Null);
+            break;
+        }
+        events.push(serde_json::from_str(data).unwrap());
+    }
+    events
+}
+
+/// The streamed answer's text and finish reason.
+fn streamed(url: &str, mut body: Value) -> (String, Value) {
+    body["stream"] = json!(true);
+    let events = stream_events(url, body);
+    assert!(events.last().unwrap().is_null(), "ends with [DONE]");
+    let chunks = &events[..events.len() - 1];
+    let text = chunks
+        .iter()
+        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap_or(""))
+        .collect();
+    (
+        text,
+        chunks.last().unwrap()["choices"][0]["finish_reason"].clone(),
+    )
+}
+
 #[test]
 fn health_models_and_completions_match_the_model() {
     let url = start(ServeConfig {
@@ -158,30 +207,14 @@ fn streaming_sends_the_same_text_in_chunks() {
         json!({"messages": user(json!("Stream me")), "max_tokens": 6}),
     )
     .1;
-    let resp = agent()
-        .post(&format!("{url}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .send(
-            json!({"messages": user(json!("Stream me")), "max_tokens": 6, "stream": true})
-                .to_string(),
-        )
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let chunks = stream_events(
+        &url,
+        json!({"messages": user(json!("Stream me")), "max_tokens": 6, "stream": true}),
+    );
     let mut text = String::new();
-    let mut chunks = vec![];
-    for line in BufReader::new(resp.into_body().into_reader()).lines() {
-        let line = line.unwrap();
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        if data == "[DONE]" {
-            chunks.push(Value::Null);
-            break;
-        }
-        let c: Value = serde_json::from_str(data).unwrap();
+    for c in &chunks[..chunks.len() - 1] {
         assert_eq!(c["object"], "chat.completion.chunk");
         text += c["choices"][0]["delta"]["content"].as_str().unwrap_or("");
-        chunks.push(c);
     }
     assert_eq!(
         text,
@@ -446,55 +479,6 @@ fn remote_images_are_fetched_only_when_allowed() {
     assert_error(s, &v, 413, "more than 40000 bytes");
     let (s, v) = ask(&url, format!("{images}/gone.png"));
     assert_error(s, &v, 400, "404");
-}
-
-/// GETs `/health`, whatever its status.
-fn health(url: &str) -> (u16, Value) {
-    let mut r = agent().get(&format!("{url}/health")).call().unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
-    )
-}
-
-/// The data events of a streamed completion, up to `[DONE]` (as `Value::Null`).
-fn stream_events(url: &str, body: Value) -> Vec<Value> {
-    let resp = agent()
-        .post(&format!("{url}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .send(body.to_string())
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let mut events = vec![];
-    for line in BufReader::new(resp.into_body().into_reader()).lines() {
-        let line = line.unwrap();
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        if data == "[DONE]" {
-            events.push(Value::Null);
-            break;
-        }
-        events.push(serde_json::from_str(data).unwrap());
-    }
-    events
-}
-
-/// The streamed answer's text and finish reason.
-fn streamed(url: &str, mut body: Value) -> (String, Value) {
-    body["stream"] = json!(true);
-    let events = stream_events(url, body);
-    assert!(events.last().unwrap().is_null(), "ends with [DONE]");
-    let chunks = &events[..events.len() - 1];
-    let text = chunks
-        .iter()
-        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap_or(""))
-        .collect();
-    (
-        text,
-        chunks.last().unwrap()["choices"][0]["finish_reason"].clone(),
-    )
 }
 
 #[test]
