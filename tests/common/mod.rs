@@ -10,6 +10,11 @@ pub fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen2_5_vl_tiny")
 }
 
+/// The tiny Qwen3-VL fixture (same layout as the Qwen2.5-VL one, plus DeepStack tensors).
+pub fn qwen3_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen3_vl_tiny")
+}
+
 pub struct Tensors {
     pub map: HashMap<String, (Vec<usize>, Vec<u8>, safetensors::Dtype)>,
 }
@@ -69,7 +74,12 @@ pub fn tensor_vec<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
 
 /// The model inputs stored in a fixture `expected/NAME.safetensors` file.
 pub fn fixture_batch(name: &str) -> pearl::model::VlBatch {
-    let t = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
+    fixture_batch_in(&fixture_dir(), name)
+}
+
+/// [`fixture_batch`] of the fixture in `dir`.
+pub fn fixture_batch_in(dir: &Path, name: &str) -> pearl::model::VlBatch {
+    let t = Tensors::read(&dir.join(format!("expected/{name}.safetensors")));
     let shape = t.shape("input_ids");
     pearl::model::VlBatch {
         input_ids: t.i64("input_ids"),

@@ -5,7 +5,7 @@ use super::config::TextConfig;
 use crate::kernels::attention::attention;
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::rope_apply::apply_rope;
-use crate::kernels::swiglu::swiglu;
+pub use crate::model::decoder::{KvCache, TextMlp};
 use crate::model::nn::{Proj, load_embedding, load_rms_norm};
 use crate::model::precision::{cast, cast_all, in_f32};
 use crate::model::weights::WeightSource;
@@ -24,13 +24,6 @@ pub struct TextAttention {
 }
 
 #[derive(Module, Debug)]
-pub struct TextMlp {
-    pub gate_proj: Proj,
-    pub up_proj: Proj,
-    pub down_proj: Proj,
-}
-
-#[derive(Module, Debug)]
 pub struct DecoderLayer {
     pub input_layernorm: RmsNorm,
     pub self_attn: TextAttention,
@@ -45,30 +38,6 @@ pub struct TextModel {
     pub norm: RmsNorm,
     /// `None` when the head is tied to `embed_tokens` (`tie_word_embeddings`, as in the 3B model).
     pub lm_head: Option<Proj>,
-}
-
-/// Keys and values of earlier positions, per layer, for incremental decoding: `[batch, kv_heads, len, hd]`.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: vec![None; num_layers],
-        }
-    }
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map(|(k, _)| k.dims()[2])
-            .unwrap_or(0)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl TextModel {
@@ -111,11 +80,7 @@ impl TextModel {
                     eps,
                     device,
                 )?,
-                mlp: TextMlp {
-                    gate_proj: Proj::load(src, &format!("{p}.mlp.gate_proj"), d, i, false, device)?,
-                    up_proj: Proj::load(src, &format!("{p}.mlp.up_proj"), d, i, false, device)?,
-                    down_proj: Proj::load(src, &format!("{p}.mlp.down_proj"), i, d, false, device)?,
-                },
+                mlp: TextMlp::load(src, &format!("{p}.mlp"), d, i, device)?,
             };
             // Stored in the load precision layer by layer: the f32 copy of one layer at a time.
             layers.push(cast_all(layer, dtype));
@@ -166,10 +131,7 @@ impl TextModel {
             );
             x = x + h;
             let h = rms_norm(&layer.post_attention_layernorm, x.clone());
-            x = x + layer.mlp.down_proj.forward(swiglu(
-                layer.mlp.gate_proj.forward(h.clone()),
-                layer.mlp.up_proj.forward(h),
-            ));
+            x = x + layer.mlp.forward(h);
         }
         let out = rms_norm(&self.norm, x);
         if all_hidden {
