@@ -55,11 +55,13 @@ pub fn hub_name(path: &str) -> Option<String> {
     if path.contains(".lora.") {
         return None;
     }
-    let p = path.replace(".base.", ".").replace(".gamma", ".weight");
-    let p = p.replace(
-        "visual.patch_embed.weight",
-        "visual.patch_embed.proj.weight",
-    );
+    // RMSNorm / LayerNorm scales are `gamma`, LayerNorm shifts `beta` (Qwen3-VL's vision norms).
+    let p = path
+        .replace(".base.", ".")
+        .replace(".gamma", ".weight")
+        .replace(".beta", ".bias");
+    // The Conv3d patch embedding (with a bias in Qwen3-VL).
+    let p = p.replace("visual.patch_embed.", "visual.patch_embed.proj.");
     let p = p
         .replace("visual.merger.mlp0.", "visual.merger.mlp.0.")
         .replace("visual.merger.mlp2.", "visual.merger.mlp.2.");
@@ -146,6 +148,19 @@ mod tests {
         assert_eq!(
             hub_name("visual.patch_embed.base.weight").unwrap(),
             "visual.patch_embed.proj.weight"
+        );
+        // Qwen3-VL: the patch embedding's bias, LayerNorm shifts, DeepStack mergers.
+        assert_eq!(
+            hub_name("visual.patch_embed.base.bias").unwrap(),
+            "visual.patch_embed.proj.bias"
+        );
+        assert_eq!(
+            hub_name("visual.blocks.2.norm1.beta").unwrap(),
+            "visual.blocks.2.norm1.bias"
+        );
+        assert_eq!(
+            hub_name("visual.deepstack_merger_list.1.linear_fc1.base.weight").unwrap(),
+            "visual.deepstack_merger_list.1.linear_fc1.weight"
         );
         assert!(hub_name("model.layers.0.mlp.up_proj.lora.a").is_none());
         let peft = peft_name("visual.merger.mlp0.lora.b").unwrap();
