@@ -191,7 +191,7 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
     let adapter = fixture_dir().join("adapter");
     let got = forward(&adapter, &tmp.path().join("a.safetensors"));
     let model_dir = fixture_dir().join("model");
-    let base = pearl::model::Qwen2_5Vl::from_dir(&model_dir, &Device::flex()).unwrap();
+    let base = pearl::model::Vlm::from_dir(&model_dir, &Device::flex()).unwrap();
     let merged = merge_lora(load_peft_adapter(base, &adapter).unwrap());
     let b = fixture_batch("forward_single");
     let want = tensor_vec(merged.logits(merged.forward(&b, false).unwrap().last_hidden));
@@ -216,4 +216,60 @@ fn inspect_forward_takes_the_adapter_like_every_model_command() {
     );
     let again = forward(&resaved, &tmp.path().join("b.safetensors"));
     assert!(max_abs_diff(&again, &got, |_| true) < 1e-5);
+}
+
+/// `pearl inspect forward` on a Qwen3-VL model directory: the family comes from `model_type`,
+/// and every tensor (DeepStack features included) matches transformers' within the tolerances.
+#[test]
+fn inspect_forward_matches_the_qwen3_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = qwen3_fixture_dir();
+    for name in ["forward_single", "forward_batch", "forward_text_only"] {
+        let out = tmp.path().join(format!("{name}.safetensors"));
+        run_ok(
+            pearl()
+                .args(["inspect", "forward", "--model"])
+                .arg(dir.join("model"))
+                .arg("--messages")
+                .arg(dir.join(format!("expected/{name}.json")))
+                .arg("--out")
+                .arg(&out),
+            name,
+        );
+        let got = Tensors::read(&out);
+        let want = Tensors::read(&dir.join(format!("expected/{name}.safetensors")));
+        for k in ["input_ids", "attention_mask"] {
+            assert_eq!(got.i64(k), want.i64(k), "{name}: {k}");
+        }
+        let mask = want.i64("attention_mask");
+        let mut close = vec![("logits", 1e-3)];
+        if want.has("image_grid_thw") {
+            assert_eq!(got.i64("image_grid_thw"), want.i64("image_grid_thw"));
+            // Positions of padding are a convention: compare the real tokens' (3 streams).
+            let (gp, wp) = (got.i64("position_ids"), want.i64("position_ids"));
+            assert_eq!(gp.len(), wp.len(), "{name}: position_ids");
+            for i in (0..wp.len()).filter(|i| mask[i % mask.len()] != 0) {
+                assert_eq!(gp[i], wp[i], "{name}: position id {i}");
+            }
+            close.extend([("pixel_values", 1e-5), ("image_embeds", 1e-3)]);
+            close.extend([
+                ("deepstack_features.0", 1e-3),
+                ("deepstack_features.1", 1e-3),
+            ]);
+        } else {
+            assert!(!got.has("deepstack_features.0"), "{name}: no images");
+        }
+        let hidden: Vec<String> = (0..4).map(|l| format!("hidden_states.{l}")).collect();
+        close.extend(hidden.iter().map(|k| (k.as_str(), 1e-3)));
+        for (k, tol) in close {
+            assert_eq!(got.shape(k), want.shape(k), "{name}: {k}");
+            let row = *want.shape(k).last().unwrap();
+            // Rows of padded positions hold a convention, not a value: compare real tokens only.
+            let per_token = k == "logits" || k.starts_with("hidden_states");
+            let d = max_abs_diff(&got.f32(k), &want.f32(k), |i| {
+                !per_token || mask[i / row] != 0
+            });
+            assert!(d <= tol, "{name}: {k} differs by {d}");
+        }
+    }
 }

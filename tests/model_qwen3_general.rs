@@ -362,3 +362,36 @@ fn parameter_names_are_the_checkpoint_keys() {
     theirs.sort();
     assert_eq!(ours, theirs);
 }
+
+/// A model directory loads as the family its `config.json` names; parameter paths are the same
+/// whether the model is held as its family's type or as a `Vlm`; an unknown family is refused.
+#[test]
+fn family_comes_from_model_type() {
+    use pearl::model::{Family, Vlm};
+    let device = Device::flex();
+    let q3 = Vlm::from_dir(&model_dir(), &device).unwrap();
+    assert_eq!(q3.family(), Family::Qwen3Vl);
+    let q25 = Vlm::from_dir(&fixture_dir().join("model"), &device).unwrap();
+    assert_eq!(q25.family(), Family::Qwen2_5Vl);
+    let bare = Qwen3Vl::from_dir(&model_dir(), &device).unwrap();
+    let paths = |ps: Vec<pearl::model::names::NamedParam>| -> Vec<String> {
+        ps.into_iter().map(|p| p.path).collect()
+    };
+    assert_eq!(
+        paths(pearl::model::names::named_params(&q3)),
+        paths(pearl::model::names::named_params(&bare))
+    );
+    assert_eq!(q3.num_params(), {
+        let t = Tensors::read(&model_dir().join("model.safetensors"));
+        t.map
+            .values()
+            .map(|(s, ..)| s.iter().product::<usize>() as u64)
+            .sum::<u64>()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config_json();
+    cfg["model_type"] = json!("llava");
+    std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = format!("{:#}", Vlm::from_dir(tmp.path(), &device).unwrap_err());
+    assert!(err.contains("llava") && err.contains("qwen3_vl"), "{err}");
+}

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::Device;
 use common::{fixture_batch, fixture_dir, max_abs_diff, tensor_vec};
-use pearl::model::Qwen2_5Vl;
+use pearl::model::Vlm;
 use pearl::peft::lora::load_peft_adapter;
 
 #[test]
@@ -34,17 +34,16 @@ fn merged_model_loads_and_gives_the_adapter_models_logits() {
     }
 
     let device = Device::default();
-    let merged = Qwen2_5Vl::from_dir(&out, &device).unwrap();
+    let merged = Vlm::from_dir(&out, &device).unwrap();
     assert_eq!(merged.lora_count(), 0);
     let adapted = load_peft_adapter(
-        Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap(),
+        Vlm::from_dir(&fixture_dir().join("model"), &device).unwrap(),
         &fixture_dir().join("adapter"),
     )
     .unwrap();
-    let plain = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
+    let plain = Vlm::from_dir(&fixture_dir().join("model"), &device).unwrap();
     let batch = fixture_batch("forward_batch");
-    let logits =
-        |m: &Qwen2_5Vl| tensor_vec(m.logits(m.forward(&batch, false).unwrap().last_hidden));
+    let logits = |m: &Vlm| tensor_vec(m.logits(m.forward(&batch, false).unwrap().last_hidden));
     let (lm, la, lp) = (logits(&merged), logits(&adapted), logits(&plain));
     let mask: Vec<bool> = batch.attention_mask.iter().map(|&m| m != 0).collect();
     let vocab = lm.len() / mask.len();

@@ -1,10 +1,11 @@
-//! Pieces of the Qwen text decoders that every family shares: the SwiGLU MLP and the key/value
-//! cache of incremental decoding.
+//! Pieces of the Qwen text decoders that every family shares: the SwiGLU MLP, the key/value
+//! cache of incremental decoding, and vocabulary growth for added tokens.
 
 use crate::kernels::swiglu::swiglu;
 use crate::model::nn::Proj;
 use crate::model::weights::WeightSource;
-use burn::module::Module;
+use burn::module::{Module, Param};
+use burn::nn::Embedding;
 use burn::tensor::{Device, Tensor};
 
 #[derive(Module, Debug)]
@@ -62,4 +63,32 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Grows the embedding `[V, d]` (and an untied head `[d, V]`) to at least `rows` rows for added
+/// tokens (Pearl's predictor tokens); returns how many rows were added. New rows start at the
+/// mean of the existing ones, as transformers' `resize_token_embeddings(mean_resizing=True)`
+/// centres them, so the new tokens do not start as outliers. Released checkpoints usually have
+/// spare rows, so this only runs when a model truly lacks them.
+pub fn grow_vocab(embed_tokens: &mut Embedding, lm_head: Option<&mut Proj>, rows: usize) -> usize {
+    let emb = embed_tokens.weight.val(); // [V, d]
+    let [old, d] = emb.dims();
+    if rows <= old {
+        return 0;
+    }
+    let extra = rows - old;
+    let mean = emb.clone().mean_dim(0); // [1, d]
+    embed_tokens.weight = Param::from_tensor(Tensor::cat(vec![emb, mean.expand([extra, d])], 0));
+    if let Some(head) = lm_head {
+        let w = head.base.weight.val(); // [d, V]
+        let mean = w.clone().mean_dim(1); // [d, 1]
+        let grown = Tensor::cat(vec![w, mean.expand([d, extra])], 1);
+        head.base.weight = Param::from_tensor(grown);
+        if let Some(b) = head.base.bias.as_mut() {
+            let v = b.val();
+            let m = v.clone().mean().expand([extra]);
+            *b = Param::from_tensor(Tensor::cat(vec![v, m], 0));
+        }
+    }
+    extra
 }

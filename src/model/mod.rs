@@ -12,8 +12,10 @@ pub mod qwen2_5_vl;
 pub mod qwen3_vl;
 pub mod rope;
 pub mod vision_attention;
+pub mod vlm;
 pub mod weights;
 
 pub use batch::{VlBatch, VlOutput};
 pub use qwen2_5_vl::{Qwen2_5Vl, Qwen2_5VlConfig};
 pub use qwen3_vl::{Qwen3Vl, Qwen3VlConfig};
+pub use vlm::{Family, ImageFeatures, Vlm};

@@ -5,7 +5,7 @@ use super::{Tensors, fixture_dir, tensor_vec};
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use pearl::data::trajectory::load_jsonl;
-use pearl::model::Qwen2_5Vl;
+use pearl::model::Vlm;
 use pearl::objective::batch::Example;
 use pearl::objective::freeze::lora_only;
 use pearl::objective::grads::named_gradients;
@@ -16,9 +16,9 @@ use pearl::processor::Processor;
 /// Base model + adapter + dynamics head, adapters and head trainable.
 pub fn model(device: &Device) -> PearlModel {
     let dir = fixture_dir();
-    let vlm = Qwen2_5Vl::from_dir(&dir.join("model"), device).unwrap();
+    let vlm = Vlm::from_dir(&dir.join("model"), device).unwrap();
     let vlm = load_peft_adapter(vlm, &dir.join("adapter")).unwrap();
-    let d = vlm.cfg.text.hidden_size;
+    let d = vlm.hidden_size();
     let head = DynamicsHead::load(&dir.join("dynamics_head.safetensors"), d, device).unwrap();
     lora_only(PearlModel {
         vlm,

@@ -86,6 +86,17 @@ impl Qwen2_5Vl {
         self.model.embed_tokens.weight.val().device()
     }
 
+    /// The patch embedding's Conv3d kernel shape without its output dim: `[C, T, P, P]`.
+    pub fn patch_kernel(&self) -> [usize; 4] {
+        let v = &self.cfg.vision;
+        [
+            v.in_chans,
+            v.temporal_patch_size,
+            v.patch_size,
+            v.patch_size,
+        ]
+    }
+
     pub fn vision_tokens(&self) -> VisionTokens {
         VisionTokens {
             image_token_id: self.cfg.image_token_id as i64,

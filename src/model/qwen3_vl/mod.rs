@@ -2,6 +2,7 @@
 //! M-RoPE, Qwen3 text decoder, and the top-level model that joins them. Layers the families share
 //! (vision attention, SwiGLU MLP, positions, batches) live in `crate::model`.
 
+pub mod checkpoint;
 pub mod config;
 pub mod model;
 pub mod rope;

@@ -85,6 +85,29 @@ impl Qwen3Vl {
         self.model.embed_tokens.weight.val().device()
     }
 
+    /// The patch embedding's Conv3d kernel shape without its output dim: `[C, T, P, P]`.
+    pub fn patch_kernel(&self) -> [usize; 4] {
+        let v = &self.cfg.vision;
+        [
+            v.in_channels,
+            v.temporal_patch_size,
+            v.patch_size,
+            v.patch_size,
+        ]
+    }
+
+    /// Makes sure the embedding (and an untied lm_head) has at least `rows` rows; returns how
+    /// many rows were added.
+    pub fn ensure_vocab(&mut self, rows: usize) -> usize {
+        let added = crate::model::decoder::grow_vocab(
+            &mut self.model.embed_tokens,
+            self.model.lm_head.as_mut(),
+            rows,
+        );
+        self.cfg.text.vocab_size += added;
+        added
+    }
+
     pub fn vision_tokens(&self) -> VisionTokens {
         VisionTokens {
             image_token_id: self.cfg.image_token_id as i64,
@@ -216,7 +239,7 @@ impl Qwen3Vl {
         let bias = causal_padding_bias(&batch.attention_mask, b, s, 0, &device);
         let (last, hidden) = self
             .model
-            .forward(x, cos, sin, bias, cache, deepstack, all_hidden);
+            .forward(x, (cos, sin), bias, cache, deepstack, all_hidden);
         Ok((last, hidden, pos, deltas))
     }
 
@@ -237,7 +260,7 @@ impl Qwen3Vl {
         let (cos, sin) = mrope_cos_sin(positions, b, n, &self.cfg.text, &device);
         let bias = causal_padding_bias(key_mask, b, n, past, &device);
         self.model
-            .forward(x, cos, sin, bias, Some(cache), None, false)
+            .forward(x, (cos, sin), bias, Some(cache), None, false)
             .0
     }
 

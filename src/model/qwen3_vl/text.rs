@@ -121,15 +121,14 @@ impl TextModel {
     }
 
     /// Runs the decoder layers over input embeddings `[batch, seq, d]`.
-    /// `cos`/`sin`: `[batch, 1, seq, head_dim]`; `bias`: `[batch, 1, seq, past + seq]` additive mask.
+    /// `(cos, sin)`: `[batch, 1, seq, head_dim]` each; `bias`: `[batch, 1, seq, past + seq]` additive mask.
     /// Returns the final-norm hidden states and, if `all_hidden`, transformers 5's `hidden_states`:
     /// the embeddings, each layer's output before its DeepStack addition (layers `0..L-1`), and the
     /// final norm of the last layer's output (its DeepStack feature, if any, included).
     pub fn forward(
         &self,
         x: Tensor<3>,
-        cos: Tensor<4>,
-        sin: Tensor<4>,
+        (cos, sin): (Tensor<4>, Tensor<4>),
         bias: Tensor<4>,
         mut cache: Option<&mut KvCache>,
         deepstack: Option<DeepStack<'_>>,
