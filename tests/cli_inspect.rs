@@ -108,48 +108,8 @@ fn bad_inputs_fail_cleanly() {
 #[test]
 fn inspect_loss_prints_terms_and_writes_gradients() {
     let f = fixture_dir();
+    check_inspect_loss(&f);
     let tmp = tempfile::tempdir().unwrap();
-    let grads = tmp.path().join("grads.safetensors");
-    let out = run_ok(
-        pearl()
-            .args(["inspect", "loss", "--model"])
-            .arg(f.join("model"))
-            .arg("--adapter")
-            .arg(f.join("adapter"))
-            .arg("--dynamics-head")
-            .arg(f.join("dynamics_head.safetensors"))
-            .arg("--data")
-            .arg(f.join("expected/pearl_trajectories.jsonl"))
-            .arg("--grads-out")
-            .arg(&grads),
-        "pearl",
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let want: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.join("expected/pearl_loss.json")).unwrap())
-            .unwrap();
-    for k in ["vlm", "jepa", "nextlat_state", "nextlat_token", "total"] {
-        let (a, b) = (
-            got[k].as_f64().unwrap(),
-            want["losses"][k].as_f64().unwrap(),
-        );
-        assert!((a - b).abs() / b < 1e-4, "{k}: {a} vs {b}");
-    }
-    let ours = Tensors::read(&grads);
-    let reference = Tensors::read(&f.join("expected/pearl_grads.safetensors"));
-    for n in want["grad_names"].as_array().unwrap() {
-        let n = n.as_str().unwrap();
-        let (a, b) = (ours.f32(n), reference.f32(n));
-        let err: f32 = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f32>()
-            .sqrt();
-        let norm: f32 = b.iter().map(|y| y * y).sum::<f32>().sqrt();
-        assert!(err <= 1e-3 * norm, "{n}: relative error {}", err / norm);
-    }
-
     let out = pearl()
         .args(["inspect", "loss", "--model"])
         .arg(tmp.path())
@@ -272,4 +232,57 @@ fn inspect_forward_matches_the_qwen3_reference() {
             assert!(d <= tol, "{name}: {k} differs by {d}");
         }
     }
+}
+
+/// `pearl inspect loss` on the fixture in `f` prints the reference losses (relative 1e-4) and
+/// writes every reference gradient (relative L2 1e-3).
+fn check_inspect_loss(f: &std::path::Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let grads = tmp.path().join("grads.safetensors");
+    let out = run_ok(
+        pearl()
+            .args(["inspect", "loss", "--model"])
+            .arg(f.join("model"))
+            .arg("--adapter")
+            .arg(f.join("adapter"))
+            .arg("--dynamics-head")
+            .arg(f.join("dynamics_head.safetensors"))
+            .arg("--data")
+            .arg(f.join("expected/pearl_trajectories.jsonl"))
+            .arg("--grads-out")
+            .arg(&grads),
+        "pearl",
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.join("expected/pearl_loss.json")).unwrap())
+            .unwrap();
+    for k in ["vlm", "jepa", "nextlat_state", "nextlat_token", "total"] {
+        let (a, b) = (
+            got[k].as_f64().unwrap(),
+            want["losses"][k].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() / b < 1e-4, "{k}: {a} vs {b}");
+    }
+    let ours = Tensors::read(&grads);
+    let reference = Tensors::read(&f.join("expected/pearl_grads.safetensors"));
+    for n in want["grad_names"].as_array().unwrap() {
+        let n = n.as_str().unwrap();
+        let (a, b) = (ours.f32(n), reference.f32(n));
+        let err: f32 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        let norm: f32 = b.iter().map(|y| y * y).sum::<f32>().sqrt();
+        assert!(err <= 1e-3 * norm, "{n}: relative error {}", err / norm);
+    }
+}
+
+/// The same on Qwen3-VL: the family comes from the model directory, the adapter reaches the
+/// DeepStack mergers, and losses and gradients match its reference.
+#[test]
+fn inspect_loss_matches_the_qwen3_reference() {
+    check_inspect_loss(&qwen3_fixture_dir());
 }
