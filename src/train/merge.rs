@@ -1,6 +1,6 @@
 //! `pearl merge`: fold a LoRA adapter into its base model and write a plain hub-layout checkpoint
 //! (`config.json`, `model.safetensors` with transformers' names, the tokenizer, chat template and
-//! preprocessor files copied), which any Qwen2.5-VL runtime loads without PEFT.
+//! preprocessor files copied) in the family's published layout, which its runtimes load without PEFT.
 
 use crate::model::Vlm;
 use crate::peft::lora::{load_peft_adapter, merge_lora};
