@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod config_json;
 pub mod decoder;
 pub mod device;
 pub mod names;

@@ -36,10 +36,7 @@ impl Family {
     /// The family of the model in `dir` (its `config.json`).
     pub fn of_dir(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read model config {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let v = super::config_json::read(&path)?;
         Self::of_config(&v).with_context(|| format!("invalid model config {}", path.display()))
     }
 }
@@ -104,10 +101,7 @@ impl Vlm {
         seed: u64,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(config_path)
-            .with_context(|| format!("cannot read model config {}", config_path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+        let v = super::config_json::read(config_path)?;
         Ok(match Family::of_config(&v)? {
             Family::Qwen2_5Vl => Self::Qwen2_5Vl(Qwen2_5Vl::random(
                 &Qwen2_5VlConfig::from_file(config_path)?,

@@ -3,6 +3,7 @@
 //! `rope_theta` inside). Text fields live in `text_config`; the vision tower's in `vision_config`
 //! (`model_type` `qwen3_vl` on the hub, `qwen3_vl_vision` once transformers renamed it).
 
+use crate::model::config_json;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -78,10 +79,7 @@ pub struct Qwen3VlConfig {
 
 impl Qwen3VlConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read model config {}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let v = config_json::read(path)?;
         Self::from_json(&v).with_context(|| format!("invalid model config {}", path.display()))
     }
 
@@ -121,16 +119,7 @@ impl Qwen3VlConfig {
         let mrope_section: Vec<usize> = match rope.and_then(|r| r.get("mrope_section")) {
             // transformers' default when the config names none.
             None => vec![24, 20, 20],
-            Some(s) => s
-                .as_array()
-                .context("`mrope_section` is not a list")?
-                .iter()
-                .map(|x| {
-                    x.as_u64()
-                        .map(|x| x as usize)
-                        .context("`mrope_section` holds a non-integer")
-                })
-                .collect::<anyhow::Result<_>>()?,
+            Some(s) => config_json::usize_list(s, "mrope_section")?,
         };
         let rope_theta = rope
             .and_then(|r| r.get("rope_theta"))
@@ -176,16 +165,7 @@ impl Qwen3VlConfig {
         };
         let deepstack_visual_indexes = match vc.get("deepstack_visual_indexes") {
             None => vec![],
-            Some(a) => a
-                .as_array()
-                .context("`vision_config.deepstack_visual_indexes` is not a list")?
-                .iter()
-                .map(|x| {
-                    x.as_u64()
-                        .map(|x| x as usize)
-                        .context("`vision_config.deepstack_visual_indexes` holds a non-integer")
-                })
-                .collect::<anyhow::Result<_>>()?,
+            Some(a) => config_json::usize_list(a, "vision_config.deepstack_visual_indexes")?,
         };
         let vision = VisionConfig {
             depth: vu("depth", None)?,
@@ -205,28 +185,16 @@ impl Qwen3VlConfig {
                 .unwrap_or("gelu_pytorch_tanh")
                 .to_string(),
         };
-        let id = |key: &str, default: u32| {
-            v.get(key)
-                .or_else(|| t.get(key))
-                .and_then(Value::as_u64)
-                .map(|x| x as u32)
-                .unwrap_or(default)
-        };
-        let first_id = |key: &str| {
-            let x = v.get(key).or_else(|| t.get(key))?;
-            x.as_u64()
-                .or_else(|| x.as_array()?.first()?.as_u64())
-                .map(|x| x as u32)
-        };
+        let ids = config_json::token_ids(v, t);
         let cfg = Qwen3VlConfig {
             text,
             vision,
-            image_token_id: id("image_token_id", 151655),
-            video_token_id: id("video_token_id", 151656),
-            vision_start_token_id: id("vision_start_token_id", 151652),
-            vision_end_token_id: id("vision_end_token_id", 151653),
-            bos_token_id: first_id("bos_token_id"),
-            eos_token_id: first_id("eos_token_id"),
+            image_token_id: ids.image,
+            video_token_id: ids.video,
+            vision_start_token_id: ids.vision_start,
+            vision_end_token_id: ids.vision_end,
+            bos_token_id: ids.bos,
+            eos_token_id: ids.eos,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -256,11 +224,7 @@ impl Qwen3VlConfig {
                 v.num_position_embeddings,
             ),
         ];
-        for (name, x) in positive {
-            if x == 0 {
-                bail!("`{name}` must be positive");
-            }
-        }
+        config_json::require_positive(&positive)?;
         if !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
             bail!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
