@@ -3,6 +3,7 @@
 
 use crate::kernels::swiglu::swiglu;
 use crate::model::nn::Proj;
+use crate::model::precision::{cast, in_f32};
 use crate::model::weights::WeightSource;
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
@@ -39,6 +40,42 @@ impl TextMlp {
             self.up_proj.forward(x),
         ))
     }
+}
+
+/// Keys and values `[batch, kv_heads, len, hd]` for attention: with a cache slot, the cached ones
+/// followed by the new `k`, `v` (which the slot then holds); without one, `k`, `v` themselves.
+pub fn with_cached(
+    slot: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+) -> (Tensor<4>, Tensor<4>) {
+    let Some(slot) = slot else {
+        return (k, v);
+    };
+    let (k, v) = match slot.take() {
+        None => (k, v),
+        Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+    };
+    *slot = Some((k.clone(), v.clone()));
+    (k, v)
+}
+
+/// Logits `[.., vocab]` of final hidden states `[.., d]` through `lm_head`, or through the
+/// embedding's transpose when the head is tied; in f32 whatever the compute dtype (losses and
+/// sampling read them).
+pub fn lm_logits<const D: usize>(
+    embed_tokens: &Embedding,
+    lm_head: Option<&Proj>,
+    hidden: Tensor<D>,
+) -> Tensor<D> {
+    in_f32(match lm_head {
+        Some(head) => head.forward(hidden),
+        None => {
+            // Tied head: decoding rows take the matrix-vector kernel.
+            let w = embed_tokens.weight.val();
+            crate::kernels::matvec::linear(cast(hidden, w.dtype()), w.transpose(), None)
+        }
+    })
 }
 
 /// Keys and values of earlier positions, per layer, for incremental decoding: `[batch, kv_heads, len, hd]`.

@@ -6,8 +6,9 @@ use crate::kernels::attention::attention;
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::rope_apply::apply_rope;
 pub use crate::model::decoder::{KvCache, TextMlp};
+use crate::model::decoder::{lm_logits, with_cached};
 use crate::model::nn::{Proj, load_embedding, load_rms_norm};
-use crate::model::precision::{cast, cast_all, in_f32};
+use crate::model::precision::cast_all;
 use crate::model::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::{Embedding, RmsNorm};
@@ -143,14 +144,7 @@ impl TextModel {
     /// Logits `[.., vocab]` of final hidden states `[.., d]`, in f32 whatever the compute dtype
     /// (losses and sampling read them).
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        in_f32(match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                // Tied head: the embedding's transpose; decoding rows take the matrix-vector kernel.
-                let w = self.embed_tokens.weight.val();
-                crate::kernels::matvec::linear(cast(hidden, w.dtype()), w.transpose(), None)
-            }
-        })
+        lm_logits(&self.embed_tokens, self.lm_head.as_ref(), hidden)
     }
 }
 
@@ -177,17 +171,7 @@ impl TextAttention {
             .forward(x)
             .reshape([b, s, kvh, hd])
             .swap_dims(1, 2);
-        let (k, v) = match cache {
-            None => (k, v),
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    None => (k, v),
-                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-                };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
-            }
-        };
+        let (k, v) = with_cached(cache, k, v);
         // Grouped-query attention: each key/value head serves its group of query heads.
         let out = attention(q, k, v, bias);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))
