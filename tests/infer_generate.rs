@@ -243,3 +243,49 @@ fn bad_inputs_are_errors() {
     let enc = m.encode(&chats()[2..]).unwrap();
     assert!(generate(&m.model, &enc.to_vl(), &bad_sampling).is_err());
 }
+
+/// Qwen3-VL (its family chosen by the model directory): cached decoding, whose prefill adds the
+/// DeepStack features, gives the tokens of recomputing the whole sequence at every step, alone
+/// and in a padded batch.
+#[test]
+fn qwen3_cached_decoding_equals_recomputing_the_sequence() {
+    let dir = qwen3_fixture_dir();
+    let m = LocalModel::load(
+        &dir.join("model"),
+        None,
+        &Device::flex(),
+        pearl::model::precision::Precision::F32,
+    )
+    .unwrap();
+    let image = |name: &str| Part::Image {
+        image: dir.join("images").join(name).to_string_lossy().into_owned(),
+    };
+    let chats = vec![
+        vec![Message::new(
+            Role::User,
+            vec![
+                image("scene0.png"),
+                text("What is the color of the square?"),
+            ],
+        )],
+        vec![Message::new(
+            Role::User,
+            vec![
+                image("scene1.png"),
+                text("Which circle is nearest the centre?"),
+            ],
+        )],
+    ];
+    let mut alone = vec![];
+    for chat in &chats {
+        let enc = m.encode(std::slice::from_ref(chat)).unwrap();
+        let cached = generate(&m.model, &enc.to_vl(), &greedy(6, vec![])).unwrap();
+        assert_eq!(cached.sequences[0].tokens, recompute_greedy(&m, &enc, 6));
+        alone.push(cached.sequences[0].tokens.clone());
+    }
+    let enc = m.encode(&chats).unwrap();
+    let both = generate(&m.model, &enc.to_vl(), &greedy(6, vec![])).unwrap();
+    for (i, s) in both.sequences.iter().enumerate() {
+        assert_eq!(s.tokens, alone[i], "prompt {i} in a batch");
+    }
+}

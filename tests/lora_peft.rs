@@ -4,10 +4,10 @@
 mod common;
 use burn::tensor::Device;
 use common::*;
-use pearl::model::{Qwen2_5Vl, VlBatch};
+use pearl::model::{VlBatch, Vlm};
 use pearl::peft::lora::{LoraConfig, init_lora, load_peft_adapter, merge_lora, save_peft_adapter};
 
-fn logits(m: &Qwen2_5Vl, b: &VlBatch) -> Vec<f32> {
+fn logits(m: &Vlm, b: &VlBatch) -> Vec<f32> {
     tensor_vec(m.logits(m.forward(b, false).unwrap().last_hidden))
 }
 
@@ -21,8 +21,8 @@ fn fixture_lora() -> LoraConfig {
     }
 }
 
-fn base() -> Qwen2_5Vl {
-    Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &Device::flex()).unwrap()
+fn base() -> Vlm {
+    Vlm::from_dir(&fixture_dir().join("model"), &Device::flex()).unwrap()
 }
 
 #[test]

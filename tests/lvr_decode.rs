@@ -12,7 +12,7 @@ use pearl::data::chat::{Message, Part, Role};
 use pearl::eval::answerer::generate_checked;
 use pearl::infer::lvr::generate::encode_prompts;
 use pearl::infer::lvr::{LatentDecoder, LvrChatModel, lvr_generate};
-use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlBatch};
+use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlBatch, Vlm};
 use pearl::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START};
 use pearl::processor::{Processor, pad_right};
 use std::path::Path;
@@ -23,8 +23,8 @@ fn processor() -> Processor {
     p
 }
 
-fn model(p: &Processor) -> Qwen2_5Vl {
-    let mut m = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &Device::default()).unwrap();
+fn model(p: &Processor) -> Vlm {
+    let mut m = Vlm::from_dir(&fixture_dir().join("model"), &Device::default()).unwrap();
     m.ensure_vocab(p.tokenizer.vocab_size());
     m
 }
@@ -78,13 +78,13 @@ fn id(p: &Processor, t: &str) -> i64 {
 
 /// Logits after the prompt, `steps` latents (each the last hidden state of the sequence so far,
 /// recomputed from scratch) and `<|lvr_end|>`.
-fn reference_logits(m: &Qwen2_5Vl, p: &Processor, chat: &[Message], steps: usize) -> Vec<f32> {
+fn reference_logits(m: &Vlm, p: &Processor, chat: &[Message], steps: usize) -> Vec<f32> {
     let prompt = single(p, chat, LVR_START);
     let img = m
         .encode_images(&prompt.pixel_values, &prompt.image_grid_thw)
         .unwrap();
-    let x0 = m.embed(&prompt, Some(img)).unwrap();
-    let d = m.cfg.text.hidden_size;
+    let x0 = m.embed(&prompt, Some(&img)).unwrap();
+    let d = m.hidden_size();
     // Runs embeddings whose extra positions hold `extra` ids (the latent placeholder is plain
     // text for M-RoPE, like any token after the prompt).
     let run = |x: Tensor<3>, extra: &[i64]| -> Tensor<3> {
@@ -92,7 +92,7 @@ fn reference_logits(m: &Qwen2_5Vl, p: &Processor, chat: &[Message], steps: usize
         b.input_ids.extend_from_slice(extra);
         b.seq_len += extra.len();
         b.attention_mask = vec![1; b.seq_len];
-        m.decode(x, &b, false).unwrap().0
+        m.decode(x, &b, Some(&img), false).unwrap().0
     };
     let mut latents: Vec<Tensor<3>> = Vec::new();
     for k in 0..steps {
@@ -103,7 +103,7 @@ fn reference_logits(m: &Qwen2_5Vl, p: &Processor, chat: &[Message], steps: usize
     }
     let end =
         Tensor::<2, Int>::from_data(TensorData::new(vec![id(p, LVR_END)], [1, 1]), &m.device());
-    let end = m.model.embed_tokens.forward(end);
+    let end = m.embed_tokens().forward(end);
     let x = Tensor::cat([vec![x0], latents, vec![end]].concat(), 1);
     let mut extra = vec![id(p, LVR_LATENT); steps];
     extra.push(id(p, LVR_END));
@@ -120,7 +120,7 @@ fn exactly_s_latent_steps_each_feeding_back_the_last_hidden_state() {
     let prompts = encode_prompts(&p, &chats).unwrap();
     let lengths = prompts.tokens.lengths();
     assert_ne!(lengths[0], lengths[1], "the batch should be padded");
-    let vocab = m.cfg.text.vocab_size;
+    let vocab = m.vocab_size();
     for steps in [0, 1, 3] {
         let mut dec = LatentDecoder::prefill(&m, &prompts.tokens).unwrap();
         let start = dec.next_positions().to_vec();
@@ -149,7 +149,7 @@ fn exactly_s_latent_steps_each_feeding_back_the_last_hidden_state() {
 }
 
 /// Greedy decoding from scratch: the whole sequence through the model for every new token.
-fn plain_greedy(m: &Qwen2_5Vl, p: &Processor, chat: &[Message], max_new: usize) -> Vec<u32> {
+fn plain_greedy(m: &Vlm, p: &Processor, chat: &[Message], max_new: usize) -> Vec<u32> {
     let mut batch = single(p, chat, &format!("{LVR_START}{LVR_END}"));
     let stops = [
         p.tokenizer.special().im_end,
@@ -210,7 +210,7 @@ fn decoding_is_deterministic_and_the_chat_model_reports_its_costs() {
     };
     assert_eq!(strip(&a), strip(&b));
     let prompts = encode_prompts(&p, &chats).unwrap();
-    let image_id = m.cfg.image_token_id as i64;
+    let image_id = m.image_token_id() as i64;
     let t = &prompts.tokens;
     for (r, g) in a.iter().enumerate() {
         let row = &t.input_ids[r * t.seq_len..r * t.seq_len + g.prompt_tokens];
@@ -261,7 +261,7 @@ fn unusable_inputs_are_clear_errors() {
     assert!(e.contains("<|lvr_end|>"), "{e}");
     let mut cfg = Qwen2_5VlConfig::from_file(&fixture_dir().join("model/config.json")).unwrap();
     cfg.text.vocab_size = p.tokenizer.vocab_size() - 3;
-    let small = Qwen2_5Vl::random(&cfg, 1, &Device::default()).unwrap();
+    let small = Vlm::from(Qwen2_5Vl::random(&cfg, 1, &Device::default()).unwrap());
     let e = format!(
         "{:#}",
         lvr_generate(&small, &p, &chats(), 4, 4).unwrap_err()

@@ -11,8 +11,8 @@ use burn::tensor::{Device, Tensor};
 use common::{fixture_dir, tensor_vec};
 use pearl::data::synth::{SynthConfig, Task, generate};
 use pearl::data::trajectory::{TrajectoryFile, load_jsonl};
-use pearl::model::Qwen2_5Vl;
 use pearl::model::names::named_params;
+use pearl::model::{Qwen2_5Vl, Vlm};
 use pearl::objective::freeze::lora_only;
 use pearl::objective::lvr::{
     LvrBatch, LvrConfig, LvrExample, LvrExamples, lvr_lora_only, lvr_losses, region_tokens,
@@ -52,8 +52,8 @@ fn examples(file: &TrajectoryFile) -> Vec<LvrExample> {
     out.examples
 }
 
-fn model(p: &Processor, device: &Device) -> Qwen2_5Vl {
-    let mut m = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), device).unwrap();
+fn model(p: &Processor, device: &Device) -> Vlm {
+    let mut m = Vlm::from_dir(&fixture_dir().join("model"), device).unwrap();
     m.ensure_vocab(p.tokenizer.vocab_size());
     m
 }
@@ -137,17 +137,18 @@ fn the_latent_loss_regresses_each_region_token_from_the_position_before_its_slot
     let got = lvr_losses(&m, &batch, &cfg).unwrap();
 
     let t = &batch.tokens;
-    let img = m.encode_images(&t.pixel_values, &t.image_grid_thw).unwrap();
-    let mut x = m.embed(t, Some(img.clone())).unwrap();
+    let images = m.encode_images(&t.pixel_values, &t.image_grid_thw).unwrap();
+    let img = images.embeds.clone();
+    let mut x = m.embed(t, Some(&images)).unwrap();
     for (&q, &r) in batch.latent_positions.iter().zip(&batch.latent_rows) {
         let (b, s) = (q / t.seq_len, q % t.seq_len);
         let z: Tensor<2> = img.clone().narrow(0, r, 1);
         x = x.slice_assign([b..b + 1, s..s + 1], z.unsqueeze());
     }
-    let (hidden, ..) = m.decode(x, t, false).unwrap();
+    let (hidden, ..) = m.decode(x, t, Some(&images), false).unwrap();
     let h = tensor_vec(hidden);
     let z = tensor_vec(img);
-    let d = m.cfg.text.hidden_size;
+    let d = m.hidden_size();
     let mut sum = 0.0f64;
     for (&q, &r) in batch.latent_positions.iter().zip(&batch.latent_rows) {
         for k in 0..d {
@@ -168,7 +169,7 @@ fn the_latent_loss_regresses_each_region_token_from_the_position_before_its_slot
     assert!((total - want).abs() < 1e-4 * want, "{total} vs {want}");
 }
 
-fn lora_grads(model: &Qwen2_5Vl, g: &GradientsParams) -> Vec<(String, Vec<f32>)> {
+fn lora_grads(model: &Vlm, g: &GradientsParams) -> Vec<(String, Vec<f32>)> {
     named_params(model)
         .into_iter()
         .filter(|p| p.path.contains(".lora."))
@@ -318,7 +319,7 @@ fn unusable_inputs_are_clear_errors() {
         pearl::model::Qwen2_5VlConfig::from_file(&fixture_dir().join("model/config.json")).unwrap();
     // Too small for the 3 added tokens.
     small_cfg.text.vocab_size = p.tokenizer.vocab_size() - 3;
-    let small = Qwen2_5Vl::random(&small_cfg, 1, &Device::default()).unwrap();
+    let small = Vlm::from(Qwen2_5Vl::random(&small_cfg, 1, &Device::default()).unwrap());
     let batch = LvrBatch::build(&p, &ex).unwrap();
     let err = lvr_losses(&small, &batch, &LvrConfig::default())
         .err()

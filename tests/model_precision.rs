@@ -176,7 +176,7 @@ fn bf16_inference_stores_every_weight_in_bf16_and_answers() {
         Precision::Bf16,
     )
     .unwrap();
-    assert_eq!(model.model.precision, Precision::Bf16);
+    assert_eq!(model.model.precision(), Precision::Bf16);
     let params = named_params(&model.model);
     assert!(!params.is_empty());
     for p in &params {

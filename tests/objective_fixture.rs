@@ -1,11 +1,12 @@
-//! The Pearl objective against the fixture's reference (PyTorch, following the authors' trainer):
-//! the three views' tokens, the five losses, and every gradient of the LoRA factors and the
-//! dynamics head.
+//! The Pearl objective against the fixtures' reference (PyTorch, following the authors' trainer),
+//! for Qwen2.5-VL and Qwen3-VL: the three views' tokens, the five losses, and every gradient of
+//! the LoRA factors (Qwen3-VL's DeepStack mergers included) and the dynamics head.
 
 mod common;
 
-use common::{Tensors, fixture_dir, pearl_fixture};
+use common::{Tensors, fixture_dir, pearl_fixture, qwen3_fixture_dir};
 use pearl::objective::ObjectiveConfig;
+use std::path::Path;
 
 /// Unpadded rows of a `[batch, seq]` tensor.
 fn rows(ids: &[i64], mask: &[i64], batch: usize) -> Vec<Vec<i64>> {
@@ -22,8 +23,17 @@ fn rows(ids: &[i64], mask: &[i64], batch: usize) -> Vec<Vec<i64>> {
 
 #[test]
 fn views_match_the_reference_tokens() {
-    let batch = pearl_fixture::batch(&ObjectiveConfig::pearl());
-    let v = Tensors::read(&fixture_dir().join("expected/pearl_views.safetensors"));
+    check_views(&fixture_dir());
+}
+
+#[test]
+fn qwen3_views_match_the_reference_tokens() {
+    check_views(&qwen3_fixture_dir());
+}
+
+fn check_views(dir: &Path) {
+    let batch = pearl_fixture::batch_in(dir, &ObjectiveConfig::pearl());
+    let v = Tensors::read(&dir.join("expected/pearl_views.safetensors"));
     let b = batch.full.batch;
     let full_mask = v.i64("full_attention_mask");
     assert_eq!(
@@ -53,4 +63,9 @@ fn views_match_the_reference_tokens() {
 #[test]
 fn losses_embeddings_and_gradients_match_the_reference() {
     pearl_fixture::check_against_reference();
+}
+
+#[test]
+fn qwen3_losses_embeddings_and_gradients_match_the_reference() {
+    pearl_fixture::check_against_reference_in(&qwen3_fixture_dir());
 }

@@ -12,7 +12,7 @@ use pearl::data::chat::Message;
 use pearl::data::trajectory::load_jsonl;
 use pearl::kernels::tensor::index_tensor;
 use pearl::model::names::named_params;
-use pearl::model::{Qwen2_5Vl, VlBatch};
+use pearl::model::{Qwen2_5Vl, VlBatch, Vlm};
 use pearl::objective::batch::Example;
 use pearl::objective::jepa::jepa_loss;
 use pearl::objective::views::{input_view, trajectory_view};
@@ -23,7 +23,7 @@ use pearl::processor::Processor;
 
 /// Hidden state at `len - 2` of each conversation, running the view on its own.
 fn from_scratch(
-    model: &Qwen2_5Vl,
+    model: &Vlm,
     p: &Processor,
     chats: &[Vec<Message>],
     base: &std::path::Path,
@@ -48,8 +48,8 @@ fn continuations_equal_views_run_from_scratch_with_gradients() {
         supervise: Supervise::LastAssistant,
         ..ObjectiveConfig::pearl()
     };
-    let vlm = Qwen2_5Vl::random(&other_config(), 11, &device).unwrap();
-    let head = DynamicsHead::init(vlm.cfg.text.hidden_size, 3, &device);
+    let vlm = Vlm::from(Qwen2_5Vl::random(&other_config(), 11, &device).unwrap());
+    let head = DynamicsHead::init(vlm.hidden_size(), 3, &device);
     let model = PearlModel {
         vlm,
         dynamics: Some(head),
@@ -141,7 +141,7 @@ fn continuations_equal_views_run_from_scratch_with_gradients() {
 #[test]
 fn sft_is_the_next_token_loss_alone_and_needs_no_views() {
     let device = Device::default();
-    let vlm = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
+    let vlm = Vlm::from_dir(&fixture_dir().join("model"), &device).unwrap();
     let vlm = pearl::peft::lora::load_peft_adapter(vlm, &fixture_dir().join("adapter")).unwrap();
     let model = PearlModel {
         vlm,

@@ -1,5 +1,7 @@
-//! The processor against the reference tensors transformers computed for the tiny Qwen2.5-VL
-//! fixture: rendered text, token ids, masks, image grids and pixel values.
+//! The processor against the reference tensors transformers computed for the tiny Qwen2.5-VL and
+//! Qwen3-VL fixtures: rendered text (each model's own chat template), token ids, masks, image
+//! grids and pixel values (Qwen3-VL: 16-pixel patches, a total-pixel budget from `size`, mean and
+//! std 0.5), and the ids the Pearl tokens receive.
 
 use anyhow::{Context, Result};
 use pearl::data::chat::Message;
@@ -10,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen2_5_vl_tiny")
+}
+
+fn qwen3_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen3_vl_tiny")
 }
 
 #[derive(Deserialize)]
@@ -48,7 +54,12 @@ fn tensor(st: &SafeTensors, name: &str) -> Result<Tensor> {
 
 /// Runs one `expected/forward_*` case and compares everything the processor produces.
 fn check_case(processor: &Processor, name: &str) -> Result<()> {
-    let dir = fixture().join("expected");
+    check_case_in(&fixture(), processor, name)
+}
+
+/// [`check_case`] for the fixture in `fixture`.
+fn check_case_in(fixture: &Path, processor: &Processor, name: &str) -> Result<()> {
+    let dir = fixture.join("expected");
     let case: ForwardCase =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json")))?)?;
     for (i, conv) in case.conversations.iter().enumerate() {
@@ -152,9 +163,50 @@ fn forward_text_only_matches_transformers() -> Result<()> {
 
 #[test]
 fn pearl_tokens_get_the_reference_ids() -> Result<()> {
-    let mut processor = Processor::from_dir(&fixture().join("model"))?;
+    check_pearl_tokens(&fixture())
+}
+
+#[test]
+fn qwen3_pearl_tokens_get_the_reference_ids() -> Result<()> {
+    // After Qwen3's four extra added tokens: `<|predictor_1|>` is 592 there.
+    check_pearl_tokens(&qwen3_fixture())
+}
+
+#[test]
+fn qwen3_forward_single_matches_transformers() -> Result<()> {
+    let dir = qwen3_fixture();
+    check_case_in(
+        &dir,
+        &Processor::from_dir(&dir.join("model"))?,
+        "forward_single",
+    )
+}
+
+#[test]
+fn qwen3_forward_batch_matches_transformers() -> Result<()> {
+    let dir = qwen3_fixture();
+    check_case_in(
+        &dir,
+        &Processor::from_dir(&dir.join("model"))?,
+        "forward_batch",
+    )
+}
+
+#[test]
+fn qwen3_forward_text_only_matches_transformers() -> Result<()> {
+    let dir = qwen3_fixture();
+    check_case_in(
+        &dir,
+        &Processor::from_dir(&dir.join("model"))?,
+        "forward_text_only",
+    )
+}
+
+/// The 14 Pearl tokens get the ids transformers gave them in the fixture in `fixture`.
+fn check_pearl_tokens(fixture: &Path) -> Result<()> {
+    let mut processor = Processor::from_dir(&fixture.join("model"))?;
     let loss: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-        fixture().join("expected/pearl_loss.json"),
+        fixture.join("expected/pearl_loss.json"),
     )?)?;
     let expected = &loss["predictor_tokens"];
     let before = processor.tokenizer.vocab_size();

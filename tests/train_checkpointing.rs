@@ -32,8 +32,7 @@ fn checkpointing_trains_as_without_it() {
         trainer
             .model()
             .vlm
-            .model
-            .embed_tokens
+            .embed_tokens()
             .weight
             .val()
             .gradient_checkpointing_strategy()

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::Device;
 use common::{fixture_batch, fixture_dir, max_abs_diff, tensor_vec};
-use pearl::model::Qwen2_5Vl;
+use pearl::model::Vlm;
 use pearl::peft::lora::load_peft_adapter;
 
 #[test]
@@ -34,17 +34,16 @@ fn merged_model_loads_and_gives_the_adapter_models_logits() {
     }
 
     let device = Device::default();
-    let merged = Qwen2_5Vl::from_dir(&out, &device).unwrap();
+    let merged = Vlm::from_dir(&out, &device).unwrap();
     assert_eq!(merged.lora_count(), 0);
     let adapted = load_peft_adapter(
-        Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap(),
+        Vlm::from_dir(&fixture_dir().join("model"), &device).unwrap(),
         &fixture_dir().join("adapter"),
     )
     .unwrap();
-    let plain = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
+    let plain = Vlm::from_dir(&fixture_dir().join("model"), &device).unwrap();
     let batch = fixture_batch("forward_batch");
-    let logits =
-        |m: &Qwen2_5Vl| tensor_vec(m.logits(m.forward(&batch, false).unwrap().last_hidden));
+    let logits = |m: &Vlm| tensor_vec(m.logits(m.forward(&batch, false).unwrap().last_hidden));
     let (lm, la, lp) = (logits(&merged), logits(&adapted), logits(&plain));
     let mask: Vec<bool> = batch.attention_mask.iter().map(|&m| m != 0).collect();
     let vocab = lm.len() / mask.len();
@@ -67,4 +66,49 @@ fn merged_model_loads_and_gives_the_adapter_models_logits() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("adapter_config.json"));
+}
+
+/// `pearl merge` on Qwen3-VL writes the published layout (`model.language_model.*`,
+/// `model.visual.*`, `lm_head.weight`: exactly the base checkpoint's keys and shapes), which loads
+/// and computes the adapted model's logits.
+#[test]
+fn merged_qwen3_model_has_the_published_keys_and_the_adapter_models_logits() {
+    let f = common::qwen3_fixture_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_pearl"))
+        .arg("merge")
+        .arg("--model")
+        .arg(f.join("model"))
+        .arg("--adapter")
+        .arg(f.join("adapter"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ours = common::Tensors::read(&out.join("model.safetensors"));
+    let base = common::Tensors::read(&f.join("model/model.safetensors"));
+    let mut a: Vec<_> = ours.map.keys().cloned().collect();
+    let mut b: Vec<_> = base.map.keys().cloned().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    for k in &a {
+        assert_eq!(ours.shape(k), base.shape(k), "{k}");
+    }
+    let device = Device::default();
+    let merged = Vlm::from_dir(&out, &device).unwrap();
+    let adapted = load_peft_adapter(
+        Vlm::from_dir(&f.join("model"), &device).unwrap(),
+        &f.join("adapter"),
+    )
+    .unwrap();
+    let batch = common::fixture_batch_in(&f, "forward_batch");
+    let logits = |m: &Vlm| tensor_vec(m.logits(m.forward(&batch, false).unwrap().last_hidden));
+    let mask: Vec<bool> = batch.attention_mask.iter().map(|&m| m != 0).collect();
+    let (lm, la) = (logits(&merged), logits(&adapted));
+    let vocab = lm.len() / mask.len();
+    let diff = max_abs_diff(&lm, &la, |i| mask[i / vocab]);
+    assert!(diff < 1e-4, "merged vs adapter logits differ by {diff}");
 }

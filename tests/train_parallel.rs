@@ -11,7 +11,7 @@ mod train_common;
 
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
-use pearl::model::Qwen2_5Vl;
+use pearl::model::Vlm;
 use pearl::objective::freeze::lora_only;
 use pearl::objective::grads::named_gradients;
 use pearl::objective::{Batch, ObjectiveConfig, PearlModel, prepare_tokenizer};
@@ -44,7 +44,7 @@ fn setup(dir: &Path, objective: ObjectiveConfig) -> (RunConfig, PearlModel, Vec<
     batches.sort_by_key(Batch::supervised_tokens);
 
     let device = Device::default().autodiff();
-    let mut vlm = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
+    let mut vlm = Vlm::from_dir(&fixture_dir().join("model"), &device).unwrap();
     vlm.ensure_vocab(processor.tokenizer.vocab_size());
     let vlm = init_lora(vlm, &cfg.lora.to_lora_config(), 1).unwrap();
     let model = lora_only(ids_from_paths(PearlModel::new(vlm, &cfg.objective, 2)));

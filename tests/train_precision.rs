@@ -4,7 +4,7 @@
 
 mod train_common;
 
-use pearl::model::Qwen2_5Vl;
+use pearl::model::Vlm;
 use pearl::model::names::named_params;
 use pearl::model::precision::Precision;
 use pearl::objective::ObjectiveConfig;
@@ -73,7 +73,7 @@ fn bf16_run_trains_like_the_f32_run_and_saves_f32_adapters() {
     assert!(saved.contains("precision = \"bf16\""), "{saved}");
     // The adapter is written from the f32 master copies and loads as any PEFT adapter.
     let device = burn::tensor::Device::default();
-    let vlm = Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
+    let vlm = Vlm::from_dir(&fixture_dir().join("model"), &device).unwrap();
     let vlm = load_peft_adapter(vlm, &best.join("adapter")).unwrap();
     let lora: Vec<_> = named_params(&vlm)
         .into_iter()

@@ -8,8 +8,8 @@ use super::{median, peak_rss_bytes};
 use crate::data::chat::{Message, Part, Role};
 use crate::eval::answerer::ChatModel;
 use crate::infer::{GenerateOptions, LocalModel, Sampling, generate};
+use crate::model::Vlm;
 use crate::model::precision::Precision;
-use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::processor::Processor;
 use anyhow::{Context, ensure};
 use serde::Serialize;
@@ -56,7 +56,6 @@ pub fn random_local_model(
     seed: u64,
     precision: Precision,
 ) -> anyhow::Result<LocalModel> {
-    let cfg = Qwen2_5VlConfig::from_file(config)?;
     let dir = config.parent().unwrap_or(Path::new("."));
     let processor = Processor::from_dir(dir).with_context(|| {
         format!(
@@ -65,7 +64,7 @@ pub fn random_local_model(
         )
     })?;
     let device = burn::tensor::Device::flex();
-    let model = Qwen2_5Vl::random_in(&cfg, seed, &device, precision)?;
+    let model = Vlm::random_from_config(config, seed, &device)?.for_inference(precision)?;
     Ok(LocalModel::new(model, processor, vec![]))
 }
 
@@ -118,7 +117,7 @@ pub fn run(b: &GenerateBench) -> anyhow::Result<GenerateReport> {
     Ok(GenerateReport {
         config: b.config.display().to_string(),
         precision: b.precision,
-        params: local.model.cfg.num_params(),
+        params: local.model.num_params(),
         prompt_tokens: enc.lengths[0],
         image_tokens: enc.input_ids.iter().filter(|&&t| t == image_pad).count(),
         new_tokens: b.new_tokens,

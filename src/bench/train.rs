@@ -5,9 +5,9 @@
 
 use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
 use crate::data::trajectory::load_jsonl;
+use crate::model::Vlm;
 use crate::model::device::{parse_device, training_device};
 use crate::model::precision::Precision;
-use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
 use crate::objective::{Batch, Method, ObjectiveConfig, PearlModel, TrainBatch, compute_losses};
@@ -125,7 +125,6 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     ensure!(a.steps > 0, "--steps must be at least 1");
     crate::kernels::fused::set_enabled(!a.no_fused);
     let dir = model_dir(&a.config);
-    let cfg = Qwen2_5VlConfig::from_file(&dir.join("config.json"))?;
     let mut processor = Processor::from_dir(&dir)?;
     processor.tokenizer.add_pearl_tokens();
     let file = load_jsonl(&a.data)?;
@@ -157,7 +156,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
                 .collect();
         }
         // A fresh model per objective: same seed, same weights, same optimizer state.
-        let mut vlm = Qwen2_5Vl::random(&cfg, 0, &device)?;
+        let mut vlm = Vlm::random_from_config(&dir.join("config.json"), 0, &device)?;
         vlm.ensure_vocab(processor.tokenizer.vocab_size());
         let vlm = init_lora(vlm, &lora, 1)?;
         let mut model = lora_only(PearlModel::new(vlm, &obj, 2));

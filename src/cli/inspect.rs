@@ -70,7 +70,7 @@ fn resave_adapter(model: PathBuf, adapter: PathBuf, out: PathBuf) -> anyhow::Res
     use crate::peft::lora::{LoraConfig, load_peft_adapter, save_peft_adapter};
     use anyhow::Context;
     let cfg = AdapterConfig::read(&adapter)?;
-    let base = crate::model::Qwen2_5Vl::from_dir(&model, &burn::tensor::Device::flex())?;
+    let base = crate::model::Vlm::from_dir(&model, &burn::tensor::Device::flex())?;
     let vlm = load_peft_adapter(base, &adapter)?;
     let lora = LoraConfig {
         r: cfg.r,
@@ -187,6 +187,15 @@ fn forward(
                 .try_into_vec_as::<f32>()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             tensors.push(RawTensor::f32("image_embeds", dims, &v));
+        }
+        // Qwen3-VL's DeepStack features, one row per image token (none for Qwen2.5-VL).
+        for (j, t) in o.deepstack_features.iter().enumerate() {
+            let dims = t.dims().to_vec();
+            let v = t
+                .clone()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            tensors.push(RawTensor::f32(&format!("deepstack_features.{j}"), dims, &v));
         }
     }
     for (l, h) in o.hidden_states.iter().enumerate() {

@@ -2,7 +2,7 @@
 //! one batch), as JSON, and optionally the gradients under PEFT / authors' names.
 
 use crate::data::trajectory::load_jsonl;
-use crate::model::Qwen2_5Vl;
+use crate::model::Vlm;
 use crate::model::checkpoint::write_safetensors;
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
@@ -63,13 +63,13 @@ pub fn run(a: LossArgs) -> anyhow::Result<()> {
     let device = Device::default().autodiff();
     let mut processor = Processor::from_dir(&a.model)?;
     processor.tokenizer.add_pearl_tokens();
-    let mut vlm = Qwen2_5Vl::from_dir(&a.model, &device)?;
+    let mut vlm = Vlm::from_dir(&a.model, &device)?;
     vlm.ensure_vocab(processor.tokenizer.vocab_size());
     let lora = a.adapter.is_some();
     if let Some(dir) = &a.adapter {
         vlm = load_peft_adapter(vlm, dir)?;
     }
-    let d = vlm.cfg.text.hidden_size;
+    let d = vlm.hidden_size();
     let dynamics = match (&a.dynamics_head, cfg.nextlat) {
         (_, false) => None,
         (Some(p), true) => Some(DynamicsHead::load(p, d, &device)?),

@@ -3,7 +3,7 @@
 //! too when models run on more than the CPU.)
 
 use crate::infer::LocalModel;
-use crate::model::Qwen2_5Vl;
+use crate::model::Vlm;
 use crate::model::precision::Precision;
 use burn::tensor::Device;
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ impl ModelArgs {
     }
 
     /// The weights alone, adapter merged, in the chosen precision.
-    pub fn load_model(&self) -> anyhow::Result<Qwen2_5Vl> {
+    pub fn load_model(&self) -> anyhow::Result<Vlm> {
         crate::infer::local::load_for_inference(
             &self.dir,
             self.adapter.as_deref(),

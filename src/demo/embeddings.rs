@@ -4,7 +4,7 @@
 //! never trained these, which is the point of the comparison: the batch is built the same way for
 //! both models, only the weights differ.
 
-use crate::model::Qwen2_5Vl;
+use crate::model::Vlm;
 use crate::objective::{
     Method, ObjectiveConfig, PearlModel, TrainBatch, compute_losses, prepare_tokenizer,
 };
@@ -50,7 +50,7 @@ pub fn view_embeddings(
         ..ObjectiveConfig::pearl()
     };
     prepare_tokenizer(&mut processor.tokenizer, Method::Pearl(&objective));
-    let mut vlm = Qwen2_5Vl::from_dir(base, &device)?;
+    let mut vlm = Vlm::from_dir(base, &device)?;
     vlm.ensure_vocab(processor.tokenizer.vocab_size());
     let vlm = merge_lora(load_peft_adapter(vlm, adapter)?);
     let model = PearlModel {

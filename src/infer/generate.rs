@@ -10,9 +10,8 @@
 
 use super::sampling::{Sampler, Sampling};
 use crate::kernels::tensor::index_tensor;
-use crate::model::qwen2_5_vl::rope::mrope_position_ids;
-use crate::model::qwen2_5_vl::text::KvCache;
-use crate::model::{Qwen2_5Vl, VlBatch};
+use crate::model::decoder::KvCache;
+use crate::model::{VlBatch, Vlm};
 use anyhow::{anyhow, ensure};
 use burn::tensor::{Int, Tensor, TensorData};
 use std::time::Instant;
@@ -57,7 +56,7 @@ pub struct GenerateOutput {
 
 /// Generates for every prompt of `batch`.
 pub fn generate(
-    model: &Qwen2_5Vl,
+    model: &Vlm,
     batch: &VlBatch,
     opts: &GenerateOptions,
 ) -> anyhow::Result<GenerateOutput> {
@@ -67,7 +66,7 @@ pub fn generate(
 /// Like [`generate`], calling `on_token(prompt, token)` as each token is chosen; returning `false`
 /// ends that prompt's generation (a streaming client that went away).
 pub fn generate_streaming(
-    model: &Qwen2_5Vl,
+    model: &Vlm,
     batch: &VlBatch,
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(usize, u32) -> bool,
@@ -102,22 +101,15 @@ pub fn generate_streaming(
 
     // Prefill: the whole prompt through the decoder, filling the cache.
     let device = model.device();
-    let image_embeds = match batch.image_grid_thw.is_empty() {
+    let images = match batch.image_grid_thw.is_empty() {
         true => None,
         false => Some(model.encode_images(&batch.pixel_values, &batch.image_grid_thw)?),
     };
-    let x = model.embed(batch, image_embeds)?;
+    let x = model.embed(batch, images.as_ref())?;
     let d = x.dims()[2];
-    let (positions, deltas) = mrope_position_ids(
-        &batch.input_ids,
-        &batch.attention_mask,
-        b,
-        s,
-        &batch.image_grid_thw,
-        model.vision_tokens(),
-    )?;
-    let mut cache = KvCache::new(model.model.layers.len());
-    let hidden = model.decode_step(x, &positions, &batch.attention_mask, &mut cache);
+    let mut cache = KvCache::new(model.num_layers());
+    let (hidden, _, _, deltas) =
+        model.decode_cached(x, batch, images.as_ref(), false, Some(&mut cache))?;
     let hidden = hidden
         .reshape([b * s, d])
         .select(0, index_tensor(&last, &device));

@@ -6,7 +6,7 @@ use super::sampling::Sampling;
 use super::stop::stop_tokens;
 use crate::data::chat::Message;
 use crate::eval::answerer::{ChatModel, Generation};
-use crate::model::Qwen2_5Vl;
+use crate::model::Vlm;
 use crate::model::precision::Precision;
 use crate::peft::lora::{load_peft_adapter, merge_lora};
 use crate::processor::{EncodedBatch, Processor};
@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Instant;
 
 pub struct LocalModel {
-    pub model: Qwen2_5Vl,
+    pub model: Vlm,
     pub processor: Processor,
     pub stop_tokens: Vec<u32>,
     /// How [`ChatModel::generate`] chooses tokens (greedy unless set otherwise).
@@ -31,8 +31,8 @@ pub fn load_for_inference(
     adapter: Option<&Path>,
     device: &Device,
     precision: Precision,
-) -> anyhow::Result<Qwen2_5Vl> {
-    let mut model = Qwen2_5Vl::from_dir_in(model_dir, device, precision)?;
+) -> anyhow::Result<Vlm> {
+    let mut model = Vlm::from_dir_in(model_dir, device, precision)?;
     if let Some(dir) = adapter {
         model = merge_lora(load_peft_adapter(model, dir)?).for_inference(precision)?;
     }
@@ -56,7 +56,7 @@ impl LocalModel {
         Ok(Self::new(model, processor, stops))
     }
 
-    pub fn new(model: Qwen2_5Vl, processor: Processor, stop_tokens: Vec<u32>) -> Self {
+    pub fn new(model: Vlm, processor: Processor, stop_tokens: Vec<u32>) -> Self {
         Self {
             model,
             processor,

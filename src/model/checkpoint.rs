@@ -2,6 +2,8 @@
 //! name and renamed, so a crash never leaves a half-written checkpoint behind. A family's own
 //! hub layout (key names, PyTorch shapes) is in its folder (`qwen2_5_vl::checkpoint`).
 
+use super::names::{hub_name, named_params};
+use super::nn::transpose;
 use anyhow::Context;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
@@ -22,6 +24,68 @@ pub fn param_values<M: Module>(module: &M) -> HashMap<ParamId, Vec<f32>> {
     let mut v = V(HashMap::new());
     module.visit(&mut v);
     v.0
+}
+
+/// A parameter (or its gradient) in burn's layout -> PyTorch's: linears `[in, out]` -> `[out, in]`,
+/// the patch embedding back to its Conv3d shape `[out, C, T, P, P]` (`patch_kernel` = `[C, T, P, P]`);
+/// embeddings and vectors unchanged.
+pub fn pytorch_layout(
+    name: &str,
+    dims: &[usize],
+    v: &[f32],
+    patch_kernel: [usize; 4],
+) -> (Vec<usize>, Vec<f32>) {
+    if name == "visual.patch_embed.proj.weight" {
+        let (din, dout) = (dims[0], dims[1]);
+        (
+            [&[dout][..], &patch_kernel[..]].concat(),
+            transpose(v, din, dout),
+        )
+    } else if dims.len() == 2 && !is_embedding(name) {
+        (vec![dims[1], dims[0]], transpose(v, dims[0], dims[1]))
+    } else {
+        (dims.to_vec(), v.to_vec())
+    }
+}
+
+/// (name, PyTorch shape, values) of every base parameter of `model`, named by `key` from its
+/// hub name; `patch_kernel` is the patch embedding's `[C, T, P, P]`. LoRA factors are left out.
+pub fn hub_tensors_of<M: Module>(
+    model: &M,
+    patch_kernel: [usize; 4],
+    key: impl Fn(String) -> String,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let values = param_values(model);
+    let mut out = Vec::new();
+    for p in named_params(model) {
+        let Some(name) = hub_name(&p.path) else {
+            continue;
+        };
+        let (shape, data) = pytorch_layout(&name, &p.dims, &values[&p.id], patch_kernel);
+        out.push((key(name), shape, data));
+    }
+    out
+}
+
+/// Writes `model.safetensors` (PyTorch metadata) and `config.json` into `dir`, each atomically.
+pub fn write_hub_checkpoint(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    config_json: &serde_json::Value,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    write_safetensors(&dir.join("model.safetensors"), tensors, Some(meta))?;
+    write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(config_json)?.as_bytes(),
+    )
+}
+
+/// Embedding tables (`[rows, d]` in both layouts): the token embeddings and Qwen3-VL's learned
+/// vision positions.
+fn is_embedding(name: &str) -> bool {
+    name.ends_with("embed_tokens.weight") || name == "visual.pos_embed.weight"
 }
 
 /// Writes f32 tensors to a safetensors file atomically (temp file + rename). Non-finite values are

@@ -17,21 +17,50 @@ pub struct NamedParam {
     pub dtype: DType,
 }
 
+/// A module path as visitors and mappers walk it (`model.layers.0.self_attn`). The variant of an
+/// enum module (the family held by a `Vlm`) adds no level, so a parameter has the same
+/// path whether the model is held as its family's type or as a `Vlm`.
+#[derive(Debug, Default)]
+pub struct ModulePath(Vec<String>);
+
+impl ModulePath {
+    pub fn enter(&mut self, name: &str, container_type: &str) {
+        let variant = container_type.starts_with("Enum:");
+        self.0.push(if variant {
+            String::new()
+        } else {
+            name.to_string()
+        });
+    }
+    pub fn exit(&mut self) {
+        self.0.pop();
+    }
+    pub fn join(&self) -> String {
+        let parts: Vec<&str> = self
+            .0
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !p.is_empty())
+            .collect();
+        parts.join(".")
+    }
+}
+
 struct Collector {
-    stack: Vec<String>,
+    stack: ModulePath,
     out: Vec<NamedParam>,
 }
 
 impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
+        self.stack.exit();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         self.out.push(NamedParam {
-            path: self.stack.join("."),
+            path: self.stack.join(),
             id: param.id,
             dims: param.dims().to_vec(),
             require_grad: param.is_require_grad(),
@@ -43,7 +72,7 @@ impl ModuleVisitor for Collector {
 /// Every float parameter of `module` with its path.
 pub fn named_params<M: Module>(module: &M) -> Vec<NamedParam> {
     let mut c = Collector {
-        stack: Vec::new(),
+        stack: ModulePath::default(),
         out: Vec::new(),
     };
     module.visit(&mut c);
@@ -55,11 +84,13 @@ pub fn hub_name(path: &str) -> Option<String> {
     if path.contains(".lora.") {
         return None;
     }
-    let p = path.replace(".base.", ".").replace(".gamma", ".weight");
-    let p = p.replace(
-        "visual.patch_embed.weight",
-        "visual.patch_embed.proj.weight",
-    );
+    // RMSNorm / LayerNorm scales are `gamma`, LayerNorm shifts `beta` (Qwen3-VL's vision norms).
+    let p = path
+        .replace(".base.", ".")
+        .replace(".gamma", ".weight")
+        .replace(".beta", ".bias");
+    // The Conv3d patch embedding (with a bias in Qwen3-VL).
+    let p = p.replace("visual.patch_embed.", "visual.patch_embed.proj.");
     let p = p
         .replace("visual.merger.mlp0.", "visual.merger.mlp.0.")
         .replace("visual.merger.mlp2.", "visual.merger.mlp.2.");
@@ -146,6 +177,19 @@ mod tests {
         assert_eq!(
             hub_name("visual.patch_embed.base.weight").unwrap(),
             "visual.patch_embed.proj.weight"
+        );
+        // Qwen3-VL: the patch embedding's bias, LayerNorm shifts, DeepStack mergers.
+        assert_eq!(
+            hub_name("visual.patch_embed.base.bias").unwrap(),
+            "visual.patch_embed.proj.bias"
+        );
+        assert_eq!(
+            hub_name("visual.blocks.2.norm1.beta").unwrap(),
+            "visual.blocks.2.norm1.bias"
+        );
+        assert_eq!(
+            hub_name("visual.deepstack_merger_list.1.linear_fc1.base.weight").unwrap(),
+            "visual.deepstack_merger_list.1.linear_fc1.weight"
         );
         assert!(hub_name("model.layers.0.mlp.up_proj.lora.a").is_none());
         let peft = peft_name("visual.merger.mlp0.lora.b").unwrap();

@@ -6,7 +6,7 @@ use super::ObjectiveConfig;
 use super::views::{TurnTokens, assistant_labels, input_view, trajectory_view};
 use crate::data::chat::Message;
 use crate::data::trajectory::TrajectoryFile;
-use crate::model::qwen2_5_vl::VlBatch;
+use crate::model::VlBatch;
 use crate::processor::{EncodedBatch, ProcessedImage, Processor, pad_right};
 use anyhow::{Context, Result, ensure};
 use std::path::Path;

@@ -12,9 +12,10 @@
 use super::batch::ViewBatch;
 use crate::kernels::attention::MASKED;
 use crate::kernels::tensor::index_tensor;
-use crate::model::qwen2_5_vl::rope::{mrope_cos_sin, mrope_position_ids};
-use crate::model::qwen2_5_vl::text::KvCache;
-use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
+use crate::model::batch::token_positions;
+use crate::model::decoder::KvCache;
+use crate::model::rope::mrope_position_ids;
+use crate::model::{ImageFeatures, VlBatch, Vlm};
 use anyhow::{Result, ensure};
 use burn::tensor::{Tensor, TensorData};
 
@@ -23,13 +24,13 @@ pub struct FullContext<'a> {
     pub batch: &'a VlBatch,
     /// Every layer's keys/values of the full view, `[batch, kv_heads, seq_len, head_dim]`.
     pub cache: &'a KvCache,
-    /// The full view's image embeddings `[rows, d]` (all images of the batch, in order).
-    pub image_embeds: Option<&'a Tensor<2>>,
+    /// The full view's image features `[rows, d]` (all images of the batch, in order).
+    pub images: Option<&'a ImageFeatures>,
 }
 
 impl FullContext<'_> {
     /// The same context detached from the autodiff graph, for a no-gradient continuation.
-    pub fn without_autodiff(&self) -> (KvCache, Option<Tensor<2>>) {
+    pub fn without_autodiff(&self) -> (KvCache, Option<ImageFeatures>) {
         let cache = KvCache {
             layers: self
                 .cache
@@ -41,18 +42,25 @@ impl FullContext<'_> {
                 })
                 .collect(),
         };
-        let img = self.image_embeds.map(|t| t.clone().without_autodiff());
-        (cache, img)
+        let images = self.images.map(|f| ImageFeatures {
+            embeds: f.embeds.clone().without_autodiff(),
+            deepstack: f
+                .deepstack
+                .iter()
+                .map(|t| t.clone().without_autodiff())
+                .collect(),
+        });
+        (cache, images)
     }
 }
 
 /// Per example, the last-layer hidden state at index `length - 2` of `view` (the `<|im_end|>` that
 /// closes it), `[batch, d]`.
 pub fn view_embeddings(
-    model: &Qwen2_5Vl,
+    model: &Vlm,
     full: &VlBatch,
     cache: &KvCache,
-    image_embeds: Option<&Tensor<2>>,
+    images: Option<&ImageFeatures>,
     view: &ViewBatch,
 ) -> Result<Tensor<2>> {
     let v = &view.tokens;
@@ -60,7 +68,7 @@ pub fn view_embeddings(
     ensure!(b == full.batch, "view and full batch sizes differ");
     let len_v = v.lengths();
     let len_f = full.lengths();
-    let image_id = model.cfg.image_token_id as i64;
+    let image_id = model.image_token_id() as i64;
 
     // Shared prefix per example; the embedding position must be computed here, so stop before it.
     let shared: Vec<usize> = (0..b)
@@ -117,18 +125,17 @@ pub fn view_embeddings(
         image_grid_thw: Vec::new(),
     };
     let device = model.device();
-    let img = match (rows.is_empty(), image_embeds) {
+    let img = match (rows.is_empty(), images) {
         (true, _) => None,
-        (false, Some(e)) => Some(e.clone().select(0, index_tensor(&rows, &device))),
+        (false, Some(f)) => Some(f.select(index_tensor(&rows, &device))),
         (false, None) => anyhow::bail!("the view has image tokens but the full view has no images"),
     };
-    let x = model.embed(&suffix_batch, img)?;
-    let (cos, sin) = mrope_cos_sin(&spos, b, l, &model.cfg.text, &device);
+    let x = model.embed(&suffix_batch, img.as_ref())?;
     let bias = continuation_bias(&shared, &mask, b, l, sf, &device);
     let mut cache = cache.clone();
-    let (hidden, _) = model
-        .model
-        .forward(x, cos, sin, bias, Some(&mut cache), false);
+    let image_pos = token_positions(&suffix_batch.input_ids, &mask, image_id);
+    let images = img.as_ref().map(|f| (image_pos.as_slice(), f));
+    let hidden = model.decode_continuation(x, &spos, bias, &mut cache, images);
     let d = hidden.dims()[2];
     let at: Vec<usize> = (0..b).map(|i| i * l + len_v[i] - 2 - shared[i]).collect();
     Ok(hidden

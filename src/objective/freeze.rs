@@ -7,18 +7,18 @@ use burn::tensor::Tensor;
 
 struct Freeze<F: Fn(&str) -> bool> {
     trainable: F,
-    path: Vec<String>,
+    path: crate::model::names::ModulePath,
 }
 
 impl<F: Fn(&str) -> bool> ModuleMapper for Freeze<F> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let keep = (self.trainable)(&self.path.join("."));
+        let keep = (self.trainable)(&self.path.join());
         param.set_require_grad(keep)
     }
 }
@@ -27,7 +27,7 @@ impl<F: Fn(&str) -> bool> ModuleMapper for Freeze<F> {
 pub fn set_trainable<M: Module>(module: M, trainable: impl Fn(&str) -> bool) -> M {
     module.map(&mut Freeze {
         trainable,
-        path: Vec::new(),
+        path: Default::default(),
     })
 }
 

@@ -3,8 +3,8 @@
 
 use super::dynamics::key_of_path;
 use super::pearl::PearlModel;
+use crate::model::checkpoint::pytorch_layout;
 use crate::model::names::{hub_name, named_params, peft_name};
-use crate::model::qwen2_5_vl::checkpoint::pytorch_layout;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
@@ -29,7 +29,7 @@ pub fn named_gradients(
             _ => None,
         };
         let Some(values) = values else { continue };
-        let (shape, data) = pytorch_layout(&name, &p.dims, &values, &model.vlm.cfg.vision);
+        let (shape, data) = pytorch_layout(&name, &p.dims, &values, model.vlm.patch_kernel());
         out.push((name, shape, data));
     }
     out

@@ -8,7 +8,7 @@ use super::dynamics::DynamicsHead;
 use super::sft::{NextTokens, rows};
 use crate::kernels::head_loss::{HeadWeight, head_cross_entropy};
 use crate::model::precision::in_f32;
-use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
+use crate::model::{VlBatch, Vlm};
 use burn::nn::loss::SmoothL1LossConfig;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -18,7 +18,7 @@ pub struct NextLat {
 }
 
 pub fn nextlat_losses(
-    model: &Qwen2_5Vl,
+    model: &Vlm,
     head: &DynamicsHead,
     full: &VlBatch,
     hidden: &Tensor<3>,
@@ -33,7 +33,7 @@ pub fn nextlat_losses(
     let ids: Vec<i64> = after.iter().map(|&p| full.input_ids[p]).collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
     let d = h_t.dims()[1];
-    let e_next = in_f32(model.model.embed_tokens.forward(ids)).reshape([n, d]);
+    let e_next = in_f32(model.embed_tokens().forward(ids)).reshape([n, d]);
     let pred = head.forward(h_t, e_next);
 
     // Mean per example, then over the examples that have supervised positions.
@@ -61,16 +61,15 @@ pub fn nextlat_losses(
 
 /// Next-token cross-entropy of `h` through the language-model head with its weights cut from
 /// the graph (head and loss as one op).
-fn frozen_head_loss(model: &Qwen2_5Vl, h: Tensor<2>, targets: &[i64]) -> Tensor<1> {
-    let text = &model.model;
-    match &text.lm_head {
+fn frozen_head_loss(model: &Vlm, h: Tensor<2>, targets: &[i64]) -> Tensor<1> {
+    match model.lm_head() {
         Some(head) => {
             let w = HeadWeight::InOut(head.base.weight.val().detach());
             let bias = head.base.bias.as_ref().map(|b| b.val().detach());
             head_cross_entropy(h, w, bias, targets)
         }
         None => {
-            let embed = HeadWeight::Tied(text.embed_tokens.weight.val().detach());
+            let embed = HeadWeight::Tied(model.embed_tokens().weight.val().detach());
             head_cross_entropy(h, embed, None, targets)
         }
     }

@@ -12,8 +12,8 @@ use super::dynamics::DynamicsHead;
 use super::jepa::jepa_loss;
 use super::nextlat::nextlat_losses;
 use super::sft::{next_tokens, vlm_loss};
-use crate::model::qwen2_5_vl::Qwen2_5Vl;
-use crate::model::qwen2_5_vl::text::KvCache;
+use crate::model::Vlm;
+use crate::model::decoder::KvCache;
 use anyhow::{Context, Result, ensure};
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -22,7 +22,7 @@ use serde::Serialize;
 /// The model Pearl trains: the VLM and, for NextLat, the dynamics head.
 #[derive(Module, Debug)]
 pub struct PearlModel {
-    pub vlm: Qwen2_5Vl,
+    pub vlm: Vlm,
     pub dynamics: Option<DynamicsHead>,
 }
 
@@ -61,22 +61,22 @@ pub fn compute_losses(
     cfg: &ObjectiveConfig,
 ) -> Result<Losses> {
     let vlm = &model.vlm;
-    let vocab = vlm.cfg.text.vocab_size as i64;
+    let vocab = vlm.vocab_size() as i64;
     if let Some(&bad) = batch.full.input_ids.iter().find(|&&t| t < 0 || t >= vocab) {
         anyhow::bail!(
             "token id {bad} is outside the model's vocabulary ({vocab} rows): grow the embeddings for the added tokens first"
         );
     }
     let full = &batch.full;
-    let image_embeds = if full.image_grid_thw.is_empty() {
+    let images = if full.image_grid_thw.is_empty() {
         None
     } else {
         Some(vlm.encode_images(&full.pixel_values, &full.image_grid_thw)?)
     };
-    let x = vlm.embed(full, image_embeds.clone())?;
-    let mut cache = KvCache::new(vlm.cfg.text.num_hidden_layers);
+    let x = vlm.embed(full, images.as_ref())?;
+    let mut cache = KvCache::new(vlm.num_layers());
     let keep_cache = cfg.jepa.then_some(&mut cache);
-    let (hidden, ..) = vlm.decode_cached(x, full, false, keep_cache)?;
+    let (hidden, ..) = vlm.decode_cached(x, full, images.as_ref(), false, keep_cache)?;
 
     let next = next_tokens(&batch.labels, full.batch, full.seq_len);
     ensure!(
@@ -107,9 +107,9 @@ pub fn compute_losses(
         let ctx = FullContext {
             batch: full,
             cache: &cache,
-            image_embeds: image_embeds.as_ref(),
+            images: images.as_ref(),
         };
-        let pred = view_embeddings(vlm, full, &cache, image_embeds.as_ref(), input)?;
+        let pred = view_embeddings(vlm, full, &cache, images.as_ref(), input)?;
         let target = {
             let (plain_cache, plain_images) = ctx.without_autodiff();
             view_embeddings(
@@ -146,10 +146,10 @@ pub fn compute_losses(
 
 impl PearlModel {
     /// The model for an objective: a fresh dynamics head (seeded) when NextLat is on.
-    pub fn new(vlm: Qwen2_5Vl, cfg: &ObjectiveConfig, seed: u64) -> Self {
+    pub fn new(vlm: Vlm, cfg: &ObjectiveConfig, seed: u64) -> Self {
         let dynamics = cfg
             .nextlat
-            .then(|| DynamicsHead::init(vlm.cfg.text.hidden_size, seed, &vlm.device()));
+            .then(|| DynamicsHead::init(vlm.hidden_size(), seed, &vlm.device()));
         Self { vlm, dynamics }
     }
 }

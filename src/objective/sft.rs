@@ -3,7 +3,7 @@
 //! 150k vocabulary the full `[batch, seq, vocab]` logits would dominate the step's memory.
 
 use crate::kernels::tensor::index_tensor;
-use crate::model::qwen2_5_vl::Qwen2_5Vl;
+use crate::model::Vlm;
 use burn::tensor::Tensor;
 
 pub use crate::kernels::cross_entropy::cross_entropy;
@@ -43,17 +43,16 @@ pub fn rows(hidden: &Tensor<3>, positions: &[usize]) -> Tensor<2> {
 }
 
 /// L_vlm from the full view's final hidden states `[batch, seq, d]`.
-pub fn vlm_loss(model: &Qwen2_5Vl, hidden: &Tensor<3>, next: &NextTokens) -> Tensor<1> {
+pub fn vlm_loss(model: &Vlm, hidden: &Tensor<3>, next: &NextTokens) -> Tensor<1> {
     lm_loss(model, rows(hidden, &next.positions), &next.targets)
 }
 
 /// Mean cross-entropy of the logits of final hidden states `h: [n, d]`: the head and the loss
 /// as one op (the logits never materialised), unless the head carries a LoRA adapter.
-pub fn lm_loss(model: &Qwen2_5Vl, h: Tensor<2>, targets: &[i64]) -> Tensor<1> {
-    let text = &model.model;
-    match &text.lm_head {
+pub fn lm_loss(model: &Vlm, h: Tensor<2>, targets: &[i64]) -> Tensor<1> {
+    match model.lm_head() {
         None => {
-            let embed = HeadWeight::Tied(text.embed_tokens.weight.val());
+            let embed = HeadWeight::Tied(model.embed_tokens().weight.val());
             head_cross_entropy(h, embed, None, targets)
         }
         Some(head) if head.lora.is_none() => {

@@ -4,11 +4,11 @@
 //! factors, so Python tools load our adapters and we load theirs.
 
 use super::adapter_config::{AdapterConfig, module_names, target_suffixes};
+use crate::model::Vlm;
 use crate::model::checkpoint::{param_values, write_atomic, write_safetensors};
 use crate::model::names::{hub_name, named_params, peft_name, split_peft_key};
 use crate::model::nn::{Proj, tensor2, transpose};
 use crate::model::precision::in_f32;
-use crate::model::qwen2_5_vl::Qwen2_5Vl;
 use crate::model::weights::{ParamKind, RandomWeights, WeightSource, canonical_key, to_f32};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -27,28 +27,85 @@ pub struct LoraConfig {
     pub target_regex: Option<String>,
 }
 
+/// A closure from a decoder layer (either family: the fields are named alike) to its seven
+/// projections, in [`projections_mut`]'s `LAYER` order.
+macro_rules! layer_projections {
+    () => {
+        |l| {
+            let a = &mut l.self_attn;
+            [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut l.mlp.gate_proj,
+                &mut l.mlp.up_proj,
+                &mut l.mlp.down_proj,
+            ]
+        }
+    };
+}
+
 /// Every linear projection of the model with its hub module name, in a fixed order.
-pub fn projections_mut(model: &mut Qwen2_5Vl) -> Vec<(String, &mut Proj)> {
+pub fn projections_mut(model: &mut Vlm) -> Vec<(String, &mut Proj)> {
     let mut out: Vec<(String, &mut Proj)> = Vec::new();
-    for (i, b) in model.visual.blocks.iter_mut().enumerate() {
-        let p = format!("visual.blocks.{i}");
-        out.push((format!("{p}.attn.qkv"), &mut b.attn.qkv));
-        out.push((format!("{p}.attn.proj"), &mut b.attn.proj));
-        out.push((format!("{p}.mlp.gate_proj"), &mut b.mlp.gate_proj));
-        out.push((format!("{p}.mlp.up_proj"), &mut b.mlp.up_proj));
-        out.push((format!("{p}.mlp.down_proj"), &mut b.mlp.down_proj));
-    }
-    out.push(("visual.merger.mlp.0".into(), &mut model.visual.merger.mlp0));
-    out.push(("visual.merger.mlp.2".into(), &mut model.visual.merger.mlp2));
-    for (i, l) in model.model.layers.iter_mut().enumerate() {
-        let p = format!("model.layers.{i}");
-        out.push((format!("{p}.self_attn.q_proj"), &mut l.self_attn.q_proj));
-        out.push((format!("{p}.self_attn.k_proj"), &mut l.self_attn.k_proj));
-        out.push((format!("{p}.self_attn.v_proj"), &mut l.self_attn.v_proj));
-        out.push((format!("{p}.self_attn.o_proj"), &mut l.self_attn.o_proj));
-        out.push((format!("{p}.mlp.gate_proj"), &mut l.mlp.gate_proj));
-        out.push((format!("{p}.mlp.up_proj"), &mut l.mlp.up_proj));
-        out.push((format!("{p}.mlp.down_proj"), &mut l.mlp.down_proj));
+    let layers: Vec<[&mut Proj; 7]> = match model {
+        Vlm::Qwen2_5Vl(model) => {
+            for (i, b) in model.visual.blocks.iter_mut().enumerate() {
+                let p = format!("visual.blocks.{i}");
+                out.push((format!("{p}.attn.qkv"), &mut b.attn.qkv));
+                out.push((format!("{p}.attn.proj"), &mut b.attn.proj));
+                out.push((format!("{p}.mlp.gate_proj"), &mut b.mlp.gate_proj));
+                out.push((format!("{p}.mlp.up_proj"), &mut b.mlp.up_proj));
+                out.push((format!("{p}.mlp.down_proj"), &mut b.mlp.down_proj));
+            }
+            out.push(("visual.merger.mlp.0".into(), &mut model.visual.merger.mlp0));
+            out.push(("visual.merger.mlp.2".into(), &mut model.visual.merger.mlp2));
+            model
+                .model
+                .layers
+                .iter_mut()
+                .map(layer_projections!())
+                .collect()
+        }
+        Vlm::Qwen3Vl(model) => {
+            let v = &mut model.visual;
+            for (i, b) in v.blocks.iter_mut().enumerate() {
+                let p = format!("visual.blocks.{i}");
+                out.push((format!("{p}.attn.qkv"), &mut b.attn.qkv));
+                out.push((format!("{p}.attn.proj"), &mut b.attn.proj));
+                out.push((format!("{p}.mlp.linear_fc1"), &mut b.mlp.linear_fc1));
+                out.push((format!("{p}.mlp.linear_fc2"), &mut b.mlp.linear_fc2));
+            }
+            out.push(("visual.merger.linear_fc1".into(), &mut v.merger.linear_fc1));
+            out.push(("visual.merger.linear_fc2".into(), &mut v.merger.linear_fc2));
+            for (k, m) in v.deepstack_merger_list.iter_mut().enumerate() {
+                let p = format!("visual.deepstack_merger_list.{k}");
+                out.push((format!("{p}.linear_fc1"), &mut m.linear_fc1));
+                out.push((format!("{p}.linear_fc2"), &mut m.linear_fc2));
+            }
+            model
+                .model
+                .layers
+                .iter_mut()
+                .map(layer_projections!())
+                .collect()
+        }
+    };
+    // The decoder layers' projections, named alike in both families.
+    const LAYER: [&str; 7] = [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ];
+    for (i, projs) in layers.into_iter().enumerate() {
+        for (name, proj) in LAYER.iter().zip(projs) {
+            out.push((format!("model.layers.{i}.{name}"), proj));
+        }
     }
     out
 }
@@ -75,10 +132,10 @@ struct Factors {
 /// module name, `d_in`, `d_out`). Base weights stay as they are; freezing is the trainer's
 /// business.
 fn attach(
-    mut model: Qwen2_5Vl,
+    mut model: Vlm,
     dropout: f64,
     mut factors: impl FnMut(&str, usize, usize) -> anyhow::Result<Option<Factors>>,
-) -> anyhow::Result<Qwen2_5Vl> {
+) -> anyhow::Result<Vlm> {
     let device = model.device();
     let mut attached = 0;
     for (name, proj) in projections_mut(&mut model) {
@@ -99,7 +156,7 @@ fn attach(
 }
 
 /// Fresh adapters (PEFT's default init: A ~ Kaiming-uniform-like normal, B = 0).
-pub fn init_lora(model: Qwen2_5Vl, cfg: &LoraConfig, seed: u64) -> anyhow::Result<Qwen2_5Vl> {
+pub fn init_lora(model: Vlm, cfg: &LoraConfig, seed: u64) -> anyhow::Result<Vlm> {
     if cfg.r == 0 {
         bail!("LoRA rank r must be positive");
     }
@@ -131,7 +188,7 @@ struct FileModule {
 /// the adapter file has factors for, under either transformers layout's names; each gets the
 /// rank and alpha `adapter_config.json` gives it (`r`, `lora_alpha`, `rank_pattern`,
 /// `alpha_pattern`); options pearl does not honour are refused by name.
-pub fn load_peft_adapter(model: Qwen2_5Vl, dir: &Path) -> anyhow::Result<Qwen2_5Vl> {
+pub fn load_peft_adapter(model: Vlm, dir: &Path) -> anyhow::Result<Vlm> {
     let cfg = AdapterConfig::read(dir)?;
     let file = dir.join("adapter_model.safetensors");
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -205,7 +262,7 @@ pub fn load_peft_adapter(model: Qwen2_5Vl, dir: &Path) -> anyhow::Result<Qwen2_5
 }
 
 /// The hub names of the model's linear projections (those LoRA can adapt).
-fn projections(model: &Qwen2_5Vl) -> Vec<String> {
+fn projections(model: &Vlm) -> Vec<String> {
     let mut m = model.clone();
     projections_mut(&mut m)
         .into_iter()
@@ -219,7 +276,7 @@ fn projections(model: &Qwen2_5Vl) -> Vec<String> {
 /// `0` the first vision block); a projection whose rank or scale differs from `cfg` is listed in
 /// `rank_pattern` / `alpha_pattern`.
 pub fn save_peft_adapter(
-    model: &Qwen2_5Vl,
+    model: &Vlm,
     cfg: &LoraConfig,
     base_model: &str,
     dir: &Path,
@@ -286,7 +343,7 @@ pub fn save_peft_adapter(
 }
 
 /// Folds every adapter into its base weight (`W + scale * A B`) and removes it: a plain model.
-pub fn merge_lora(mut model: Qwen2_5Vl) -> Qwen2_5Vl {
+pub fn merge_lora(mut model: Vlm) -> Vlm {
     for (_, proj) in projections_mut(&mut model) {
         if let Some(l) = proj.lora.take() {
             // In f32 whatever the base's dtype: the merged weight is a new master copy.

@@ -15,9 +15,8 @@
 
 use super::data::Cursor;
 use super::optim::AdamW;
-use crate::model::Qwen2_5Vl;
+use crate::model::Vlm;
 use crate::model::checkpoint::write_atomic;
-use crate::model::qwen2_5_vl::checkpoint::save_hub_checkpoint;
 use crate::objective::{DynamicsHead, PearlModel};
 use crate::peft::lora::{LoraConfig, load_peft_adapter, save_peft_adapter};
 use anyhow::{Context, Result, bail, ensure};
@@ -113,9 +112,10 @@ fn fill(dir: &Path, c: &Contents) -> Result<()> {
         Trainable::Lora { cfg, base_model } => {
             save_peft_adapter(&c.model.vlm, cfg, base_model, &dir.join("adapter"))?
         }
-        Trainable::Full { config_json } => {
-            save_hub_checkpoint(&c.model.vlm, config_json, &dir.join("model"))?
-        }
+        Trainable::Full { config_json } => c
+            .model
+            .vlm
+            .save_hub_checkpoint(config_json, &dir.join("model"))?,
     }
     if let Some(head) = &c.model.dynamics {
         head.save(&dir.join("dynamics_head.safetensors"))?;
@@ -284,27 +284,27 @@ pub fn read(dir: &Path) -> Result<Restored> {
 }
 
 /// The checkpoint's VLM: the base model with the saved adapter (LoRA), or the saved full model.
-pub fn restore_vlm(dir: &Path, base: Qwen2_5Vl) -> Result<Qwen2_5Vl> {
+pub fn restore_vlm(dir: &Path, base: Vlm) -> Result<Vlm> {
     if dir.join("adapter").is_dir() {
         load_peft_adapter(base, &dir.join("adapter"))
     } else if dir.join("model").is_dir() {
         let device = base.device();
         drop(base);
-        Qwen2_5Vl::from_dir(&dir.join("model"), &device)
+        Vlm::from_dir(&dir.join("model"), &device)
     } else {
         bail!("{}: holds neither adapter/ nor model/", dir.display())
     }
 }
 
 /// The checkpoint's dynamics head, when it has one.
-pub fn restore_head(dir: &Path, vlm: &Qwen2_5Vl) -> Result<Option<DynamicsHead>> {
+pub fn restore_head(dir: &Path, vlm: &Vlm) -> Result<Option<DynamicsHead>> {
     let p = dir.join("dynamics_head.safetensors");
     if !p.exists() {
         return Ok(None);
     }
     Ok(Some(DynamicsHead::load(
         &p,
-        vlm.cfg.text.hidden_size,
+        vlm.hidden_size(),
         &vlm.device(),
     )?))
 }

@@ -1,9 +1,8 @@
 //! `pearl merge`: fold a LoRA adapter into its base model and write a plain hub-layout checkpoint
 //! (`config.json`, `model.safetensors` with transformers' names, the tokenizer, chat template and
-//! preprocessor files copied), which any Qwen2.5-VL runtime loads without PEFT.
+//! preprocessor files copied) in the family's published layout, which its runtimes load without PEFT.
 
-use crate::model::Qwen2_5Vl;
-use crate::model::qwen2_5_vl::checkpoint::save_hub_checkpoint;
+use crate::model::Vlm;
 use crate::peft::lora::{load_peft_adapter, merge_lora};
 use anyhow::{Context, Result, ensure};
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ pub fn merge_adapter(model_dir: &Path, adapter_dir: &Path, out: &Path) -> Result
         "the output directory must not be the base model's directory"
     );
     let device = burn::tensor::Device::default();
-    let base = Qwen2_5Vl::from_dir(model_dir, &device)?;
+    let base = Vlm::from_dir(model_dir, &device)?;
     let merged = merge_lora(load_peft_adapter(base, adapter_dir)?);
     let config_path = model_dir.join("config.json");
     let config: serde_json::Value = serde_json::from_str(
@@ -23,7 +22,7 @@ pub fn merge_adapter(model_dir: &Path, adapter_dir: &Path, out: &Path) -> Result
             .with_context(|| format!("cannot read {}", config_path.display()))?,
     )
     .with_context(|| format!("{} is not JSON", config_path.display()))?;
-    save_hub_checkpoint(&merged, &config, out)?;
+    merged.save_hub_checkpoint(&config, out)?;
     let mut written = vec![out.join("model.safetensors"), out.join("config.json")];
     for entry in std::fs::read_dir(model_dir)
         .with_context(|| format!("cannot list {}", model_dir.display()))?

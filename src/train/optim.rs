@@ -135,32 +135,32 @@ pub fn decays(path: &str, in_layer_norm: bool) -> bool {
 /// frozen parameter gets no gradient, so its group never matters).
 pub fn no_decay_paths<M: Module>(module: &M) -> Vec<String> {
     struct Collect {
-        path: Vec<String>,
+        path: crate::model::names::ModulePath,
         layer_norms: usize,
         out: Vec<String>,
     }
     impl ModuleVisitor for Collect {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.push(name.to_string());
+            self.path.enter(name, container_type);
             if container_type == "Struct:LayerNorm" {
                 self.layer_norms += 1;
             }
         }
         fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.path.pop();
+            self.path.exit();
             if container_type == "Struct:LayerNorm" {
                 self.layer_norms -= 1;
             }
         }
         fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
-            let path = self.path.join(".");
+            let path = self.path.join();
             if !decays(&path, self.layer_norms > 0) {
                 self.out.push(path);
             }
         }
     }
     let mut c = Collect {
-        path: Vec::new(),
+        path: Default::default(),
         layer_norms: 0,
         out: Vec::new(),
     };
@@ -348,8 +348,8 @@ mod tests {
             lora_dropout: 0.0,
             target_regex: None,
         };
-        let vlm = init_lora(Qwen2_5Vl::random(&cfg, 1, &dev).unwrap(), &lora, 2).unwrap();
-        let d = vlm.cfg.text.hidden_size;
+        let vlm = init_lora(Qwen2_5Vl::random(&cfg, 1, &dev).unwrap().into(), &lora, 2).unwrap();
+        let d = vlm.hidden_size();
         let model = PearlModel {
             vlm,
             dynamics: Some(DynamicsHead::init(d, 3, &dev)),

@@ -452,7 +452,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use crate::data::synth::{SynthConfig, Task, generate};
-    use crate::model::Qwen2_5Vl;
+    use crate::model::Vlm;
     use crate::objective::freeze::lora_only;
     use crate::objective::{ObjectiveConfig, prepare_tokenizer};
     use crate::peft::lora::init_lora;
@@ -518,7 +518,7 @@ mod tests {
         let examples = Examples::new(items, cfg.method, "training").unwrap();
         let batch = Batch::build(&processor, &[examples.get(0)], cfg.method()).unwrap();
         let device = Device::default().autodiff();
-        let vlm = Qwen2_5Vl::from_dir(&fixture_model(), &device).unwrap();
+        let vlm = Vlm::from_dir(&fixture_model(), &device).unwrap();
         let vlm = init_lora(vlm, &cfg.lora.to_lora_config(), 1).unwrap();
         let model = lora_only(ids_from_paths(PearlModel {
             vlm,

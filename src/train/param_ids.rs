@@ -27,26 +27,28 @@ pub fn id_of_path(path: &str) -> ParamId {
 }
 
 struct PathIds {
-    path: Vec<String>,
+    path: crate::model::names::ModulePath,
 }
 
 impl ModuleMapper for PathIds {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (_, value, mapper) = param.consume();
-        Param::from_mapped_value(id_of_path(&self.path.join(".")), value, mapper)
+        Param::from_mapped_value(id_of_path(&self.path.join()), value, mapper)
     }
 }
 
 /// Re-ids every float parameter of `module` from its module path (values and `require_grad`
 /// unchanged).
 pub fn ids_from_paths<M: Module>(module: M) -> M {
-    module.map(&mut PathIds { path: Vec::new() })
+    module.map(&mut PathIds {
+        path: Default::default(),
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use super::checkpoint::{self, Restored};
 use super::config::RunConfig;
 use super::data::{Examples, load_items};
 use super::resume::{Resume, check_resume};
+use crate::model::Vlm;
 use crate::model::precision::Precision;
-use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
 use crate::objective::freeze::{lora_only, set_trainable};
 use crate::objective::lvr::lvr_lora_only;
 use crate::objective::{DynamicsHead, MethodKind, PearlModel, prepare_tokenizer};
@@ -93,10 +93,7 @@ pub fn train_devices(cfg: &RunConfig) -> Result<Vec<Device>> {
 }
 
 /// The VLM before adapters, and for full fine-tuning the `config.json` its checkpoints carry.
-pub fn base_model(
-    cfg: &RunConfig,
-    device: &Device,
-) -> Result<(Qwen2_5Vl, Option<serde_json::Value>)> {
+pub fn base_model(cfg: &RunConfig, device: &Device) -> Result<(Vlm, Option<serde_json::Value>)> {
     let config_path = match (&cfg.model, &cfg.random_config) {
         (Some(dir), _) => dir.join("config.json"),
         (None, Some(file)) => file.clone(),
@@ -110,8 +107,8 @@ pub fn base_model(
         cfg.precision
     };
     let vlm = match &cfg.model {
-        Some(dir) => Qwen2_5Vl::from_dir_in(dir, device, precision)?,
-        None => Qwen2_5Vl::random(&Qwen2_5VlConfig::from_file(&config_path)?, cfg.seed, device)?,
+        Some(dir) => Vlm::from_dir_in(dir, device, precision)?,
+        None => Vlm::random_from_config(&config_path, cfg.seed, device)?,
     };
     let config_json = if cfg.full {
         let text = std::fs::read_to_string(&config_path)
@@ -128,14 +125,14 @@ pub fn base_model(
 
 /// Released checkpoints have spare rows for Pearl's added tokens; a model without them grows its
 /// embeddings (and the `config.json` a full fine-tune writes says so).
-pub fn grow_vocab(base: &mut Qwen2_5Vl, config_json: Option<&mut serde_json::Value>, words: usize) {
+pub fn grow_vocab(base: &mut Vlm, config_json: Option<&mut serde_json::Value>, words: usize) {
     let grown = base.ensure_vocab(words);
     if grown == 0 {
         return;
     }
     eprintln!("note: grew the embeddings by {grown} rows for the added tokens");
     if let Some(json) = config_json {
-        let rows = serde_json::json!(base.cfg.text.vocab_size);
+        let rows = serde_json::json!(base.vocab_size());
         json["vocab_size"] = rows.clone();
         if let Some(text) = json.get_mut("text_config").filter(|t| t.is_object()) {
             text["vocab_size"] = rows;
@@ -144,13 +141,13 @@ pub fn grow_vocab(base: &mut Qwen2_5Vl, config_json: Option<&mut serde_json::Val
 }
 
 /// A new run's model: fresh LoRA adapters (unless full fine-tuning) and dynamics head (NextLat).
-pub fn fresh_model(cfg: &RunConfig, base: Qwen2_5Vl, lora: &LoraConfig) -> Result<PearlModel> {
+pub fn fresh_model(cfg: &RunConfig, base: Vlm, lora: &LoraConfig) -> Result<PearlModel> {
     let vlm = if cfg.full {
         base
     } else {
         init_lora(base, lora, cfg.seed.wrapping_add(1))?
     };
-    let d = vlm.cfg.text.hidden_size;
+    let d = vlm.hidden_size();
     let dynamics = match (&cfg.dynamics_head, cfg.has_dynamics_head()) {
         (_, false) => None,
         (Some(p), true) => Some(DynamicsHead::load(p, d, &vlm.device())?),
@@ -164,11 +161,7 @@ pub fn fresh_model(cfg: &RunConfig, base: Qwen2_5Vl, lora: &LoraConfig) -> Resul
 }
 
 /// The checkpoint's model: its adapters (or weights) on `base`, and its dynamics head.
-pub fn restored_model(
-    cfg: &RunConfig,
-    dir: &std::path::Path,
-    base: Qwen2_5Vl,
-) -> Result<PearlModel> {
+pub fn restored_model(cfg: &RunConfig, dir: &std::path::Path, base: Vlm) -> Result<PearlModel> {
     let vlm = checkpoint::restore_vlm(dir, base)?;
     let dynamics = checkpoint::restore_head(dir, &vlm)?;
     ensure!(

@@ -10,6 +10,11 @@ pub fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen2_5_vl_tiny")
 }
 
+/// The tiny Qwen3-VL fixture (same layout as the Qwen2.5-VL one, plus DeepStack tensors).
+pub fn qwen3_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen3_vl_tiny")
+}
+
 pub struct Tensors {
     pub map: HashMap<String, (Vec<usize>, Vec<u8>, safetensors::Dtype)>,
 }
@@ -69,7 +74,12 @@ pub fn tensor_vec<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
 
 /// The model inputs stored in a fixture `expected/NAME.safetensors` file.
 pub fn fixture_batch(name: &str) -> pearl::model::VlBatch {
-    let t = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
+    fixture_batch_in(&fixture_dir(), name)
+}
+
+/// [`fixture_batch`] of the fixture in `dir`.
+pub fn fixture_batch_in(dir: &Path, name: &str) -> pearl::model::VlBatch {
+    let t = Tensors::read(&dir.join(format!("expected/{name}.safetensors")));
     let shape = t.shape("input_ids");
     pearl::model::VlBatch {
         input_ids: t.i64("input_ids"),
@@ -112,42 +122,67 @@ pub fn other_config() -> pearl::model::Qwen2_5VlConfig {
 /// Runs the fixture model over `expected/NAME` and compares image embeddings, M-RoPE positions,
 /// every hidden state and the logits with transformers' (max |diff| <= 1e-3 at non-pad positions).
 pub fn check_forward(name: &str) {
+    check_forward_in(&fixture_dir(), name)
+}
+
+/// [`check_forward`] for the fixture in `dir` (either family, chosen by its `model_type`); a
+/// family with DeepStack also compares `deepstack_features.{j}`.
+pub fn check_forward_in(dir: &Path, name: &str) {
     let device = burn::tensor::Device::flex();
-    let model = pearl::model::Qwen2_5Vl::from_dir(&fixture_dir().join("model"), &device).unwrap();
-    let t = Tensors::read(&fixture_dir().join(format!("expected/{name}.safetensors")));
-    // What each case must hold: every case its tokens and logits; cases with images also the
-    // image embeddings and M-RoPE positions (a fixture lacking them fails, it does not pass).
+    let model = pearl::model::Vlm::from_dir(&dir.join("model"), &device).unwrap();
+    let t = Tensors::read(&dir.join(format!("expected/{name}.safetensors")));
+    let layers = model.num_layers();
+    // What each case must hold: every case its tokens, hidden states and logits; cases with
+    // images also the image embeddings, DeepStack features and M-RoPE positions (a fixture
+    // lacking them fails, it does not pass).
     let with_images = name != "forward_text_only";
-    let mut required = vec!["input_ids", "attention_mask", "logits", "hidden_states.0"];
+    let mut required: Vec<String> = ["input_ids", "attention_mask", "logits"]
+        .map(String::from)
+        .to_vec();
+    required.extend((0..=layers).map(|l| format!("hidden_states.{l}")));
+    let batch = fixture_batch_in(dir, name);
+    let out = model.forward(&batch, true).unwrap();
     if with_images {
-        required.extend([
-            "pixel_values",
-            "image_grid_thw",
-            "image_embeds",
-            "position_ids",
-            "rope_deltas",
-        ]);
+        required.extend(
+            [
+                "pixel_values",
+                "image_grid_thw",
+                "image_embeds",
+                "position_ids",
+                "rope_deltas",
+            ]
+            .map(String::from),
+        );
+        required
+            .extend((0..out.deepstack_features.len()).map(|j| format!("deepstack_features.{j}")));
     }
-    for k in required {
+    for k in &required {
         assert!(t.has(k), "{name}: the fixture lacks `{k}`");
     }
-    let batch = fixture_batch(name);
-    let out = model.forward(&batch, true).unwrap();
     assert_eq!(
         out.image_embeds.is_some(),
         with_images,
         "{name}: image embeddings"
     );
+    // Every DeepStack feature the fixture has, the model computed (none for Qwen2.5-VL).
+    assert!(!t.has(&format!(
+        "deepstack_features.{}",
+        out.deepstack_features.len()
+    )));
     let mask = batch.attention_mask.clone();
-    let d = model.cfg.text.hidden_size;
-    let v = model.cfg.text.vocab_size;
+    let d = model.hidden_size();
+    let v = model.vocab_size();
 
     if with_images {
         let got = tensor_vec(out.image_embeds.clone().unwrap());
         let diff = max_abs_diff(&got, &t.f32("image_embeds"), |_| true);
         assert!(diff <= 1e-3, "{name}: image_embeds max diff {diff}");
-    }
-    if with_images {
+        for (j, f) in out.deepstack_features.iter().enumerate() {
+            let key = format!("deepstack_features.{j}");
+            assert_eq!(f.dims().to_vec(), t.shape(&key), "{name}: {key} shape");
+            let diff = max_abs_diff(&tensor_vec(f.clone()), &t.f32(&key), |_| true);
+            assert!(diff <= 1e-3, "{name}: {key} max diff {diff}");
+        }
         let (b, s) = (batch.batch, batch.seq_len);
         let want = t.i64("position_ids");
         for i in 0..3 * b * s {
@@ -156,11 +191,10 @@ pub fn check_forward(name: &str) {
             }
         }
         assert_eq!(out.rope_deltas, t.i64("rope_deltas"), "{name}: rope_deltas");
+    } else {
+        assert!(out.deepstack_features.is_empty());
     }
-    assert_eq!(
-        out.hidden_states.len(),
-        model.cfg.text.num_hidden_layers + 1
-    );
+    assert_eq!(out.hidden_states.len(), layers + 1);
     for (l, h) in out.hidden_states.iter().enumerate() {
         let got = tensor_vec(h.clone());
         let diff = max_abs_diff(&got, &t.f32(&format!("hidden_states.{l}")), |i| {
@@ -172,4 +206,46 @@ pub fn check_forward(name: &str) {
     let diff = max_abs_diff(&logits, &t.f32("logits"), |i| mask[i / v] != 0);
     assert!(diff <= 1e-3, "{name}: logits max diff {diff}");
     eprintln!("{name}: logits max diff {diff:e}");
+}
+
+/// One backward pass of a loss over the logits and the last hidden state of the fixture model in
+/// `dir` (either family) over its `forward_batch` reaches every parameter; returns the model's
+/// parameter paths.
+pub fn check_every_parameter_gets_a_gradient(dir: &Path) -> Vec<String> {
+    let device = burn::tensor::Device::flex().autodiff();
+    let model = pearl::model::Vlm::from_dir(&dir.join("model"), &device).unwrap();
+    let batch = fixture_batch_in(dir, "forward_batch");
+    let out = model.forward(&batch, false).unwrap();
+    let loss = model.logits(out.last_hidden.clone()).square().mean()
+        + out.last_hidden.powf_scalar(3.0).mean();
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+    let missing = params_without_gradient(&model, &grads);
+    assert!(
+        missing.is_empty(),
+        "parameters without gradient: {missing:?}"
+    );
+    pearl::model::names::named_params(&model)
+        .into_iter()
+        .map(|p| p.path)
+        .collect()
+}
+
+/// Module paths of `model`'s parameters that received no (or an all-zero) gradient in `grads`.
+pub fn params_without_gradient<M: burn::module::Module>(
+    model: &M,
+    grads: &burn::optim::GradientsParams,
+) -> Vec<String> {
+    let mut missing = vec![];
+    for p in pearl::model::names::named_params(model) {
+        let g: Option<burn::tensor::Tensor<1>> = match p.dims.len() {
+            1 => grads.get::<1>(p.id),
+            2 => grads.get::<2>(p.id).map(|g| g.reshape([-1])),
+            n => panic!("unexpected rank {n} for {}", p.path),
+        };
+        match g {
+            Some(g) if g.clone().abs().sum().into_scalar::<f32>() > 0.0 => {}
+            _ => missing.push(p.path.clone()),
+        }
+    }
+    missing
 }

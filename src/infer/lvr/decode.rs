@@ -9,8 +9,8 @@
 //! masked in `key_mask`.
 
 use crate::kernels::tensor::index_tensor;
-use crate::model::qwen2_5_vl::text::KvCache;
-use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
+use crate::model::decoder::KvCache;
+use crate::model::{VlBatch, Vlm};
 use anyhow::{Result, ensure};
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -19,7 +19,7 @@ pub const MAX_LATENT_STEPS: usize = 128;
 
 /// The state of a batch being decoded.
 pub struct LatentDecoder<'a> {
-    model: &'a Qwen2_5Vl,
+    model: &'a Vlm,
     cache: KvCache,
     /// Per row: which cached keys are real tokens (prompt padding is 0).
     key_mask: Vec<Vec<i64>>,
@@ -33,21 +33,22 @@ pub struct LatentDecoder<'a> {
 
 impl<'a> LatentDecoder<'a> {
     /// Runs the prompt batch (images included) through the model, keeping its keys and values.
-    pub fn prefill(model: &'a Qwen2_5Vl, prompt: &VlBatch) -> Result<Self> {
+    pub fn prefill(model: &'a Vlm, prompt: &VlBatch) -> Result<Self> {
         let (b, s) = (prompt.batch, prompt.seq_len);
         let lengths = prompt.lengths();
         ensure!(
             lengths.iter().all(|&l| l > 0),
             "every prompt needs at least one token"
         );
-        let image_embeds = if prompt.image_grid_thw.is_empty() {
+        let images = if prompt.image_grid_thw.is_empty() {
             None
         } else {
             Some(model.encode_images(&prompt.pixel_values, &prompt.image_grid_thw)?)
         };
-        let x = model.embed(prompt, image_embeds)?;
-        let mut cache = KvCache::new(model.cfg.text.num_hidden_layers);
-        let (hidden, _, _, deltas) = model.decode_cached(x, prompt, false, Some(&mut cache))?;
+        let x = model.embed(prompt, images.as_ref())?;
+        let mut cache = KvCache::new(model.num_layers());
+        let (hidden, _, _, deltas) =
+            model.decode_cached(x, prompt, images.as_ref(), false, Some(&mut cache))?;
         let last: Vec<usize> = (0..b).map(|i| i * s + lengths[i] - 1).collect();
         let d = hidden.dims()[2];
         let last_hidden = hidden

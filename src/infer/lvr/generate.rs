@@ -10,7 +10,7 @@
 use super::decode::{LatentDecoder, MAX_LATENT_STEPS};
 use crate::data::chat::{Message, Role};
 use crate::eval::answerer::{ChatModel, Generation};
-use crate::model::qwen2_5_vl::{Qwen2_5Vl, VlBatch};
+use crate::model::{VlBatch, Vlm};
 use crate::processor::tokenizer::{LVR_END, LVR_START};
 use crate::processor::{ProcessedImage, Processor, pad_right};
 use anyhow::{Context, Result, bail, ensure};
@@ -91,7 +91,7 @@ pub fn encode_prompts(processor: &Processor, chats: &[Vec<Message>]) -> Result<L
 /// Greedy LVR answers to `chats`: `latent_steps` latent steps (0..=128), then at most
 /// `max_new_tokens` answer tokens, stopping at `<|im_end|>` or `<|endoftext|>`.
 pub fn lvr_generate(
-    model: &Qwen2_5Vl,
+    model: &Vlm,
     processor: &Processor,
     chats: &[Vec<Message>],
     latent_steps: usize,
@@ -109,7 +109,7 @@ pub fn lvr_generate(
     let special = tok.special();
     let stops = [i64::from(special.im_end), i64::from(special.end_of_text)];
     let prompts = encode_prompts(processor, chats)?;
-    let vocab = model.cfg.text.vocab_size as i64;
+    let vocab = model.vocab_size() as i64;
     if let Some(&bad) = prompts.tokens.input_ids.iter().find(|&&t| t >= vocab) {
         bail!(
             "token id {bad} is outside the model's vocabulary ({vocab} rows): grow the embeddings for LVR's tokens first"
@@ -162,7 +162,7 @@ pub fn lvr_generate(
 
 /// An LVR model for the evaluation harness.
 pub struct LvrChatModel {
-    pub model: Qwen2_5Vl,
+    pub model: Vlm,
     /// Holds LVR's tokens.
     pub processor: Processor,
     pub latent_steps: usize,
@@ -189,7 +189,7 @@ impl LvrChatModel {
             &mut processor.tokenizer,
             crate::objective::Method::Lvr(&crate::objective::lvr::LvrConfig::default()),
         );
-        let mut model = Qwen2_5Vl::from_dir_in(model_dir, device, precision)?;
+        let mut model = Vlm::from_dir_in(model_dir, device, precision)?;
         model.ensure_vocab(processor.tokenizer.vocab_size());
         if let Some(dir) = adapter {
             model =

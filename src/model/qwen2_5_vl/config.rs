@@ -2,6 +2,7 @@
 //! the top level, `rope_scaling.mrope_section`) and the one current transformers writes
 //! (`text_config`, `rope_parameters`).
 
+use crate::model::config_json;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,10 +74,7 @@ pub struct Qwen2_5VlConfig {
 
 impl Qwen2_5VlConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read model config {}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let v = config_json::read(path)?;
         Self::from_json(&v).with_context(|| format!("invalid model config {}", path.display()))
     }
 
@@ -100,18 +98,12 @@ impl Qwen2_5VlConfig {
         let rope = get("rope_scaling")
             .filter(|r| r.is_object())
             .or_else(|| get("rope_parameters").filter(|r| r.is_object()));
-        let mrope_section: Vec<usize> = rope
-            .and_then(|r| r.get("mrope_section"))
-            .context("missing `rope_scaling.mrope_section` (or `rope_parameters.mrope_section`)")?
-            .as_array()
-            .context("`mrope_section` is not a list")?
-            .iter()
-            .map(|x| {
-                x.as_u64()
-                    .map(|x| x as usize)
-                    .context("`mrope_section` holds a non-integer")
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let mrope_section = config_json::usize_list(
+            rope.and_then(|r| r.get("mrope_section")).context(
+                "missing `rope_scaling.mrope_section` (or `rope_parameters.mrope_section`)",
+            )?,
+            "mrope_section",
+        )?;
         let rope_theta = rope
             .and_then(|r| r.get("rope_theta"))
             .and_then(Value::as_f64)
@@ -173,28 +165,16 @@ impl Qwen2_5VlConfig {
                 .unwrap_or("silu")
                 .to_string(),
         };
-        let id = |key: &str, default: u32| {
-            v.get(key)
-                .or_else(|| t.get(key))
-                .and_then(Value::as_u64)
-                .map(|x| x as u32)
-                .unwrap_or(default)
-        };
-        let first_id = |key: &str| {
-            let x = v.get(key).or_else(|| t.get(key))?;
-            x.as_u64()
-                .or_else(|| x.as_array()?.first()?.as_u64())
-                .map(|x| x as u32)
-        };
+        let ids = config_json::token_ids(v, t);
         let cfg = Qwen2_5VlConfig {
             text,
             vision,
-            image_token_id: id("image_token_id", 151655),
-            video_token_id: id("video_token_id", 151656),
-            vision_start_token_id: id("vision_start_token_id", 151652),
-            vision_end_token_id: id("vision_end_token_id", 151653),
-            bos_token_id: first_id("bos_token_id"),
-            eos_token_id: first_id("eos_token_id"),
+            image_token_id: ids.image,
+            video_token_id: ids.video,
+            vision_start_token_id: ids.vision_start,
+            vision_end_token_id: ids.vision_end,
+            bos_token_id: ids.bos,
+            eos_token_id: ids.eos,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -219,11 +199,7 @@ impl Qwen2_5VlConfig {
             ("vision_config.spatial_merge_size", v.spatial_merge_size),
             ("vision_config.temporal_patch_size", v.temporal_patch_size),
         ];
-        for (name, x) in positive {
-            if x == 0 {
-                bail!("`{name}` must be positive");
-            }
-        }
+        config_json::require_positive(&positive)?;
         if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             bail!(
                 "hidden_size {} is not divisible by num_attention_heads {}",

@@ -5,8 +5,8 @@ use super::config::Qwen2_5VlConfig;
 use super::rope::{VisionTokens, mrope_cos_sin, mrope_position_ids};
 use super::text::{KvCache, TextModel};
 use super::vision::VisionTower;
-use crate::kernels::attention::MASKED;
-use crate::kernels::tensor::index_tensor;
+use crate::model::batch::place_image_features;
+pub use crate::model::batch::{Decoded, VlBatch, VlOutput, causal_padding_bias};
 use crate::model::names::named_params;
 use crate::model::nn::tensor2;
 use crate::model::precision::{Precision, cast, cast_all, cast_frozen};
@@ -25,46 +25,6 @@ pub struct Qwen2_5Vl {
     /// The dtype of frozen weights and activations ([`Precision`]; f32 unless switched).
     #[module(skip)]
     pub precision: Precision,
-}
-
-/// A right-padded batch of token sequences with their images, as plain host data.
-#[derive(Debug, Clone, Default)]
-pub struct VlBatch {
-    pub input_ids: Vec<i64>,
-    pub attention_mask: Vec<i64>,
-    pub batch: usize,
-    pub seq_len: usize,
-    /// `[patches, C*T*P*P]` row-major, all images of the batch in order of appearance.
-    pub pixel_values: Vec<f32>,
-    pub image_grid_thw: Vec<[usize; 3]>,
-}
-
-impl VlBatch {
-    pub fn lengths(&self) -> Vec<usize> {
-        (0..self.batch)
-            .map(|b| {
-                self.attention_mask[b * self.seq_len..(b + 1) * self.seq_len]
-                    .iter()
-                    .filter(|&&m| m != 0)
-                    .count()
-            })
-            .collect()
-    }
-}
-
-/// What the decoder returns: final-norm hidden states `[batch, seq, d]`, every layer's hidden
-/// states (when asked for), the `[3, batch, seq]` M-RoPE positions and the decoding offsets.
-pub type Decoded = (Tensor<3>, Vec<Tensor<3>>, Vec<i64>, Vec<i64>);
-
-pub struct VlOutput {
-    /// Final-norm hidden states `[batch, seq, d]`.
-    pub last_hidden: Tensor<3>,
-    /// transformers' `hidden_states` (only when asked for): embeddings, each layer's output, final norm.
-    pub hidden_states: Vec<Tensor<3>>,
-    pub image_embeds: Option<Tensor<2>>,
-    /// `[3, batch, seq]` M-RoPE positions and the per-sequence decoding offsets.
-    pub position_ids: Vec<i64>,
-    pub rope_deltas: Vec<i64>,
 }
 
 impl Qwen2_5Vl {
@@ -126,6 +86,17 @@ impl Qwen2_5Vl {
         self.model.embed_tokens.weight.val().device()
     }
 
+    /// The patch embedding's Conv3d kernel shape without its output dim: `[C, T, P, P]`.
+    pub fn patch_kernel(&self) -> [usize; 4] {
+        let v = &self.cfg.vision;
+        [
+            v.in_chans,
+            v.temporal_patch_size,
+            v.patch_size,
+            v.patch_size,
+        ]
+    }
+
     pub fn vision_tokens(&self) -> VisionTokens {
         VisionTokens {
             image_token_id: self.cfg.image_token_id as i64,
@@ -173,37 +144,13 @@ impl Qwen2_5Vl {
         let ids =
             Tensor::<2, Int>::from_data(TensorData::new(batch.input_ids.clone(), [b, s]), &device);
         let x = self.embed_ids(ids);
-        let d = x.dims()[2];
-        let image_pos: Vec<usize> = (0..b * s)
-            .filter(|&i| {
-                batch.input_ids[i] == self.cfg.image_token_id as i64 && batch.attention_mask[i] != 0
-            })
-            .collect();
-        let Some(img) = image_embeds else {
-            if !image_pos.is_empty() {
-                anyhow::bail!(
-                    "the batch has {} image tokens but no images",
-                    image_pos.len()
-                );
-            }
-            return Ok(x);
-        };
-        let n_img = img.dims()[0];
-        if n_img != image_pos.len() {
-            anyhow::bail!(
-                "image features and image tokens do not match: {n_img} features, {} tokens",
-                image_pos.len()
-            );
-        }
-        let mut index: Vec<usize> = (0..b * s).collect();
-        for (k, &p) in image_pos.iter().enumerate() {
-            index[p] = b * s + k;
-        }
-        let img = cast(img, x.dtype());
-        let all = Tensor::cat(vec![x.reshape([b * s, d]), img], 0);
-        Ok(all
-            .select(0, index_tensor(&index, &device))
-            .reshape([b, s, d]))
+        place_image_features(
+            x,
+            &batch.input_ids,
+            &batch.attention_mask,
+            self.cfg.image_token_id as i64,
+            image_embeds,
+        )
     }
 
     /// Full forward pass over a batch. `all_hidden` keeps every layer's hidden states.
@@ -220,6 +167,7 @@ impl Qwen2_5Vl {
             last_hidden,
             hidden_states,
             image_embeds,
+            deepstack_features: vec![],
             position_ids,
             rope_deltas,
         })
@@ -322,29 +270,4 @@ impl Qwen2_5Vl {
             .filter(|p| p.path.ends_with(".lora.a"))
             .count()
     }
-}
-
-/// Additive attention bias `[batch, 1, new, past + new]`: query `i` (absolute position `past + i`)
-/// sees keys at positions `<= past + i` that are real tokens in `key_mask` (`[batch, past + new]`).
-pub fn causal_padding_bias(
-    key_mask: &[i64],
-    batch: usize,
-    new: usize,
-    past: usize,
-    device: &Device,
-) -> Tensor<4> {
-    let total = past + new;
-    let causal: Vec<f32> = (0..new)
-        .flat_map(|i| (0..total).map(move |j| if j <= past + i { 0.0 } else { MASKED }))
-        .collect();
-    let pad: Vec<f32> = key_mask
-        .iter()
-        .map(|&m| if m != 0 { 0.0 } else { MASKED })
-        .collect();
-    let causal = Tensor::<2>::from_data(TensorData::new(causal, [new, total]), device)
-        .reshape([1, 1, new, total]);
-    let pad = Tensor::<2>::from_data(TensorData::new(pad, [batch, total]), device)
-        .reshape([batch, 1, 1, total]);
-    // Both terms can be MASKED at once; clamp so the sum stays finite.
-    (causal + pad).clamp_min(MASKED)
 }

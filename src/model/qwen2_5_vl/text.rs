@@ -5,9 +5,10 @@ use super::config::TextConfig;
 use crate::kernels::attention::attention;
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::rope_apply::apply_rope;
-use crate::kernels::swiglu::swiglu;
+pub use crate::model::decoder::{KvCache, TextMlp};
+use crate::model::decoder::{lm_logits, with_cached};
 use crate::model::nn::{Proj, load_embedding, load_rms_norm};
-use crate::model::precision::{cast, cast_all, in_f32};
+use crate::model::precision::cast_all;
 use crate::model::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::{Embedding, RmsNorm};
@@ -21,13 +22,6 @@ pub struct TextAttention {
     pub o_proj: Proj,
     pub num_heads: usize,
     pub num_kv_heads: usize,
-}
-
-#[derive(Module, Debug)]
-pub struct TextMlp {
-    pub gate_proj: Proj,
-    pub up_proj: Proj,
-    pub down_proj: Proj,
 }
 
 #[derive(Module, Debug)]
@@ -45,30 +39,6 @@ pub struct TextModel {
     pub norm: RmsNorm,
     /// `None` when the head is tied to `embed_tokens` (`tie_word_embeddings`, as in the 3B model).
     pub lm_head: Option<Proj>,
-}
-
-/// Keys and values of earlier positions, per layer, for incremental decoding: `[batch, kv_heads, len, hd]`.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: vec![None; num_layers],
-        }
-    }
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map(|(k, _)| k.dims()[2])
-            .unwrap_or(0)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl TextModel {
@@ -111,11 +81,7 @@ impl TextModel {
                     eps,
                     device,
                 )?,
-                mlp: TextMlp {
-                    gate_proj: Proj::load(src, &format!("{p}.mlp.gate_proj"), d, i, false, device)?,
-                    up_proj: Proj::load(src, &format!("{p}.mlp.up_proj"), d, i, false, device)?,
-                    down_proj: Proj::load(src, &format!("{p}.mlp.down_proj"), i, d, false, device)?,
-                },
+                mlp: TextMlp::load(src, &format!("{p}.mlp"), d, i, device)?,
             };
             // Stored in the load precision layer by layer: the f32 copy of one layer at a time.
             layers.push(cast_all(layer, dtype));
@@ -166,10 +132,7 @@ impl TextModel {
             );
             x = x + h;
             let h = rms_norm(&layer.post_attention_layernorm, x.clone());
-            x = x + layer.mlp.down_proj.forward(swiglu(
-                layer.mlp.gate_proj.forward(h.clone()),
-                layer.mlp.up_proj.forward(h),
-            ));
+            x = x + layer.mlp.forward(h);
         }
         let out = rms_norm(&self.norm, x);
         if all_hidden {
@@ -181,14 +144,7 @@ impl TextModel {
     /// Logits `[.., vocab]` of final hidden states `[.., d]`, in f32 whatever the compute dtype
     /// (losses and sampling read them).
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        in_f32(match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                // Tied head: the embedding's transpose; decoding rows take the matrix-vector kernel.
-                let w = self.embed_tokens.weight.val();
-                crate::kernels::matvec::linear(cast(hidden, w.dtype()), w.transpose(), None)
-            }
-        })
+        lm_logits(&self.embed_tokens, self.lm_head.as_ref(), hidden)
     }
 }
 
@@ -215,17 +171,7 @@ impl TextAttention {
             .forward(x)
             .reshape([b, s, kvh, hd])
             .swap_dims(1, 2);
-        let (k, v) = match cache {
-            None => (k, v),
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    None => (k, v),
-                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-                };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
-            }
-        };
+        let (k, v) = with_cached(cache, k, v);
         // Grouped-query attention: each key/value head serves its group of query heads.
         let out = attention(q, k, v, bias);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))

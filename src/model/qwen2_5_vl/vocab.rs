@@ -5,36 +5,19 @@
 //! not start as outliers.
 
 use super::model::Qwen2_5Vl;
-use burn::module::Param;
-use burn::tensor::Tensor;
+use crate::model::decoder::grow_vocab;
 
 impl Qwen2_5Vl {
     /// Makes sure the embedding (and an untied lm_head) has at least `rows` rows.
     /// Returns how many rows were added.
     pub fn ensure_vocab(&mut self, rows: usize) -> usize {
-        let old = self.cfg.text.vocab_size;
-        if rows <= old {
-            return 0;
-        }
-        let extra = rows - old;
-        let emb = self.model.embed_tokens.weight.val(); // [V, d]
-        let mean = emb.clone().mean_dim(0); // [1, d]
-        let d = mean.dims()[1];
-        let grown = Tensor::cat(vec![emb, mean.expand([extra, d])], 0);
-        self.model.embed_tokens.weight = Param::from_tensor(grown);
-        if let Some(head) = self.model.lm_head.as_mut() {
-            let w = head.base.weight.val(); // [d, V]
-            let mean = w.clone().mean_dim(1); // [d, 1]
-            let grown = Tensor::cat(vec![w, mean.expand([d, extra])], 1);
-            head.base.weight = Param::from_tensor(grown);
-            if let Some(b) = head.base.bias.as_mut() {
-                let v = b.val();
-                let m = v.clone().mean().expand([extra]);
-                *b = Param::from_tensor(Tensor::cat(vec![v, m], 0));
-            }
-        }
-        self.cfg.text.vocab_size = rows;
-        extra
+        let added = grow_vocab(
+            &mut self.model.embed_tokens,
+            self.model.lm_head.as_mut(),
+            rows,
+        );
+        self.cfg.text.vocab_size += added;
+        added
     }
 }
 

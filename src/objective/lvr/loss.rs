@@ -17,8 +17,8 @@
 use super::LvrConfig;
 use super::batch::LvrBatch;
 use crate::kernels::tensor::index_tensor;
+use crate::model::Vlm;
 use crate::model::precision::in_f32;
-use crate::model::qwen2_5_vl::Qwen2_5Vl;
 use crate::objective::sft::{next_tokens, rows, vlm_loss};
 use anyhow::{Result, bail, ensure};
 use burn::nn::loss::{MseLoss, Reduction};
@@ -39,10 +39,10 @@ fn value(t: &Tensor<1>) -> f64 {
     f64::from(t.clone().into_scalar::<f32>())
 }
 
-pub fn lvr_losses(model: &Qwen2_5Vl, batch: &LvrBatch, cfg: &LvrConfig) -> Result<LvrLosses> {
+pub fn lvr_losses(model: &Vlm, batch: &LvrBatch, cfg: &LvrConfig) -> Result<LvrLosses> {
     cfg.validate()?;
     let tokens = &batch.tokens;
-    let vocab = model.cfg.text.vocab_size as i64;
+    let vocab = model.vocab_size() as i64;
     if let Some(&bad) = tokens.input_ids.iter().find(|&&t| t < 0 || t >= vocab) {
         bail!(
             "token id {bad} is outside the model's vocabulary ({vocab} rows): grow the embeddings for LVR's tokens first"
@@ -60,13 +60,14 @@ pub fn lvr_losses(model: &Qwen2_5Vl, batch: &LvrBatch, cfg: &LvrConfig) -> Resul
         batch.latent_rows.len()
     );
     let device = model.device();
-    let image_embeds = model.encode_images(&tokens.pixel_values, &tokens.image_grid_thw)?;
-    let region = image_embeds
+    let images = model.encode_images(&tokens.pixel_values, &tokens.image_grid_thw)?;
+    let region = images
+        .embeds
         .clone()
         .select(0, index_tensor(&batch.latent_rows, &device));
-    let x = model.embed(tokens, Some(image_embeds))?;
+    let x = model.embed(tokens, Some(&images))?;
     let x = place_rows(x, &batch.latent_positions, region.clone());
-    let (hidden, ..) = model.decode(x, tokens, false)?;
+    let (hidden, ..) = model.decode(x, tokens, Some(&images), false)?;
 
     let next = next_tokens(&batch.labels, tokens.batch, tokens.seq_len);
     ensure!(
