@@ -5,7 +5,7 @@ use super::config::Qwen2_5VlConfig;
 use super::rope::{VisionTokens, mrope_cos_sin, mrope_position_ids};
 use super::text::{KvCache, TextModel};
 use super::vision::VisionTower;
-use crate::kernels::attention::MASKED;
+use crate::kernels::attention::Mask;
 use crate::kernels::tensor::index_tensor;
 use crate::model::names::named_params;
 use crate::model::nn::tensor2;
@@ -255,10 +255,10 @@ impl Qwen2_5Vl {
             self.vision_tokens(),
         )?;
         let (cos, sin) = mrope_cos_sin(&pos, b, s, &self.cfg.text, &device);
-        let bias = causal_padding_bias(&batch.attention_mask, b, s, 0, &device);
+        let mask = Mask::causal(0, &batch.attention_mask);
         let (last, mut hidden) = self
             .model
-            .forward(x.clone(), cos, sin, bias, cache, all_hidden);
+            .forward(x.clone(), cos, sin, &mask, cache, all_hidden);
         if all_hidden {
             hidden[0] = x;
         }
@@ -279,8 +279,8 @@ impl Qwen2_5Vl {
         let [b, n, _] = x.dims();
         let past = cache.len();
         let (cos, sin) = mrope_cos_sin(positions, b, n, &self.cfg.text, &device);
-        let bias = causal_padding_bias(key_mask, b, n, past, &device);
-        self.model.forward(x, cos, sin, bias, Some(cache), false).0
+        let mask = Mask::causal(past, key_mask);
+        self.model.forward(x, cos, sin, &mask, Some(cache), false).0
     }
 
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
@@ -322,29 +322,4 @@ impl Qwen2_5Vl {
             .filter(|p| p.path.ends_with(".lora.a"))
             .count()
     }
-}
-
-/// Additive attention bias `[batch, 1, new, past + new]`: query `i` (absolute position `past + i`)
-/// sees keys at positions `<= past + i` that are real tokens in `key_mask` (`[batch, past + new]`).
-pub fn causal_padding_bias(
-    key_mask: &[i64],
-    batch: usize,
-    new: usize,
-    past: usize,
-    device: &Device,
-) -> Tensor<4> {
-    let total = past + new;
-    let causal: Vec<f32> = (0..new)
-        .flat_map(|i| (0..total).map(move |j| if j <= past + i { 0.0 } else { MASKED }))
-        .collect();
-    let pad: Vec<f32> = key_mask
-        .iter()
-        .map(|&m| if m != 0 { 0.0 } else { MASKED })
-        .collect();
-    let causal = Tensor::<2>::from_data(TensorData::new(causal, [new, total]), device)
-        .reshape([1, 1, new, total]);
-    let pad = Tensor::<2>::from_data(TensorData::new(pad, [batch, total]), device)
-        .reshape([batch, 1, 1, total]);
-    // Both terms can be MASKED at once; clamp so the sum stays finite.
-    (causal + pad).clamp_min(MASKED)
 }

@@ -4,8 +4,7 @@
 
 use super::config::VisionConfig;
 use super::rope::{vision_cos_sin, vision_patch_coords};
-use crate::kernels::attention::MASKED;
-use crate::kernels::attention::attention;
+use crate::kernels::attention::{Mask, attention};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::rope_apply::apply_rope;
 use crate::kernels::swiglu::swiglu;
@@ -16,7 +15,7 @@ use crate::model::weights::WeightSource;
 use burn::module::Module;
 use burn::nn::RmsNorm;
 use burn::tensor::activation::gelu;
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor};
 
 #[derive(Module, Debug)]
 pub struct VisionAttention {
@@ -229,7 +228,7 @@ impl VisionAttention {
             };
             t.reshape([s, l, h, hd]).swap_dims(1, 2)
         };
-        let out = attention(pad(q), pad(k), pad(v), segs.key_bias.clone()); // [s, h, l, hd]
+        let out = attention(pad(q), pad(k), pad(v), &segs.mask); // [s, h, l, hd]
         let out = out.swap_dims(1, 2).reshape([s * l, d]);
         let out = match &segs.scatter {
             Some(scatter) => out.select(0, scatter.clone()),
@@ -250,8 +249,8 @@ struct Segments {
     gather: Option<Tensor<1, Int>>,
     /// `[n]`: padded slot of each sequence position (`None` with `gather`).
     scatter: Option<Tensor<1, Int>>,
-    /// `[count, 1, max_len, max_len]`: 0 for real keys, MASKED for padding keys.
-    key_bias: Tensor<4>,
+    /// Each segment's keys are its own; the padding after them is masked.
+    mask: Mask,
 }
 
 impl Segments {
@@ -261,16 +260,11 @@ impl Segments {
         let n: usize = segments.iter().map(|s| s.1).sum();
         let mut gather = Vec::with_capacity(count * max_len);
         let mut scatter = vec![0usize; n];
-        let mut bias = vec![0f32; count * max_len * max_len];
         for (si, &(start, len)) in segments.iter().enumerate() {
             for j in 0..max_len {
                 gather.push(start + j.min(len - 1));
                 if j < len {
                     scatter[start + j] = si * max_len + j;
-                } else {
-                    for q in 0..max_len {
-                        bias[(si * max_len + q) * max_len + j] = MASKED;
-                    }
                 }
             }
         }
@@ -280,10 +274,7 @@ impl Segments {
             max_len,
             gather: (!identity).then(|| index_tensor(&gather, device)),
             scatter: (!identity).then(|| index_tensor(&scatter, device)),
-            key_bias: Tensor::from_data(
-                TensorData::new(bias, [count, 1, max_len, max_len]),
-                device,
-            ),
+            mask: Mask::key_lengths(&segments.iter().map(|s| s.1).collect::<Vec<_>>(), max_len),
         }
     }
 }
