@@ -31,18 +31,21 @@ fn commands() -> Vec<Vec<&'static str>> {
     ]
 }
 
-/// The failure message of `pearl ARGS --device DEVICE`.
-fn refused(args: &[&str], device: &str) -> String {
+/// Whether `pearl ARGS --device DEVICE` succeeded, and its stderr.
+fn pearl(args: &[&str], device: &str) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pearl"))
         .args(args)
         .args(["--device", device])
         .output()
         .expect("cannot run pearl");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "{args:?} --device {device}: {stderr}"
-    );
+    (out.status.success(), stderr)
+}
+
+/// The failure message of `pearl ARGS --device DEVICE`.
+fn refused(args: &[&str], device: &str) -> String {
+    let (ok, stderr) = pearl(args, device);
+    assert!(!ok, "{args:?} --device {device}: {stderr}");
     assert!(
         !stderr.contains("/nonexistent"),
         "{args:?}: the device must be refused before the model is touched: {stderr}"
@@ -74,12 +77,7 @@ fn a_gpu_without_gpu_support_is_refused_by_every_command() {
 #[test]
 fn cpu_is_accepted_by_every_command() {
     for args in commands() {
-        let out = Command::new(env!("CARGO_BIN_EXE_pearl"))
-            .args(&args)
-            .args(["--device", "cpu"])
-            .output()
-            .expect("cannot run pearl");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (_, stderr) = pearl(&args, "cpu");
         assert!(!stderr.contains("device"), "{args:?}: {stderr}");
     }
 }

@@ -51,7 +51,7 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &Mask) -> Tenso
         let [b, _, sq, _] = q.dims();
         let sk = k.dims()[2];
         mask.check(b, sk);
-        let bias = mask.bias(b, sq, sk, &q.device());
+        let bias = mask.dense_bias(b, sq, sk, &q.device());
         return with_bias(q, k, v, bias);
     }
     blockwise(q, k, v, mask)

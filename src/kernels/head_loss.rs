@@ -115,10 +115,12 @@ fn in_chunks(
         }
     }
     let shapes_fit = targets.len() == n && weight.in_out().dims()[0] == d;
-    if bias.is_none() && in_vocab && shapes_fit {
-        if let Some(l) = portable_loss(h.clone(), &weight, targets, chunk) {
-            return l;
-        }
+    if bias.is_none()
+        && in_vocab
+        && shapes_fit
+        && let Some(l) = portable_loss(h.clone(), &weight, targets, chunk)
+    {
+        return l;
     }
     composed(h, &weight, bias, targets)
 }

@@ -4,17 +4,19 @@
 
 use super::MASKED;
 use burn::tensor::{Device, Tensor, TensorData};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// An attention mask: a key is seen when it is real and (for a causal mask) not after the query.
 /// One mask serves every head of every layer.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Mask {
     /// `Some(past)`: causal, query `i` (absolute position `past + i`, after `past` cached keys)
     /// sees keys `j <= past + i`. `None`: every query may see every key.
     pub causal: Option<usize>,
     /// `[batch * k_len]`, row-major: whether each key is a real token (`None`: all are).
     pub real_keys: Option<Arc<[bool]>>,
+    /// The dense bias, built once for all the layers that take the fused CPU kernel.
+    dense: Arc<OnceLock<Tensor<4>>>,
 }
 
 impl Mask {
@@ -29,6 +31,7 @@ impl Mask {
         Self {
             causal: Some(past),
             real_keys: Self::keys(key_mask.iter().map(|&m| m != 0)),
+            dense: Arc::default(),
         }
     }
 
@@ -38,6 +41,7 @@ impl Mask {
         Self {
             causal: None,
             real_keys: Self::keys(lens.iter().flat_map(|&n| (0..k_len).map(move |j| j < n))),
+            dense: Arc::default(),
         }
     }
 
@@ -61,6 +65,23 @@ impl Mask {
             }
         }
         Tensor::from_data(TensorData::new(bias, [batch, 1, q_len, k_len]), device)
+    }
+
+    /// [`Mask::bias`], built on the first call and shared by the later ones (every layer asks).
+    pub(super) fn dense_bias(
+        &self,
+        batch: usize,
+        q_len: usize,
+        k_len: usize,
+        device: &Device,
+    ) -> Tensor<4> {
+        let cached = self
+            .dense
+            .get_or_init(|| self.bias(batch, q_len, k_len, device));
+        match cached.dims() == [batch, 1, q_len, k_len] {
+            true => cached.clone(),
+            false => self.bias(batch, q_len, k_len, device),
+        }
     }
 
     /// Whether query `i` of sequence `bi` sees key `j` (of `k_len`).
@@ -180,6 +201,12 @@ mod tests {
             vec![true, false, true, true],
         ];
         assert_eq!(dense(&m, 1, 2, 4), want);
+        // Built once and kept for the later layers; other sizes are built anew, not the cached.
+        let d = Device::default();
+        assert!(m.dense.get().is_none());
+        assert_eq!(m.dense_bias(1, 2, 4, &d).dims(), [1, 1, 2, 4]);
+        assert!(m.dense.get().is_some());
+        assert_eq!(m.dense_bias(1, 1, 4, &d).dims(), [1, 1, 1, 4]);
         // All keys real: no padding flags at all.
         assert_eq!(Mask::causal(0, &[1, 1, 1]).real_keys, None);
     }
