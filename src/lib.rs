@@ -9,6 +9,7 @@ pub mod eval;
 pub mod infer;
 pub mod kernels;
 pub mod malloc;
+pub mod mapped;
 pub mod model;
 pub mod objective;
 pub mod peft;

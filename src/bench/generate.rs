@@ -9,6 +9,7 @@ use crate::data::chat::{Message, Part, Role};
 use crate::eval::answerer::ChatModel;
 use crate::infer::{GenerateOptions, LocalModel, Sampling, generate};
 use crate::model::Vlm;
+use crate::model::device::DeviceSpec;
 use crate::model::precision::Precision;
 use crate::processor::Processor;
 use anyhow::{Context, ensure};
@@ -28,6 +29,7 @@ pub struct GenerateBench {
     pub runs: usize,
     pub seed: u64,
     pub precision: Precision,
+    pub device: DeviceSpec,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +57,7 @@ pub fn random_local_model(
     config: &Path,
     seed: u64,
     precision: Precision,
+    device: DeviceSpec,
 ) -> anyhow::Result<LocalModel> {
     let dir = config.parent().unwrap_or(Path::new("."));
     let processor = Processor::from_dir(dir).with_context(|| {
@@ -63,8 +66,8 @@ pub fn random_local_model(
             config.display()
         )
     })?;
-    let device = burn::tensor::Device::flex();
-    let model = Vlm::random_from_config(config, seed, &device)?.for_inference(precision)?;
+    let model =
+        Vlm::random_from_config(config, seed, &device.device()?)?.for_inference(precision)?;
     Ok(LocalModel::new(model, processor, vec![]))
 }
 
@@ -91,7 +94,7 @@ pub fn run(b: &GenerateBench) -> anyhow::Result<GenerateReport> {
         "need at least 1 run of at least 2 tokens"
     );
     let started = Instant::now();
-    let mut local = random_local_model(&b.config, b.seed, b.precision)?;
+    let mut local = random_local_model(&b.config, b.seed, b.precision, b.device)?;
     let init_seconds = started.elapsed().as_secs_f64();
     let chat = user_turn(&b.prompt, &b.images)?;
     let enc = local.encode(std::slice::from_ref(&chat))?;

@@ -6,7 +6,7 @@
 use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
 use crate::data::trajectory::load_jsonl;
 use crate::model::Vlm;
-use crate::model::device::{parse_device, training_device};
+use crate::model::device::{DeviceSpec, training_device};
 use crate::model::precision::Precision;
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
@@ -49,8 +49,8 @@ pub struct TrainBenchArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Where to run: cpu, or cuda:N with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
+    pub device: DeviceSpec,
     /// Recompute cheap activations in the backward pass instead of keeping them
     /// (burn's balanced gradient checkpointing): less memory, more compute.
     #[arg(long)]
@@ -134,7 +134,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         a.data.display()
     );
     let examples = Example::all_of(&file);
-    let device = training_device(parse_device(&a.device)?, a.gradient_checkpointing);
+    let device = training_device(a.device.device()?, a.gradient_checkpointing);
     let lora = LoraConfig {
         r: a.lora_r,
         lora_alpha: a.lora_alpha,

@@ -2,6 +2,7 @@
 
 use crate::bench::train::{self, TrainBenchArgs};
 use crate::bench::{answer_cost, generate};
+use crate::model::device::DeviceSpec;
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -13,6 +14,21 @@ pub enum BenchCmd {
     /// Decoding latency of a random model of a config; optionally Pearl-style vs tool-using
     /// answer latency replayed on trajectories.
     Generate(GenerateBenchArgs),
+    /// Load time and peak memory of a model directory's weights.
+    Load(LoadBenchArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadBenchArgs {
+    /// Model directory (config.json and safetensors weights).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// f32, or bf16: the dtype the weights are stored in once loaded.
+    #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
+    pub precision: crate::model::precision::Precision,
+    /// Where to load: cpu, or cuda:N with the `cuda` feature.
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
+    pub device: DeviceSpec,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -40,6 +56,9 @@ pub struct GenerateBenchArgs {
     /// f32, or bf16 (every weight and activation in bf16).
     #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
     pub precision: crate::model::precision::Precision,
+    /// Where to run: cpu, or cuda:N with the `cuda` feature.
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
+    pub device: DeviceSpec,
     /// Trajectory JSONL: also time answering Pearl-style vs replaying its tool-using turns.
     #[arg(long)]
     pub trajectories: Option<PathBuf>,
@@ -52,6 +71,11 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Generate(a) => run_generate(a),
         BenchCmd::Train(a) => run_train(a),
+        BenchCmd::Load(a) => {
+            let r = crate::bench::load::run(&a.model, a.precision, a.device)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
     }
 }
 
@@ -64,12 +88,13 @@ fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
         runs: a.runs,
         seed: a.seed,
         precision: a.precision,
+        device: a.device,
     };
     let report = generate::run(&b)?;
     print!("{}", report.to_table());
     let mut json = serde_json::json!({"generate": report});
     if let Some(path) = &a.trajectories {
-        let mut model = generate::random_local_model(&a.config, a.seed, a.precision)?;
+        let mut model = generate::random_local_model(&a.config, a.seed, a.precision, a.device)?;
         let cost = answer_cost::run(&mut model, path, 4, a.runs)?;
         println!();
         print!("{}", cost.to_table());

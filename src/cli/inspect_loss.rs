@@ -4,6 +4,7 @@
 use crate::data::trajectory::load_jsonl;
 use crate::model::Vlm;
 use crate::model::checkpoint::write_safetensors;
+use crate::model::device::{DeviceSpec, training_device};
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
 use crate::objective::grads::named_gradients;
@@ -14,7 +15,6 @@ use crate::peft::lora::load_peft_adapter;
 use crate::processor::Processor;
 use anyhow::{Context, ensure};
 use burn::optim::GradientsParams;
-use burn::tensor::Device;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +48,9 @@ pub struct LossArgs {
     /// Write d(total)/d(param) of every trainable tensor here.
     #[arg(long)]
     grads_out: Option<PathBuf>,
+    /// Where to run: cpu, or cuda:N with the `cuda` feature.
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
+    device: DeviceSpec,
 }
 
 pub fn run(a: LossArgs) -> anyhow::Result<()> {
@@ -60,7 +63,7 @@ pub fn run(a: LossArgs) -> anyhow::Result<()> {
         supervise: a.supervise,
     };
     cfg.validate()?;
-    let device = Device::default().autodiff();
+    let device = training_device(a.device.device()?, false);
     let mut processor = Processor::from_dir(&a.model)?;
     processor.tokenizer.add_pearl_tokens();
     let mut vlm = Vlm::from_dir(&a.model, &device)?;

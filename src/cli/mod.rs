@@ -61,7 +61,7 @@ pub fn main() -> anyhow::Result<()> {
                 &a.model.dir,
                 a.model.adapter.as_deref(),
                 steps,
-                &a.model.device(),
+                &a.model.device()?,
                 a.model.precision,
             )?)),
         }),

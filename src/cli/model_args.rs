@@ -1,9 +1,9 @@
-//! The model a command runs: `--model`, `--adapter`, `--precision`, declared once and flattened
-//! into `pearl eval`, `generate`, `serve` and `inspect forward`. (A `--device` flag belongs here
-//! too when models run on more than the CPU.)
+//! The model a command runs: `--model`, `--adapter`, `--precision`, `--device`, declared once
+//! and flattened into `pearl eval`, `generate`, `serve` and `inspect forward`.
 
 use crate::infer::LocalModel;
 use crate::model::Vlm;
+use crate::model::device::DeviceSpec;
 use crate::model::precision::Precision;
 use burn::tensor::Device;
 use std::path::PathBuf;
@@ -20,17 +20,21 @@ pub struct ModelArgs {
     /// bf16 products convert through f32).
     #[arg(long, default_value = "f32", value_parser = Precision::parse)]
     pub precision: Precision,
+    /// Where the model runs: `cpu`, or `cuda:N` (the N-th NVIDIA GPU; a build with `--features
+    /// cuda`).
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
+    pub device: DeviceSpec,
 }
 
 impl ModelArgs {
-    /// The device the model runs on (the CPU until `--device` exists).
-    pub fn device(&self) -> Device {
-        Device::flex()
+    /// The device the model runs on.
+    pub fn device(&self) -> anyhow::Result<Device> {
+        self.device.device()
     }
 
     /// The device's name for the protocol card.
     pub fn device_name(&self) -> String {
-        "cpu".into()
+        self.device.to_string()
     }
 
     /// The weights alone, adapter merged, in the chosen precision.
@@ -38,7 +42,7 @@ impl ModelArgs {
         crate::infer::local::load_for_inference(
             &self.dir,
             self.adapter.as_deref(),
-            &self.device(),
+            &self.device()?,
             self.precision,
         )
     }
@@ -48,7 +52,7 @@ impl ModelArgs {
         LocalModel::load(
             &self.dir,
             self.adapter.as_deref(),
-            &self.device(),
+            &self.device()?,
             self.precision,
         )
     }

@@ -163,10 +163,14 @@ pub struct MergeArgs {
     /// Output directory: a plain hub-layout checkpoint with the adapter folded in.
     #[arg(long)]
     out: PathBuf,
+    /// Where the merge runs: cpu, or cuda:N with the `cuda` feature.
+    #[arg(long, default_value = "cpu", value_parser = crate::model::device::DeviceSpec::parse_available)]
+    device: crate::model::device::DeviceSpec,
 }
 
 pub fn run_merge(a: MergeArgs) -> anyhow::Result<()> {
-    let files = crate::train::merge::merge_adapter(&a.model, &a.adapter, &a.out)?;
+    let files =
+        crate::train::merge::merge_adapter(&a.model, &a.adapter, &a.out, &a.device.device()?)?;
     println!("wrote {} ({} files)", a.out.display(), files.len());
     Ok(())
 }

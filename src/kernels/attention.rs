@@ -1,23 +1,32 @@
-//! Scaled dot-product attention, `softmax(q k^T / sqrt(hd) + bias) v`, with grouped key/value
-//! heads, as ONE differentiable op with a hand-written backward pass.
+//! Scaled dot-product attention, `softmax(q k^T / sqrt(hd) + mask) v`, with grouped key/value
+//! heads, as ONE differentiable op with a hand-written backward pass, in two forms:
 //!
-//! Why by hand: burn 0.22's autodiff runs attention (and softmax) as their decomposition into
-//! elementwise ops, each of which allocates and several of which keep a `[batch, heads, q, k]`
-//! tensor for the backward pass; at 1k tokens that was most of a training step's memory and a
-//! large share of its time. Here the forward pass keeps only the probabilities `p` (plus the small
-//! `q`, `k`, `v`, output), uses a fused softmax ([`super::softmax`]), and the backward pass is the usual
-//! `dS = p * (dP - rowsum(dO * O))` in a handful of large passes; the products go through
-//! [`super::matmul`] on the CPU. Grouped-query attention needs no repeated keys: the query heads
-//! of one group are stacked as rows of one matrix product.
+//! - on the CPU backend in f32, the fused kernel below (first choice there): it keeps the
+//!   probabilities `p` for the backward pass, and its products go through [`super::matmul`];
+//! - everywhere else (CUDA, wgpu, bf16, or the fused kernels off), [`blockwise`] attention
+//!   written in burn's tensor ops: memory linear in the sequence length, no `[q, k]` tensor kept.
 //!
-//! The op runs on the CPU backend (with or without autodiff) in f32; other backends (CUDA) and
-//! dtypes (bf16) take the composed path, which computes the same function with burn's
-//! differentiable ops.
+//! The mask is described by its structure ([`Mask`]: causal order, real keys); the fused kernel
+//! materialises it as a dense bias, blockwise attention only block by block.
+//!
+//! The fused kernel, why by hand: burn 0.22's autodiff runs attention (and softmax) as their
+//! decomposition into elementwise ops, each of which allocates and several of which keep a
+//! `[batch, heads, q, k]` tensor for the backward pass; at 1k tokens that was most of a training
+//! step's memory and a large share of its time. Here the forward pass keeps only the
+//! probabilities `p` (plus the small `q`, `k`, `v`, output), uses a fused softmax
+//! ([`super::softmax`]), and the backward pass is the usual `dS = p * (dP - rowsum(dO * O))` in a
+//! handful of large passes. Grouped-query attention needs no repeated keys: the query heads of
+//! one group are stacked as rows of one matrix product.
 //!
 //! Causal masks: on the CPU, queries are cut into blocks of rows, and each block attends only to
 //! the keys up to the last one any of its rows sees ([`key_extents`]). The keys after it are
 //! masked for the whole block, so their probabilities are exactly 0 and skipping them changes
 //! nothing; for a causal mask this skips about half of the products, forward and backward.
+
+pub mod blockwise;
+pub mod mask;
+
+pub use mask::Mask;
 
 use super::dispatch::{Kernel, fused};
 use super::matmul::BatchMatmul;
@@ -35,9 +44,41 @@ type Prim<B> = FloatTensor<B>;
 
 /// Attention of queries `q: [batch, heads, q_len, hd]` over keys and values
 /// `k, v: [batch, kv_heads, k_len, hd]` (`heads` a multiple of `kv_heads`; query head `j` uses
-/// key/value head `j / (heads / kv_heads)`), with an additive `bias: [batch, 1, q_len, k_len]`
-/// broadcast over heads (0, or [`MASKED`] for masked keys). No gradient flows to `bias`.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+/// key/value head `j / (heads / kv_heads)`) under `mask` (the same for every head).
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &Mask) -> Tensor<4> {
+    let f32s = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
+    if super::fused::enabled() && f32s && super::dispatch::on_cpu(&q) {
+        let [b, _, sq, _] = q.dims();
+        let sk = k.dims()[2];
+        mask.check(b, sk);
+        let bias = mask.dense_bias(b, sq, sk, &q.device());
+        return with_bias(q, k, v, bias);
+    }
+    blockwise(q, k, v, mask)
+}
+
+/// [`attention`] in its blockwise form (any backend, any dtype). Autodiff tensors on a backend
+/// without the portable op's rungs (see [`super::dispatch::portable`]) take the dense composed
+/// form.
+pub fn blockwise(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &Mask) -> Tensor<4> {
+    let op = blockwise::Blockwise {
+        mask: mask.clone(),
+        block: blockwise::BLOCK,
+    };
+    match super::dispatch::portable(op, [q.clone(), k.clone(), v.clone()]) {
+        Some(out) => out,
+        None => {
+            let [b, _, sq, _] = q.dims();
+            let bias = mask.bias(b, sq, k.dims()[2], &q.device());
+            composed(q, k, v, bias)
+        }
+    }
+}
+
+/// Attention under a dense additive `bias: [batch, 1, q_len, k_len]` broadcast over heads (0, or
+/// [`MASKED`] for masked keys), through the fused CPU kernel where it applies. No gradient flows
+/// to `bias`.
+fn with_bias(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     let f32s = [&q, &k, &v, &bias].iter().all(|t| t.dtype() == DType::F32);
     if !super::fused::enabled() || !f32s {
         return composed(q, k, v, bias);
@@ -267,7 +308,7 @@ mod tests {
             fused::<_, 4, 4>(FusedAttention, args(&q, &k, &v, &bias)).is_some(),
             "the CPU path is fused"
         );
-        let fused = attention(q.clone(), k.clone(), v.clone(), bias.clone());
+        let fused = with_bias(q.clone(), k.clone(), v.clone(), bias.clone());
         let reference = composed(q, k, v, bias);
         fused
             .into_data()
@@ -292,7 +333,7 @@ mod tests {
                 .backward();
             [q.grad(&grads), k.grad(&grads), v.grad(&grads)].map(|g| g.expect("gradient"))
         };
-        let fused = grads_of(attention);
+        let fused = grads_of(with_bias);
         let reference = grads_of(composed);
         for (f, r) in fused.into_iter().zip(reference) {
             f.into_data()
@@ -359,7 +400,7 @@ mod tests {
             let g = [q.grad(&grads), k.grad(&grads), v.grad(&grads)];
             (out, g.map(|g| g.expect("gradient")))
         };
-        let (out, grads) = run(attention);
+        let (out, grads) = run(with_bias);
         let (ref_out, ref_grads) = run(composed);
         let tol = Tolerance::absolute(1e-4);
         out.into_data()

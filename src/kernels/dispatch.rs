@@ -12,9 +12,13 @@
 //! `None` (another backend or dtype, or the switch in [`super::fused`] off) tells the caller to
 //! compose the op from burn's differentiable ops, which is what a GPU runs.
 //!
-//! The autodiff side is written once, for any backend (`impl Runs for Autodiff<B, C>`): a kernel
-//! for another backend (`Kernel<Cuda, N>`, or one for every backend written in burn's own ops, as
-//! blockwise attention on a GPU would be) gets its custom backward pass by adding its rungs here.
+//! The autodiff side is written once, for any backend (`impl Runs for Autodiff<B, C>`).
+//!
+//! An op written once in burn's own tensor ops, so that every backend runs it, but with a
+//! backward pass of its own (blockwise attention, which must not keep what burn's autodiff would
+//! keep), is a [`Portable`] op: [`portable`] runs it on plain tensors directly, and on autodiff
+//! tensors through the same machinery, with the portable op as the kernel of the inner backend.
+//! A backend gets that custom backward pass by having its autodiff rungs in [`portable`].
 
 use super::fused;
 use burn::backend::Flex;
@@ -132,12 +136,124 @@ where
     Float: BackendPrimitive<R, Primitive = FloatTensor<R>>,
     DispatchTensor: DispatchKindConversion<R>,
 {
+    on_backend::<R, Flex, K, N, D>(kernel, inputs)
+}
+
+/// Runs `kernel` (a kernel for backend `B`) on backend `R` if every input lives there.
+fn on_backend<R, B, K, const N: usize, const D: usize>(
+    kernel: &K,
+    inputs: &[DispatchTensor; N],
+) -> Option<Tensor<D>>
+where
+    B: Backend,
+    K: Kernel<B, N>,
+    R: Runs<K, B, N>,
+    Float: BackendPrimitive<R, Primitive = FloatTensor<R>>,
+    DispatchTensor: DispatchKindConversion<R>,
+{
     let prims = inputs.each_ref().map(|t| primitive::<R>(t.clone()));
     if prims.iter().any(Option::is_none) {
         return None;
     }
     let prims = prims.map(|p| p.expect("checked above"));
     Some(Tensor::from_primitive::<R>(R::run(kernel.clone(), prims)))
+}
+
+/// Whether `t` lives on a backend of the fused kernels' ladder (the CPU backend, with or without
+/// autodiff).
+pub fn on_cpu<const D: usize>(t: &Tensor<D>) -> bool {
+    let t = t.clone().into_dispatch();
+    primitive::<Flex>(t.clone()).is_some()
+        || primitive::<Autodiff<Flex, NoCheckpointing>>(t.clone()).is_some()
+        || primitive::<Autodiff<Flex, BalancedCheckpointing>>(t).is_some()
+}
+
+/// An op with `N` float inputs of rank `D` and one float output of rank `O`, written in burn's
+/// tensor ops (so every backend runs it), with a backward pass of its own. Its tensors are plain
+/// ones (no autodiff); what is not a tensor lives in the implementing value.
+pub trait Portable<const N: usize, const D: usize, const O: usize>:
+    Clone + Debug + Send + 'static
+{
+    /// What the backward pass needs from the forward pass.
+    type Saved: Clone + Debug + Send + 'static;
+
+    /// The output; with `track`, also what the backward pass needs (`None` without).
+    fn forward(&self, inputs: [Tensor<D>; N], track: bool) -> (Tensor<O>, Option<Self::Saved>);
+
+    /// The inputs' gradients from the output's; only those in `wanted` are needed.
+    fn backward(
+        self,
+        saved: Self::Saved,
+        d_out: Tensor<O>,
+        wanted: [bool; N],
+    ) -> [Option<Tensor<D>>; N];
+}
+
+/// Portable op `P` as the kernel of backend `B`: primitives in, primitives out.
+#[derive(Debug, Clone)]
+struct OnBackend<P, const D: usize, const O: usize>(P);
+
+impl<P, B, const N: usize, const D: usize, const O: usize> Kernel<B, N> for OnBackend<P, D, O>
+where
+    P: Portable<N, D, O>,
+    B: Backend,
+    Float: BackendPrimitive<B, Primitive = FloatTensor<B>>,
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    type Saved = P::Saved;
+
+    fn forward(
+        &self,
+        inputs: [FloatTensor<B>; N],
+        track: bool,
+    ) -> (FloatTensor<B>, Option<P::Saved>) {
+        let inputs = inputs.map(|p| Tensor::<D>::from_primitive::<B>(p));
+        let (out, saved) = self.0.forward(inputs, track);
+        (into_primitive::<B, O>(out), saved)
+    }
+
+    fn backward(
+        self,
+        saved: P::Saved,
+        d_out: FloatTensor<B>,
+        wanted: [bool; N],
+    ) -> [Option<FloatTensor<B>>; N] {
+        let d_out = Tensor::<O>::from_primitive::<B>(d_out);
+        let grads = self.0.backward(saved, d_out, wanted);
+        grads.map(|g| g.map(into_primitive::<B, D>))
+    }
+}
+
+/// The primitive of a portable op's tensor: its ops keep the inputs' backend.
+fn into_primitive<B: Backend, const D: usize>(t: Tensor<D>) -> FloatTensor<B>
+where
+    Float: BackendPrimitive<B, Primitive = FloatTensor<B>>,
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    match primitive::<B>(t.into_dispatch()) {
+        Some(p) => p,
+        None => unreachable!("a portable op's tensors stay on its inputs' backend"),
+    }
+}
+
+/// Runs portable op `op`: on plain tensors directly; on autodiff tensors with its own backward
+/// pass, on the backends whose autodiff rungs are here (the CPU's; a GPU backend's rungs are
+/// added beside them). `None` for autodiff tensors elsewhere: the caller composes the op.
+pub fn portable<P, const N: usize, const D: usize, const O: usize>(
+    op: P,
+    inputs: [Tensor<D>; N],
+) -> Option<Tensor<O>>
+where
+    P: Portable<N, D, O>,
+{
+    if !inputs.iter().any(|t| t.is_autodiff()) {
+        return Some(op.forward(inputs, false).0);
+    }
+    let kernel = OnBackend::<P, D, O>(op);
+    let inputs = inputs.map(|t| t.into_dispatch());
+    on_backend::<Autodiff<Flex, NoCheckpointing>, Flex, _, N, O>(&kernel, &inputs).or_else(|| {
+        on_backend::<Autodiff<Flex, BalancedCheckpointing>, Flex, _, N, O>(&kernel, &inputs)
+    })
 }
 
 /// The float primitive of a tensor on backend `R`, if it lives there.

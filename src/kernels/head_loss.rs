@@ -10,8 +10,11 @@
 //! Qwen's 151936. Here one `[chunk, vocab]` buffer (about 32 MiB) is reused.
 //!
 //! Rows whose target is [`IGNORE`] count for nothing (neither the loss nor the mean), as in
-//! PyTorch. Other backends and dtypes, a head with a bias, and targets out of the vocabulary take
+//! PyTorch. Other backends and dtypes (or the fused kernels off) take the [`chunked`] form, the
+//! same algorithm in burn's tensor ops; a head with a bias and targets out of the vocabulary take
 //! the composed path (`cross_entropy` of the logits).
+
+pub mod chunked;
 
 use super::cpu::{f32_tensor, f32_values, gemm_into};
 use super::cross_entropy::cross_entropy;
@@ -111,16 +114,35 @@ fn in_chunks(
             return l;
         }
     }
+    let shapes_fit = targets.len() == n && weight.in_out().dims()[0] == d;
+    if bias.is_none()
+        && in_vocab
+        && shapes_fit
+        && let Some(l) = portable_loss(h.clone(), &weight, targets, chunk)
+    {
+        return l;
+    }
     composed(h, &weight, bias, targets)
 }
 
-/// The same loss from the logits and [`cross_entropy`] (any backend): supervised rows only.
-pub fn composed(
+/// The chunked form on the supervised rows (any backend); `None` for autodiff tensors on a
+/// backend without the portable op's rungs (the caller composes the loss).
+fn portable_loss(
     h: Tensor<2>,
     weight: &HeadWeight,
-    bias: Option<Tensor<1>>,
     targets: &[i64],
-) -> Tensor<1> {
+    chunk: usize,
+) -> Option<Tensor<1>> {
+    let (h, kept) = supervised(h, targets);
+    let op = chunked::Chunked {
+        targets: kept.clone().into(),
+        chunk,
+    };
+    super::dispatch::portable(op, [h, weight.in_out()])
+}
+
+/// The rows of `h` with a supervised target, and their targets.
+fn supervised(h: Tensor<2>, targets: &[i64]) -> (Tensor<2>, Vec<i64>) {
     let keep: Vec<usize> = (0..targets.len())
         .filter(|&i| targets[i] != IGNORE)
         .collect();
@@ -132,6 +154,17 @@ pub fn composed(
             h.select(0, idx)
         }
     };
+    (h, kept)
+}
+
+/// The same loss from the logits and [`cross_entropy`] (any backend): supervised rows only.
+pub fn composed(
+    h: Tensor<2>,
+    weight: &HeadWeight,
+    bias: Option<Tensor<1>>,
+    targets: &[i64],
+) -> Tensor<1> {
+    let (h, kept) = supervised(h, targets);
     // In the head's dtype (bf16 under mixed precision), the loss over f32 logits.
     let w = weight.in_out();
     let mut logits = cast(h, w.dtype()).matmul(w);

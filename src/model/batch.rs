@@ -1,9 +1,8 @@
-//! A batch as the models take it (right-padded token ids with their images, as host data), its
-//! attention bias, and the placement of image features at the image-token positions.
+//! A batch as the models take it (right-padded token ids with their images, as host data) and the
+//! placement of image features at the image-token positions.
 
-use crate::kernels::attention::MASKED;
 use crate::kernels::tensor::index_tensor;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Tensor;
 
 /// A right-padded batch of token sequences with their images, as plain host data.
 #[derive(Debug, Clone, Default)]
@@ -93,29 +92,4 @@ pub fn place_image_features(
     Ok(all
         .select(0, index_tensor(&index, &device))
         .reshape([b, s, d]))
-}
-
-/// Additive attention bias `[batch, 1, new, past + new]`: query `i` (absolute position `past + i`)
-/// sees keys at positions `<= past + i` that are real tokens in `key_mask` (`[batch, past + new]`).
-pub fn causal_padding_bias(
-    key_mask: &[i64],
-    batch: usize,
-    new: usize,
-    past: usize,
-    device: &Device,
-) -> Tensor<4> {
-    let total = past + new;
-    let causal: Vec<f32> = (0..new)
-        .flat_map(|i| (0..total).map(move |j| if j <= past + i { 0.0 } else { MASKED }))
-        .collect();
-    let pad: Vec<f32> = key_mask
-        .iter()
-        .map(|&m| if m != 0 { 0.0 } else { MASKED })
-        .collect();
-    let causal = Tensor::<2>::from_data(TensorData::new(causal, [new, total]), device)
-        .reshape([1, 1, new, total]);
-    let pad = Tensor::<2>::from_data(TensorData::new(pad, [batch, total]), device)
-        .reshape([batch, 1, 1, total]);
-    // Both terms can be MASKED at once; clamp so the sum stays finite.
-    (causal + pad).clamp_min(MASKED)
 }

@@ -33,6 +33,25 @@ impl DeviceSpec {
         }
     }
 
+    /// Parses a spelling and checks that this build has its backend: what a command's
+    /// `--device` flag takes, so that a GPU build's flag is refused before any work starts.
+    pub fn parse_available(spec: &str) -> anyhow::Result<Self> {
+        let parsed = Self::parse(spec)?;
+        parsed.check_built()?;
+        Ok(parsed)
+    }
+
+    /// Whether this build has the device's backend (without touching the device).
+    pub fn check_built(self) -> anyhow::Result<()> {
+        match self {
+            Self::Cpu => Ok(()),
+            Self::Cuda(index) if cfg!(not(feature = "cuda")) => bail!(
+                "device \"{self}\": GPU {index} needs a build with GPU support (rebuild with `--features cuda`)"
+            ),
+            Self::Cuda(_) => Ok(()),
+        }
+    }
+
     /// The burn device (without autodiff).
     pub fn device(self) -> anyhow::Result<Device> {
         match self {

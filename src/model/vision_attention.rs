@@ -2,12 +2,12 @@
 //! independently inside variable-length segments (attention windows, or whole images), output
 //! projection. Both families use it: Qwen2.5-VL with windows, Qwen3-VL with one segment per image.
 
-use crate::kernels::attention::{MASKED, attention};
+use crate::kernels::attention::{Mask, attention};
 use crate::kernels::rope_apply::apply_rope;
 use crate::kernels::tensor::index_tensor;
 use crate::model::nn::Proj;
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 #[derive(Module, Debug)]
 pub struct VisionAttention {
@@ -47,7 +47,7 @@ impl VisionAttention {
             };
             t.reshape([s, l, h, hd]).swap_dims(1, 2)
         };
-        let out = attention(pad(q), pad(k), pad(v), segs.key_bias.clone()); // [s, h, l, hd]
+        let out = attention(pad(q), pad(k), pad(v), &segs.mask); // [s, h, l, hd]
         let out = out.swap_dims(1, 2).reshape([s * l, d]);
         let out = match &segs.scatter {
             Some(scatter) => out.select(0, scatter.clone()),
@@ -68,8 +68,8 @@ pub struct Segments {
     gather: Option<Tensor<1, Int>>,
     /// `[n]`: padded slot of each sequence position (`None` with `gather`).
     scatter: Option<Tensor<1, Int>>,
-    /// `[count, 1, max_len, max_len]`: 0 for real keys, MASKED for padding keys.
-    key_bias: Tensor<4>,
+    /// Each segment's keys are its own; the padding after them is masked.
+    mask: Mask,
 }
 
 impl Segments {
@@ -79,16 +79,11 @@ impl Segments {
         let n: usize = segments.iter().map(|s| s.1).sum();
         let mut gather = Vec::with_capacity(count * max_len);
         let mut scatter = vec![0usize; n];
-        let mut bias = vec![0f32; count * max_len * max_len];
         for (si, &(start, len)) in segments.iter().enumerate() {
             for j in 0..max_len {
                 gather.push(start + j.min(len - 1));
                 if j < len {
                     scatter[start + j] = si * max_len + j;
-                } else {
-                    for q in 0..max_len {
-                        bias[(si * max_len + q) * max_len + j] = MASKED;
-                    }
                 }
             }
         }
@@ -98,10 +93,7 @@ impl Segments {
             max_len,
             gather: (!identity).then(|| index_tensor(&gather, device)),
             scatter: (!identity).then(|| index_tensor(&scatter, device)),
-            key_bias: Tensor::from_data(
-                TensorData::new(bias, [count, 1, max_len, max_len]),
-                device,
-            ),
+            mask: Mask::key_lengths(&segments.iter().map(|s| s.1).collect::<Vec<_>>(), max_len),
         }
     }
 }

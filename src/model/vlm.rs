@@ -8,6 +8,7 @@ use super::decoder::KvCache;
 use super::precision::Precision;
 use super::rope::VisionTokens;
 use super::{Qwen2_5Vl, Qwen2_5VlConfig, Qwen3Vl, Qwen3VlConfig};
+use crate::kernels::attention::Mask;
 use anyhow::Context;
 use burn::module::Module;
 use burn::nn::Embedding;
@@ -271,14 +272,14 @@ impl Vlm {
     }
 
     /// The decoder layers over a continuation: embeddings `[batch, l, d]` at M-RoPE positions
-    /// `[3, batch, l]` with an explicit attention `bias` `[batch, 1, l, past + l]` over `cache`;
+    /// `[3, batch, l]` under an explicit attention `mask` over `cache` plus the continuation;
     /// `images` (Qwen3-VL's DeepStack) apply at the continuation's image tokens `image_rows`
     /// (flat `batch * l` indices). Returns the final-norm hidden states.
     pub fn decode_continuation(
         &self,
         x: Tensor<3>,
         positions: &[i64],
-        bias: Tensor<4>,
+        mask: &Mask,
         cache: &mut KvCache,
         images: Option<(&[usize], &ImageFeatures)>,
     ) -> Tensor<3> {
@@ -288,7 +289,7 @@ impl Vlm {
             Self::Qwen2_5Vl(m) => {
                 let (cos, sin) =
                     super::qwen2_5_vl::rope::mrope_cos_sin(positions, b, l, &m.cfg.text, &device);
-                m.model.forward(x, cos, sin, bias, Some(cache), false).0
+                m.model.forward(x, cos, sin, mask, Some(cache), false).0
             }
             Self::Qwen3Vl(m) => {
                 let (cos, sin) =
@@ -300,7 +301,7 @@ impl Vlm {
                         features: &f.deepstack,
                     });
                 m.model
-                    .forward(x, (cos, sin), bias, Some(cache), deepstack, false)
+                    .forward(x, (cos, sin), mask, Some(cache), deepstack, false)
                     .0
             }
         }

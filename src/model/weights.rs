@@ -2,6 +2,7 @@
 //! f32, hub or current-transformers key names) or a seeded random initialisation (demo, benchmarks).
 //! Every source hands out tensors by their *hub* name in PyTorch layout (`[out, in]` for linears).
 
+use crate::mapped;
 use anyhow::{Context, bail};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -35,19 +36,23 @@ pub fn canonical_key(key: &str) -> String {
     }
 }
 
+/// Where a tensor's bytes are: its shard, and the byte range in the shard's mapping.
 struct Stored {
     shape: Vec<usize>,
     dtype: Dtype,
     file: usize,
+    bytes: std::ops::Range<usize>,
 }
 
 /// A safetensors checkpoint: `model.safetensors`, or the shards named by
-/// `model.safetensors.index.json`. Shards are read one at a time, on demand, and dropped when all
-/// their tensors have been taken, so peak memory stays near one shard plus the converted weights.
+/// `model.safetensors.index.json`. Each shard is memory-mapped and its header parsed once, when
+/// the checkpoint is opened; a tensor's bytes are read from the mapping when it is taken (the
+/// kernel pages them in once and may drop them again), so memory holds the converted weights,
+/// not a copy of the shards.
 pub struct SafetensorsWeights {
     files: Vec<PathBuf>,
+    maps: Vec<memmap2::Mmap>,
     index: BTreeMap<String, (String, Stored)>,
-    cache: Option<(usize, Vec<u8>)>,
     taken: BTreeSet<String>,
 }
 
@@ -84,32 +89,32 @@ impl SafetensorsWeights {
 
     fn open_files(files: Vec<PathBuf>) -> anyhow::Result<Self> {
         let mut index = BTreeMap::new();
+        let mut maps = Vec::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             if !f.exists() {
                 bail!("missing shard {} (named by the index)", f.display());
             }
-            let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            let (_, meta) = SafeTensors::read_metadata(&bytes)
+            let map = mapped::map_file(f)?;
+            // Validates the header and that every tensor's bytes lie inside the file.
+            let (header_len, meta) = SafeTensors::read_metadata(&map)
                 .with_context(|| format!("{} is not a valid safetensors file", f.display()))?;
+            let data_start = 8 + header_len;
             for (name, info) in meta.tensors() {
-                let key = canonical_key(&name);
-                index.insert(
-                    key,
-                    (
-                        name.clone(),
-                        Stored {
-                            shape: info.shape.clone(),
-                            dtype: info.dtype,
-                            file: i,
-                        },
-                    ),
-                );
+                let (begin, end) = info.data_offsets;
+                let stored = Stored {
+                    shape: info.shape.clone(),
+                    dtype: info.dtype,
+                    file: i,
+                    bytes: data_start + begin..data_start + end,
+                };
+                index.insert(canonical_key(&name), (name.clone(), stored));
             }
+            maps.push(map);
         }
         Ok(Self {
             files,
+            maps,
             index,
-            cache: None,
             taken: BTreeSet::new(),
         })
     }
@@ -123,16 +128,6 @@ impl SafetensorsWeights {
             .cloned()
             .collect()
     }
-
-    fn file_bytes(&mut self, file: usize) -> anyhow::Result<&[u8]> {
-        if self.cache.as_ref().map(|(i, _)| *i) != Some(file) {
-            let path = &self.files[file];
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            self.cache = Some((file, bytes));
-        }
-        Ok(&self.cache.as_ref().expect("just filled").1)
-    }
 }
 
 impl WeightSource for SafetensorsWeights {
@@ -141,27 +136,18 @@ impl WeightSource for SafetensorsWeights {
             .index
             .get(name)
             .with_context(|| format!("checkpoint has no tensor `{name}`"))?;
-        let (raw_name, file, dtype, stored_shape) = (
-            raw_name.clone(),
-            stored.file,
-            stored.dtype,
-            stored.shape.clone(),
-        );
-        let path = self.files[file].clone();
-        if stored_shape != shape {
+        let path = &self.files[stored.file];
+        if stored.shape != shape {
             bail!(
-                "tensor `{raw_name}` in {} has shape {stored_shape:?}, the config implies {shape:?}",
-                path.display()
+                "tensor `{raw_name}` in {} has shape {:?}, the config implies {shape:?}",
+                path.display(),
+                stored.shape
             );
         }
-        let bytes = self.file_bytes(file)?;
-        let st = SafeTensors::deserialize(bytes)
-            .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
-        let view = st
-            .tensor(&raw_name)
-            .with_context(|| format!("cannot read `{raw_name}` from {}", path.display()))?;
-        let out = to_f32(dtype, view.data())
+        let map = &self.maps[stored.file];
+        let out = to_f32(stored.dtype, &map[stored.bytes.clone()])
             .with_context(|| format!("tensor `{raw_name}` in {}", path.display()))?;
+        mapped::release(map, &stored.bytes);
         self.taken.insert(name.to_string());
         Ok(out)
     }
@@ -221,5 +207,66 @@ impl WeightSource for RandomWeights {
 
     fn contains(&self, _name: &str) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::checkpoint::{RawTensor, write_raw_safetensors};
+
+    /// Two shards named by an index; tensors of both, in bf16 and f32, read from the mappings.
+    fn sharded(dir: &Path) {
+        let bf16 = |x: f32| half::bf16::from_f32(x).to_le_bytes();
+        let a = RawTensor {
+            name: "model.language_model.a".into(),
+            dtype: Dtype::BF16,
+            shape: vec![2, 2],
+            bytes: [1.0f32, -2.0, 0.5, 4.0]
+                .iter()
+                .flat_map(|&x| bf16(x))
+                .collect(),
+        };
+        let b = RawTensor::f32("b", vec![3], &[7.0, 8.0, 9.0]);
+        let c = RawTensor::f32("c", vec![1], &[3.0]);
+        write_raw_safetensors(&dir.join("s1.safetensors"), &[a, c], None).unwrap();
+        write_raw_safetensors(&dir.join("s2.safetensors"), &[b], None).unwrap();
+        let index = r#"{"weight_map": {"model.language_model.a": "s1.safetensors",
+            "c": "s1.safetensors", "b": "s2.safetensors"}}"#;
+        std::fs::write(dir.join("model.safetensors.index.json"), index).unwrap();
+    }
+
+    #[test]
+    fn shards_are_mapped_and_tensors_read_by_their_hub_names() {
+        let dir = tempfile::tempdir().unwrap();
+        sharded(dir.path());
+        let mut w = SafetensorsWeights::open(dir.path()).unwrap();
+        assert!(w.contains("model.a") && w.contains("b"));
+        let b = w.take("b", &[3], ParamKind::Weight).unwrap();
+        assert_eq!(b, vec![7.0, 8.0, 9.0]);
+        let a = w.take("model.a", &[2, 2], ParamKind::Weight).unwrap();
+        assert_eq!(a, vec![1.0, -2.0, 0.5, 4.0]);
+        // Taking again reads the released pages back from the file.
+        assert_eq!(w.take("b", &[3], ParamKind::Weight).unwrap(), b);
+        assert_eq!(w.unused(), vec!["c".to_string()]);
+        let e = w.take("b", &[4], ParamKind::Weight).unwrap_err();
+        assert!(format!("{e:#}").contains("has shape [3]"), "{e:#}");
+    }
+
+    #[test]
+    fn a_truncated_shard_is_refused_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        sharded(dir.path());
+        let shard = dir.path().join("s2.safetensors");
+        let bytes = std::fs::read(&shard).unwrap();
+        std::fs::write(&shard, &bytes[..bytes.len() - 4]).unwrap();
+        let e = SafetensorsWeights::open(dir.path())
+            .err()
+            .expect("truncated");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("s2.safetensors is not a valid safetensors file"),
+            "{msg}"
+        );
     }
 }

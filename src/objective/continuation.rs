@@ -10,14 +10,14 @@
 //! trajectory view skips the first image. Gradients reach the shared prefix through the cache.
 
 use super::batch::ViewBatch;
-use crate::kernels::attention::MASKED;
+use crate::kernels::attention::Mask;
 use crate::kernels::tensor::index_tensor;
 use crate::model::batch::token_positions;
 use crate::model::decoder::KvCache;
 use crate::model::rope::mrope_position_ids;
 use crate::model::{ImageFeatures, VlBatch, Vlm};
 use anyhow::{Result, ensure};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 /// What the full view's forward pass leaves for its continuations.
 pub struct FullContext<'a> {
@@ -131,11 +131,11 @@ pub fn view_embeddings(
         (false, None) => anyhow::bail!("the view has image tokens but the full view has no images"),
     };
     let x = model.embed(&suffix_batch, img.as_ref())?;
-    let bias = continuation_bias(&shared, &mask, b, l, sf, &device);
+    let attn_mask = continuation_mask(&shared, &mask, b, l, sf);
     let mut cache = cache.clone();
     let image_pos = token_positions(&suffix_batch.input_ids, &mask, image_id);
     let images = img.as_ref().map(|f| (image_pos.as_slice(), f));
-    let hidden = model.decode_continuation(x, &spos, bias, &mut cache, images);
+    let hidden = model.decode_continuation(x, &spos, &attn_mask, &mut cache, images);
     let d = hidden.dims()[2];
     let at: Vec<usize> = (0..b).map(|i| i * l + len_v[i] - 2 - shared[i]).collect();
     Ok(hidden
@@ -143,28 +143,14 @@ pub fn view_embeddings(
         .select(0, index_tensor(&at, &device)))
 }
 
-/// `[batch, 1, l, past + l]`: suffix query `t` of example `i` sees the full view's keys before
-/// `shared[i]`, and the suffix keys up to itself.
-fn continuation_bias(
-    shared: &[usize],
-    mask: &[i64],
-    b: usize,
-    l: usize,
-    past: usize,
-    device: &burn::tensor::Device,
-) -> Tensor<4> {
-    let total = past + l;
-    let mut bias = vec![MASKED; b * l * total];
-    for i in 0..b {
-        for t in 0..l {
-            let row = &mut bias[(i * l + t) * total..(i * l + t + 1) * total];
-            row[..shared[i]].fill(0.0);
-            for u in 0..=t {
-                if mask[i * l + u] != 0 {
-                    row[past + u] = 0.0;
-                }
-            }
-        }
-    }
-    Tensor::<1>::from_data(TensorData::new(bias, [b * l * total]), device).reshape([b, 1, l, total])
+/// Suffix query `t` of example `i` sees the full view's cached keys before `shared[i]`, and the
+/// real suffix keys up to itself (`past` cached keys, `l` suffix keys per example).
+fn continuation_mask(shared: &[usize], mask: &[i64], b: usize, l: usize, past: usize) -> Mask {
+    let keys: Vec<i64> = (0..b)
+        .flat_map(|i| {
+            let cached = (0..past).map(move |j| i64::from(j < shared[i]));
+            cached.chain(mask[i * l..(i + 1) * l].iter().copied())
+        })
+        .collect();
+    Mask::causal(past, &keys)
 }

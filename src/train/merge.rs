@@ -7,14 +7,18 @@ use crate::peft::lora::{load_peft_adapter, merge_lora};
 use anyhow::{Context, Result, ensure};
 use std::path::{Path, PathBuf};
 
-/// Writes the merged model to `out`; returns the files written.
-pub fn merge_adapter(model_dir: &Path, adapter_dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+/// Writes the merged model to `out`, merging on `device`; returns the files written.
+pub fn merge_adapter(
+    model_dir: &Path,
+    adapter_dir: &Path,
+    out: &Path,
+    device: &burn::tensor::Device,
+) -> Result<Vec<PathBuf>> {
     ensure!(
         out.canonicalize().ok() != model_dir.canonicalize().ok(),
         "the output directory must not be the base model's directory"
     );
-    let device = burn::tensor::Device::default();
-    let base = Vlm::from_dir(model_dir, &device)?;
+    let base = Vlm::from_dir(model_dir, device)?;
     let merged = merge_lora(load_peft_adapter(base, adapter_dir)?);
     let config_path = model_dir.join("config.json");
     let config: serde_json::Value = serde_json::from_str(

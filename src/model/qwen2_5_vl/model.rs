@@ -5,8 +5,9 @@ use super::config::Qwen2_5VlConfig;
 use super::rope::{VisionTokens, mrope_cos_sin, mrope_position_ids};
 use super::text::{KvCache, TextModel};
 use super::vision::VisionTower;
+use crate::kernels::attention::Mask;
 use crate::model::batch::place_image_features;
-pub use crate::model::batch::{Decoded, VlBatch, VlOutput, causal_padding_bias};
+pub use crate::model::batch::{Decoded, VlBatch, VlOutput};
 use crate::model::names::named_params;
 use crate::model::nn::tensor2;
 use crate::model::precision::{Precision, cast, cast_all, cast_frozen};
@@ -203,10 +204,10 @@ impl Qwen2_5Vl {
             self.vision_tokens(),
         )?;
         let (cos, sin) = mrope_cos_sin(&pos, b, s, &self.cfg.text, &device);
-        let bias = causal_padding_bias(&batch.attention_mask, b, s, 0, &device);
+        let mask = Mask::causal(0, &batch.attention_mask);
         let (last, mut hidden) = self
             .model
-            .forward(x.clone(), cos, sin, bias, cache, all_hidden);
+            .forward(x.clone(), cos, sin, &mask, cache, all_hidden);
         if all_hidden {
             hidden[0] = x;
         }
@@ -227,8 +228,8 @@ impl Qwen2_5Vl {
         let [b, n, _] = x.dims();
         let past = cache.len();
         let (cos, sin) = mrope_cos_sin(positions, b, n, &self.cfg.text, &device);
-        let bias = causal_padding_bias(key_mask, b, n, past, &device);
-        self.model.forward(x, cos, sin, bias, Some(cache), false).0
+        let mask = Mask::causal(past, key_mask);
+        self.model.forward(x, cos, sin, &mask, Some(cache), false).0
     }
 
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {

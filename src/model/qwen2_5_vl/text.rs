@@ -2,7 +2,7 @@
 //! RMSNorm, SwiGLU MLP, final norm and the language-model head (tied to the embeddings or not).
 
 use super::config::TextConfig;
-use crate::kernels::attention::attention;
+use crate::kernels::attention::{Mask, attention};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::rope_apply::apply_rope;
 pub use crate::model::decoder::{KvCache, TextMlp};
@@ -104,7 +104,7 @@ impl TextModel {
     }
 
     /// Runs the decoder layers over input embeddings `[batch, seq, d]`.
-    /// `cos`/`sin`: `[batch, 1, seq, hd]`; `bias`: `[batch, 1, seq, past + seq]` additive mask.
+    /// `cos`/`sin`: `[batch, 1, seq, hd]`; `mask`: which of the `past + seq` keys each query sees.
     /// Returns the final-norm hidden states and, if `all_hidden`, every layer's input plus the
     /// final output (transformers' `hidden_states`: index 0 = embeddings, last = after the norm).
     pub fn forward(
@@ -112,7 +112,7 @@ impl TextModel {
         x: Tensor<3>,
         cos: Tensor<4>,
         sin: Tensor<4>,
-        bias: Tensor<4>,
+        mask: &Mask,
         mut cache: Option<&mut KvCache>,
         all_hidden: bool,
     ) -> (Tensor<3>, Vec<Tensor<3>>) {
@@ -127,7 +127,7 @@ impl TextModel {
                 rms_norm(&layer.input_layernorm, x.clone()),
                 cos.clone(),
                 sin.clone(),
-                bias.clone(),
+                mask,
                 slot,
             );
             x = x + h;
@@ -154,7 +154,7 @@ impl TextAttention {
         x: Tensor<3>,
         cos: Tensor<4>,
         sin: Tensor<4>,
-        bias: Tensor<4>,
+        mask: &Mask,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [b, s, d] = x.dims();
@@ -173,7 +173,7 @@ impl TextAttention {
             .swap_dims(1, 2);
         let (k, v) = with_cached(cache, k, v);
         // Grouped-query attention: each key/value head serves its group of query heads.
-        let out = attention(q, k, v, bias);
+        let out = attention(q, k, v, mask);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))
     }
 }

@@ -7,9 +7,8 @@ use super::config::Qwen3VlConfig;
 use super::rope::mrope_cos_sin;
 use super::text::{DeepStack, TextModel};
 use super::vision::{VisionOutput, VisionTower};
-use crate::model::batch::{
-    Decoded, VlBatch, VlOutput, causal_padding_bias, place_image_features, token_positions,
-};
+use crate::kernels::attention::Mask;
+use crate::model::batch::{Decoded, VlBatch, VlOutput, place_image_features, token_positions};
 use crate::model::decoder::KvCache;
 use crate::model::names::named_params;
 use crate::model::nn::tensor2;
@@ -236,10 +235,10 @@ impl Qwen3Vl {
             features: deepstack,
         });
         let (cos, sin) = mrope_cos_sin(&pos, b, s, &self.cfg.text, &device);
-        let bias = causal_padding_bias(&batch.attention_mask, b, s, 0, &device);
+        let mask = Mask::causal(0, &batch.attention_mask);
         let (last, hidden) = self
             .model
-            .forward(x, (cos, sin), bias, cache, deepstack, all_hidden);
+            .forward(x, (cos, sin), &mask, cache, deepstack, all_hidden);
         Ok((last, hidden, pos, deltas))
     }
 
@@ -258,9 +257,9 @@ impl Qwen3Vl {
         let [b, n, _] = x.dims();
         let past = cache.len();
         let (cos, sin) = mrope_cos_sin(positions, b, n, &self.cfg.text, &device);
-        let bias = causal_padding_bias(key_mask, b, n, past, &device);
+        let mask = Mask::causal(past, key_mask);
         self.model
-            .forward(x, (cos, sin), bias, Some(cache), None, false)
+            .forward(x, (cos, sin), &mask, Some(cache), None, false)
             .0
     }
 

@@ -4,7 +4,7 @@
 //! intermediate features added at the image-token positions after the first decoder layers.
 
 use super::config::TextConfig;
-use crate::kernels::attention::attention;
+use crate::kernels::attention::{Mask, attention};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::rope_apply::apply_rope;
 use crate::kernels::tensor::index_tensor;
@@ -121,7 +121,7 @@ impl TextModel {
     }
 
     /// Runs the decoder layers over input embeddings `[batch, seq, d]`.
-    /// `(cos, sin)`: `[batch, 1, seq, head_dim]` each; `bias`: `[batch, 1, seq, past + seq]` additive mask.
+    /// `(cos, sin)`: `[batch, 1, seq, head_dim]` each; `mask`: which of the `past + seq` keys each query sees.
     /// Returns the final-norm hidden states and, if `all_hidden`, transformers 5's `hidden_states`:
     /// the embeddings, each layer's output before its DeepStack addition (layers `0..L-1`), and the
     /// final norm of the last layer's output (its DeepStack feature, if any, included).
@@ -129,7 +129,7 @@ impl TextModel {
         &self,
         x: Tensor<3>,
         (cos, sin): (Tensor<4>, Tensor<4>),
-        bias: Tensor<4>,
+        mask: &Mask,
         mut cache: Option<&mut KvCache>,
         deepstack: Option<DeepStack<'_>>,
         all_hidden: bool,
@@ -146,7 +146,7 @@ impl TextModel {
                 rms_norm(&layer.input_layernorm, x.clone()),
                 cos.clone(),
                 sin.clone(),
-                bias.clone(),
+                mask,
                 slot,
             );
             x = x + h;
@@ -197,7 +197,7 @@ impl TextAttention {
         x: Tensor<3>,
         cos: Tensor<4>,
         sin: Tensor<4>,
-        bias: Tensor<4>,
+        mask: &Mask,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
@@ -217,7 +217,7 @@ impl TextAttention {
             .swap_dims(1, 2);
         let (k, v) = with_cached(cache, k, v);
         // Grouped-query attention: each key/value head serves its group of query heads.
-        let out = attention(q, k, v, bias);
+        let out = attention(q, k, v, mask);
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
