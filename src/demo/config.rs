@@ -2,19 +2,22 @@
 //! fine-tunings, every evaluation, the figures) finishes in about 20 minutes on 2 CPU cores; the
 //! `quick` variant is the smoke test CI runs (same stages, a few examples and steps each).
 
+use super::finetune::Method;
 use crate::data::synth::Kind;
-use anyhow::{Result, ensure};
-use serde::Serialize;
+use anyhow::{Context, Result, ensure};
+use serde::{Deserialize, Serialize};
 
 /// Latent steps of LVR's row in the table: the authors' released checkpoint decodes 4.
 pub const LVR_STEPS: usize = 4;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DemoConfig {
     /// Seed of the data and of the first fine-tuning seed (`seed + k` for the k-th seed).
     pub seed: u64,
     /// Fine-tuning seeds: every method is fine-tuned once per seed, from the same base model.
     pub seeds: usize,
+    /// The methods fine-tuned (SFT and Pearl at least: the report compares them).
+    pub methods: Vec<Method>,
     pub data: DataConfig,
     pub pretrain: TrainSettings,
     pub finetune: TrainSettings,
@@ -36,7 +39,7 @@ pub struct DemoConfig {
 /// colors (the object is named by its shape, but is the only object in its scene) with options in
 /// a fixed order, and the visual search lies in finding a small object in a larger scene with a
 /// varied ground, clutter and noise, which the expert's tools zoom into.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataConfig {
     /// Tool-use trajectories to fine-tune on.
     pub train: usize,
@@ -50,6 +53,14 @@ pub struct DataConfig {
     pub object_size: f64,
     /// Question kinds of both worlds.
     pub kinds: Vec<Kind>,
+    /// The expert crops one of nine fixed windows (the discrete crop vocabulary).
+    pub crop_grid: bool,
+    /// Tool-use scenes on one plain gray ground without clutter or noise (else varied grounds,
+    /// clutter and noise).
+    pub tools_plain: bool,
+    /// Pretraining scenes on one plain gray ground without clutter or noise (else the varied
+    /// grounds, clutter and noise of the tool world, at crop scale).
+    pub pretrain_plain: bool,
     /// Distractor objects per scene, in both worlds (min, max).
     pub distractors: (usize, usize),
     /// Side of the pretraining scenes (one plain gray ground, no clutter, no noise), pixels.
@@ -59,7 +70,7 @@ pub struct DataConfig {
     pub pretrain_val: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub steps: usize,
     pub lr: f64,
@@ -68,7 +79,7 @@ pub struct TrainSettings {
     pub eval_every: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalSettings {
     pub batch_size: usize,
     /// Latent steps the LVR baseline decodes, for the accuracy-vs-steps figure; must include
@@ -81,9 +92,6 @@ pub struct EvalSettings {
     pub agent_max_new_tokens: usize,
     /// Held-out trajectories embedded for the t-SNE figure.
     pub tsne_points: usize,
-    /// Trajectories replayed to time Pearl-style vs tool-using answers, and runs per timing.
-    pub latency_items: usize,
-    pub latency_runs: usize,
     pub bootstrap_resamples: usize,
 }
 
@@ -92,13 +100,17 @@ impl Default for DemoConfig {
         Self {
             seed: 0,
             seeds: 1,
+            methods: Method::ALL.to_vec(),
             data: DataConfig {
                 train: 320,
                 val: 48,
                 test: 200,
                 scene_side: 224,
                 object_size: 20.0,
-                kinds: vec![Kind::Color],
+                kinds: vec![Kind::Color, Kind::Region],
+                crop_grid: true,
+                tools_plain: false,
+                pretrain_plain: false,
                 distractors: (0, 0),
                 pretrain_side: 112,
                 pretrain_train: 4000,
@@ -126,8 +138,6 @@ impl Default for DemoConfig {
                 agent_max_calls: 3,
                 agent_max_new_tokens: 144,
                 tsne_points: 48,
-                latency_items: 12,
-                latency_runs: 3,
                 bootstrap_resamples: 2000,
             },
         }
@@ -169,8 +179,6 @@ impl DemoConfig {
                 agent_max_calls: 1,
                 agent_max_new_tokens: 8,
                 tsne_points: 12,
-                latency_items: 2,
-                latency_runs: 1,
                 bootstrap_resamples: 200,
             },
             ..d
@@ -179,6 +187,11 @@ impl DemoConfig {
 
     pub fn validate(&self) -> Result<()> {
         ensure!(self.seeds >= 1, "--seeds must be at least 1");
+        ensure!(
+            self.methods.contains(&Method::Sft) && self.methods.contains(&Method::Pearl),
+            "the methods must include SFT and Pearl (the report compares them), got {:?}",
+            self.methods
+        );
         ensure!(
             self.data.train >= 1 && self.data.val >= 1 && self.data.test >= 1,
             "every split needs at least one example"
@@ -198,6 +211,31 @@ impl DemoConfig {
             "the t-SNE figure needs at least 9 held-out trajectories"
         );
         Ok(())
+    }
+
+    /// The defaults (or `quick`'s) with the fields of the JSON object `patch` replaced, nested
+    /// objects field by field: `{"finetune": {"steps": 500}, "data": {"test": 800}}`.
+    pub fn patched(self, patch: &serde_json::Value) -> Result<Self> {
+        fn merge(into: &mut serde_json::Value, patch: &serde_json::Value, path: &str) -> Result<()> {
+            match (into, patch) {
+                (serde_json::Value::Object(into), serde_json::Value::Object(patch)) => {
+                    for (k, v) in patch {
+                        let at = format!("{path}{k}");
+                        let slot = into
+                            .get_mut(k)
+                            .with_context(|| format!("unknown demo setting {at:?}"))?;
+                        merge(slot, v, &format!("{at}."))?;
+                    }
+                }
+                (into, patch) => *into = patch.clone(),
+            }
+            Ok(())
+        }
+        let mut value = serde_json::to_value(&self)?;
+        merge(&mut value, patch, "")?;
+        let cfg: Self = serde_json::from_value(value).context("invalid demo settings")?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// The fine-tuning seeds.

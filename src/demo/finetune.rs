@@ -16,10 +16,10 @@ use crate::objective::{MethodKind, ObjectiveConfig, Supervise};
 use crate::train::config::{LoraSection, OptimizerConfig};
 use crate::train::{self, Options, RunConfig};
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Method {
     Sft,
     Pearl,

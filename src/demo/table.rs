@@ -5,7 +5,8 @@
 //! (`eval::seeds`), and LVR's accuracy per latent-step count. Everything here is plain data;
 //! `report` writes it out.
 
-use super::evaluate::{Evaluated, System};
+use super::evaluate::{Evaluated, Mediation, System};
+use crate::infer::lvr::LatentFeed;
 use super::finetune::Method;
 use crate::eval::compare::{Comparison, Run, compare};
 use crate::eval::seeds::{self, OVERALL};
@@ -251,6 +252,57 @@ pub fn compare_with_sft(
     };
     compare(&side(Method::Sft), &side(method), boot)
         .with_context(|| format!("comparing {} with SFT", method.label()))
+}
+
+/// One row of the LVR mediation test: LVR at its published step count with its latents fed as
+/// `feed` says (its own first).
+#[derive(Debug, Clone, Serialize)]
+pub struct MediationRow {
+    pub feed: String,
+    pub accuracy: f64,
+    pub ci95: Interval,
+    /// Share of answers (item and seed) whose letter differs from the answer with LVR's own
+    /// latents: zero when the answer does not depend on what the latents hold.
+    pub changed: f64,
+}
+
+/// The mediation rows: own latents, then each replacement (none without an LVR run).
+pub fn mediation_rows(evals: &[Evaluated], boot: &Bootstrap) -> Result<Vec<MediationRow>> {
+    let own = runs_of(evals, &System::Finetuned(Method::Lvr));
+    if own.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own_answer: BTreeMap<(Option<u64>, &str), &Option<String>> = own
+        .iter()
+        .flat_map(|e| e.records.iter().map(move |r| ((e.seed, r.id.as_str()), &r.parsed)))
+        .collect();
+    let row = |feed: String, runs: &[&Evaluated]| -> Result<MediationRow> {
+        let c = cell(runs, OVERALL, boot)?;
+        let (mut changed, mut n) = (0usize, 0usize);
+        for e in runs {
+            for r in &e.records {
+                let before = own_answer
+                    .get(&(e.seed, r.id.as_str()))
+                    .with_context(|| format!("item {} has no answer with LVR's own latents", r.id))?;
+                changed += usize::from(**before != r.parsed);
+                n += 1;
+            }
+        }
+        Ok(MediationRow {
+            feed,
+            accuracy: c.accuracy,
+            ci95: c.ci95,
+            changed: changed as f64 / n.max(1) as f64,
+        })
+    };
+    let mut rows = vec![row(LatentFeed::Own.label().into(), &own)?];
+    for m in Mediation::ALL {
+        let runs = runs_of(evals, &System::LvrMediation(m));
+        if !runs.is_empty() {
+            rows.push(row(m.label().into(), &runs)?);
+        }
+    }
+    Ok(rows)
 }
 
 /// LVR's accuracy per latent-step count (all seeds pooled per item), in step order.

@@ -144,15 +144,41 @@ impl Planner {
     }
 }
 
-/// One call of `tool` about the question's focus (single-call tasks).
-pub fn single(q: &Question, tool: Tool, object: f64, rng: &mut ChaCha8Rng) -> Vec<Step> {
+/// One call of `tool` about the question's focus (single-call tasks). With `grid`, a crop is one
+/// of the nine [`grid_window`]s instead of a box fitted to the focus.
+pub fn single(
+    q: &Question,
+    tool: Tool,
+    object: f64,
+    grid: bool,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Step> {
     let mut p = Planner::new(q);
-    let ctx = p.context(q.focus_union(), object, rng);
+    let mut ctx = p.context(q.focus_union(), object, rng);
+    if grid && tool == Tool::Crop {
+        ctx = grid_window(q.focus_union(), p.width, p.height).unwrap_or(ctx);
+    }
     match tool {
         Tool::Depth => p.call(Tool::Depth, 1, None),
         t => p.call(t, 1, Some(ctx)),
     }
     p.steps
+}
+
+/// The discrete crop vocabulary: a window of half the image's width and height starting at 0, 1/4
+/// or 1/2 of each side (nine boxes, such as `[0.25, 0.5, 0.75, 1.0]`), chosen per axis by the
+/// third of the image that holds the focus's center, so that a model picks a crop by locating the
+/// object coarsely instead of writing its coordinates. `None` when that window does not contain
+/// the focus (objects larger than a sixth of the image).
+pub fn grid_window(focus: [f64; 4], width: f64, height: f64) -> Option<[f64; 4]> {
+    let axis = |lo: f64, hi: f64, side: f64| {
+        let third = ((1.5 * (lo + hi) / side).floor()).clamp(0.0, 2.0);
+        let start = third * side / 4.0;
+        (start <= lo && hi <= start + side / 2.0).then_some([start, start + side / 2.0])
+    };
+    let [x1, x2] = axis(focus[0], focus[2], width)?;
+    let [y1, y2] = axis(focus[1], focus[3], height)?;
+    Some([x1, y1, x2, y2])
 }
 
 /// `levels` nested zooms, each on the previous crop (the PixelReasoner regime): from a region of

@@ -68,6 +68,9 @@ pub struct SynthConfig {
     pub unique_colors: bool,
     /// Question kinds to draw; empty = every kind the task has.
     pub kinds: Vec<Kind>,
+    /// Single crops are one of nine fixed windows (`expert::grid_window`), a discrete crop
+    /// vocabulary, instead of boxes fitted to the focus.
+    pub crop_grid: bool,
     /// Worker threads (output does not depend on it).
     pub threads: usize,
 }
@@ -102,6 +105,7 @@ impl SynthConfig {
             canonical_options: false,
             unique_colors: false,
             kinds: Vec::new(),
+            crop_grid: false,
             threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
@@ -322,6 +326,9 @@ fn example(cfg: &SynthConfig, split: Split, index: usize, out: &Path) -> anyhow:
             "focus_bbox": q.scene.normalized(q.focus_union(), 0.0),
             // Lets the tool-using baseline compute depth maps of test scenes.
             "scene": q.scene,
+            // The expert's first crop of the scene (test items too): the region LVR's latents
+            // reconstruct, for the mediation test.
+            "expert_crop": first_crop(&plan),
         }),
     };
     let fingerprint = q.scene.fingerprint();
@@ -416,7 +423,7 @@ fn draw_task(cfg: &SynthConfig, rng: &mut ChaCha8Rng) -> anyhow::Result<(Task, K
         let tools = &cfg.tools;
         let (kind, tool) = match task {
             Task::Attribute | Task::Chain => (
-                *[Kind::Color, Kind::ShapeOf]
+                *[Kind::Color, Kind::ShapeOf, Kind::Region]
                     .choose(rng)
                     .unwrap_or(&Kind::Color),
                 Tool::Crop,
@@ -491,9 +498,20 @@ fn plan_example(
     let steps = match task {
         Task::Chain => expert::chain(&q, rng.random_range(2..=cfg.max_calls), obj, rng),
         Task::Multicall => expert::multicall(&q, tools, cfg.max_calls, obj, rng),
-        _ => expert::single(&q, tool, obj, rng),
+        _ => expert::single(&q, tool, obj, cfg.crop_grid, rng),
     };
     Ok((q, Plan::Tools { task, steps }))
+}
+
+/// The normalized box of the plan's first crop of the scene (image 1), if it makes one.
+fn first_crop(plan: &Plan) -> Option<[f64; 4]> {
+    match plan {
+        Plan::Tools { steps, .. } => steps
+            .iter()
+            .find(|s| s.tool == Tool::Crop && s.target == 1)
+            .and_then(|s| s.bbox),
+        Plan::Direct | Plan::Caption => None,
+    }
 }
 
 /// Runs one expert step with the shared tool implementations.

@@ -29,6 +29,8 @@ pub struct LatentDecoder<'a> {
     last_hidden: Tensor<2>,
     /// Latent steps fed so far.
     latent_steps: usize,
+    /// The prompt batch's image embeddings `[rows, d]` (none without images).
+    image_embeds: Option<Tensor<2>>,
 }
 
 impl<'a> LatentDecoder<'a> {
@@ -45,7 +47,7 @@ impl<'a> LatentDecoder<'a> {
         } else {
             Some(model.encode_images(&prompt.pixel_values, &prompt.image_grid_thw)?)
         };
-        let x = model.embed(prompt, image_embeds)?;
+        let x = model.embed(prompt, image_embeds.clone())?;
         let mut cache = KvCache::new(model.cfg.text.num_hidden_layers);
         let (hidden, _, _, deltas) = model.decode_cached(x, prompt, false, Some(&mut cache))?;
         let last: Vec<usize> = (0..b).map(|i| i * s + lengths[i] - 1).collect();
@@ -65,6 +67,7 @@ impl<'a> LatentDecoder<'a> {
             next_position: (0..b).map(|i| lengths[i] as i64 + deltas[i]).collect(),
             last_hidden,
             latent_steps: 0,
+            image_embeds,
         })
     }
 
@@ -105,9 +108,19 @@ impl<'a> LatentDecoder<'a> {
         }
     }
 
+    /// The prompt batch's image embeddings `[rows, d]`, in the order of its images.
+    pub fn image_embeds(&self) -> Option<&Tensor<2>> {
+        self.image_embeds.as_ref()
+    }
+
     /// One latent step: the last hidden state becomes the next input embedding.
     pub fn latent_step(&mut self) {
-        self.feed(self.last_hidden.clone());
+        self.latent_step_with(self.last_hidden.clone());
+    }
+
+    /// One latent step that feeds `x` `[batch, d]` instead (the mediation test, `feed`).
+    pub fn latent_step_with(&mut self, x: Tensor<2>) {
+        self.feed(x);
         self.latent_steps += 1;
     }
 
