@@ -300,3 +300,33 @@ pub fn multicall_kind(tools: &[Tool], rng: &mut ChaCha8Rng) -> Kind {
     }
     *kinds.choose(rng).unwrap_or(&Kind::Color)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synth::question::{REGIONS, region_of};
+
+    /// Every object center of a 224-pixel scene gets the window of its third on each axis, the
+    /// window contains the object, and there are exactly nine windows, half the image per side.
+    #[test]
+    fn grid_windows_are_nine_and_contain_the_focus() {
+        let (side, half) = (224.0, 12.5);
+        let mut seen = std::collections::BTreeSet::new();
+        for cx in (13..=211).step_by(3) {
+            for cy in (13..=211).step_by(7) {
+                let (cx, cy) = (f64::from(cx), f64::from(cy));
+                let focus = [cx - half, cy - half, cx + half, cy + half];
+                let w = grid_window(focus, side, side).expect("a window");
+                assert!(w[0] <= focus[0] && focus[2] <= w[2] && w[1] <= focus[1] && focus[3] <= w[3]);
+                assert_eq!((w[2] - w[0], w[3] - w[1]), (112.0, 112.0));
+                // The window is the region's: its start on each axis is the third times 56.
+                let r = region_of(cx, cy, side, side);
+                assert_eq!((w[0], w[1]), ((r % 3) as f64 * 56.0, (r / 3) as f64 * 56.0), "{}", REGIONS[r]);
+                seen.insert(w.map(|v| v as u32));
+            }
+        }
+        assert_eq!(seen.len(), 9);
+        // An object wider than its window has none.
+        assert_eq!(grid_window([0.0, 0.0, 150.0, 20.0], side, side), None);
+    }
+}
