@@ -180,6 +180,10 @@ enum KindArg {
     Depth,
     /// Which ninth of the image holds the object.
     Region,
+    /// The color of the object in a named quarter.
+    QuadrantColor,
+    /// The shape of the object in a named quarter.
+    QuadrantShape,
 }
 
 impl KindArg {
@@ -192,6 +196,8 @@ impl KindArg {
             KindArg::Counting => Kind::Counting,
             KindArg::Depth => Kind::Depth,
             KindArg::Region => Kind::Region,
+            KindArg::QuadrantColor => Kind::QuadrantColor,
+            KindArg::QuadrantShape => Kind::QuadrantShape,
         }
     }
 }

@@ -51,8 +51,10 @@ pub struct DataConfig {
     pub scene_side: u32,
     /// Side of a queried object, pixels (the same in both worlds).
     pub object_size: f64,
-    /// Question kinds of both worlds.
+    /// Question kinds of the tool world.
     pub kinds: Vec<Kind>,
+    /// Question kinds of the pretraining world (besides captions).
+    pub pretrain_kinds: Vec<Kind>,
     /// The expert crops one of nine fixed windows (the discrete crop vocabulary).
     pub crop_grid: bool,
     /// Tool-use scenes on one plain gray ground without clutter or noise (else varied grounds,
@@ -107,10 +109,11 @@ impl Default for DemoConfig {
                 test: 200,
                 scene_side: 224,
                 object_size: 20.0,
-                kinds: vec![Kind::Color, Kind::Region],
+                kinds: vec![Kind::QuadrantColor, Kind::QuadrantShape],
+                pretrain_kinds: vec![Kind::Color, Kind::ShapeOf],
                 crop_grid: true,
-                tools_plain: false,
-                pretrain_plain: false,
+                tools_plain: true,
+                pretrain_plain: true,
                 distractors: (0, 0),
                 pretrain_side: 112,
                 pretrain_train: 4000,

@@ -49,6 +49,7 @@ pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
     // grounds, clutter and noise of the tool world (the views its crops show).
     let pretrain = dir.join("pretrain");
     let mut c = world(cfg, Task::Pretrain, cfg.seed ^ 0x5eed, d.pretrain_side);
+    c.kinds = d.pretrain_kinds.clone();
     (c.train, c.val, c.test) = (d.pretrain_train, d.pretrain_val, 0);
     c.distractors = d.distractors;
     if d.pretrain_plain {
@@ -58,8 +59,8 @@ pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
     Ok(DemoData { tools, pretrain })
 }
 
-/// A world of `side`-pixel square scenes with the default clutter density, the demo's question
-/// kinds and options in a fixed order.
+/// A world of `side`-pixel square scenes with the default clutter density, the tool world's
+/// question kinds and options in a fixed order.
 fn world(cfg: &DemoConfig, task: Task, seed: u64, side: u32) -> SynthConfig {
     let mut c = SynthConfig::new(task, seed, 0);
     c.canonical_options = true;

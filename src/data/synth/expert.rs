@@ -166,15 +166,18 @@ pub fn single(
 }
 
 /// The discrete crop vocabulary: a window of half the image's width and height starting at 0, 1/4
-/// or 1/2 of each side (nine boxes, such as `[0.25, 0.5, 0.75, 1.0]`), chosen per axis by the
-/// third of the image that holds the focus's center, so that a model picks a crop by locating the
-/// object coarsely instead of writing its coordinates. `None` when that window does not contain
-/// the focus (objects larger than a sixth of the image).
+/// or 1/2 of each side (nine boxes, such as `[0.5, 0.0, 1.0, 0.5]`), chosen per axis as the half
+/// of the image that contains the focus, else the centered half; so an object inside a quarter of
+/// the image gets exactly that quarter, and a model picks a crop among a few boxes instead of
+/// writing coordinates. `None` when no window contains the focus (objects larger than a quarter
+/// of the image).
 pub fn grid_window(focus: [f64; 4], width: f64, height: f64) -> Option<[f64; 4]> {
     let axis = |lo: f64, hi: f64, side: f64| {
-        let third = ((1.5 * (lo + hi) / side).floor()).clamp(0.0, 2.0);
-        let start = third * side / 4.0;
-        (start <= lo && hi <= start + side / 2.0).then_some([start, start + side / 2.0])
+        let half = side / 2.0;
+        let start = [0.0, half, side / 4.0]
+            .into_iter()
+            .find(|&s| s <= lo && hi <= s + half)?;
+        Some([start, start + half])
     };
     let [x1, x2] = axis(focus[0], focus[2], width)?;
     let [y1, y2] = axis(focus[1], focus[3], height)?;
@@ -304,10 +307,9 @@ pub fn multicall_kind(tools: &[Tool], rng: &mut ChaCha8Rng) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::synth::question::{REGIONS, region_of};
 
-    /// Every object center of a 224-pixel scene gets the window of its third on each axis, the
-    /// window contains the object, and there are exactly nine windows, half the image per side.
+    /// Every object of a 224-pixel scene gets a window that contains it, one of exactly nine of half
+    /// the image per side; an object inside a quarter gets that quarter.
     #[test]
     fn grid_windows_are_nine_and_contain_the_focus() {
         let (side, half) = (224.0, 12.5);
@@ -317,16 +319,24 @@ mod tests {
                 let (cx, cy) = (f64::from(cx), f64::from(cy));
                 let focus = [cx - half, cy - half, cx + half, cy + half];
                 let w = grid_window(focus, side, side).expect("a window");
-                assert!(w[0] <= focus[0] && focus[2] <= w[2] && w[1] <= focus[1] && focus[3] <= w[3]);
+                assert!(
+                    w[0] <= focus[0] && focus[2] <= w[2] && w[1] <= focus[1] && focus[3] <= w[3]
+                );
                 assert_eq!((w[2] - w[0], w[3] - w[1]), (112.0, 112.0));
-                // The window is the region's: its start on each axis is the third times 56.
-                let r = region_of(cx, cy, side, side);
-                assert_eq!((w[0], w[1]), ((r % 3) as f64 * 56.0, (r / 3) as f64 * 56.0), "{}", REGIONS[r]);
+                for start in [w[0], w[1]] {
+                    assert!([0.0, 56.0, 112.0].contains(&start), "{w:?}");
+                }
+                if focus[2] <= 112.0 && focus[3] <= 112.0 {
+                    assert_eq!(w, [0.0, 0.0, 112.0, 112.0]);
+                }
+                if focus[0] >= 112.0 && focus[3] <= 112.0 {
+                    assert_eq!(w, [112.0, 0.0, 224.0, 112.0]);
+                }
                 seen.insert(w.map(|v| v as u32));
             }
         }
         assert_eq!(seen.len(), 9);
-        // An object wider than its window has none.
+        // An object wider than half the image has none.
         assert_eq!(grid_window([0.0, 0.0, 150.0, 20.0], side, side), None);
     }
 }

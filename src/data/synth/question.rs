@@ -19,10 +19,14 @@ pub enum Kind {
     Depth,
     /// Which ninth of the image (3x3 grid) holds the object's center: grounding as an MCQ.
     Region,
+    /// The color of the object in a named quarter of the image (one object per quarter).
+    QuadrantColor,
+    /// The shape of the object in a named quarter of the image (one object per quarter).
+    QuadrantShape,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Color,
         Kind::ShapeOf,
         Kind::Horizontal,
@@ -30,6 +34,8 @@ impl Kind {
         Kind::Counting,
         Kind::Depth,
         Kind::Region,
+        Kind::QuadrantColor,
+        Kind::QuadrantShape,
     ];
 
     pub fn category(self) -> &'static str {
@@ -41,6 +47,8 @@ impl Kind {
             Kind::Counting => "counting",
             Kind::Depth => "depth/order",
             Kind::Region => "position/region",
+            Kind::QuadrantColor => "quadrant/color",
+            Kind::QuadrantShape => "quadrant/shape",
         }
     }
 }
@@ -97,6 +105,7 @@ pub fn generate(
         let q = match kind {
             Kind::Color | Kind::ShapeOf => attribute(kind, p, layout, rng),
             Kind::Region => region(p, layout, rng),
+            Kind::QuadrantColor | Kind::QuadrantShape => quadrant(kind, p, rng),
             Kind::Horizontal | Kind::Vertical => position(kind, p, layout, rng),
             Kind::Counting => counting(p, layout, rng),
             Kind::Depth => depth(p, layout, rng),
@@ -272,6 +281,60 @@ fn region(p: &SceneParams, layout: Layout, rng: &mut ChaCha8Rng) -> Option<Quest
         question: format!("In which part of the image is the {}?", shape.name()),
         options: REGIONS.iter().map(|r| r.to_string()).collect(),
         answer: region_of(target.cx, target.cy, w, h),
+        focus: vec![target.bbox_px()],
+    })
+}
+
+/// The four quarters of an image, row by row.
+pub const QUADRANTS: [&str; 4] = ["top left", "top right", "bottom left", "bottom right"];
+
+/// "What is the color of the object in the top left?": one object inside each quarter of the
+/// image (clear of the middle lines by a quarter object size), four different colors, shapes
+/// drawn freely. The quarter names the object, so a crop of that quarter shows it alone, while
+/// answering from the whole image needs binding a position to an object.
+fn quadrant(kind: Kind, p: &SceneParams, rng: &mut ChaCha8Rng) -> Option<Question> {
+    let mut scene = Scene::background(p, rng);
+    let (w, h) = (f64::from(p.width), f64::from(p.height));
+    let mut colors = COLORS.to_vec();
+    colors.shuffle(rng);
+    let guard = p.object_size * 0.25;
+    for (q, &color) in colors.iter().take(QUADRANTS.len()).enumerate() {
+        let (x0, y0) = ((q % 2) as f64 * w / 2.0, (q / 2) as f64 * h / 2.0);
+        let spread = (w.min(h) / 4.0 - guard).max(0.0);
+        let shape = *SHAPES.choose(rng)?;
+        let o = object(
+            p,
+            rng,
+            shape,
+            color,
+            Some((x0 + w / 4.0, y0 + h / 4.0, spread)),
+            &scene,
+        )?;
+        let [bx0, by0, bx1, by1] = o.bbox_px();
+        let inside = bx0 >= x0 + guard
+            && by0 >= y0 + guard
+            && bx1 <= x0 + w / 2.0 - guard
+            && by1 <= y0 + h / 2.0 - guard;
+        if !inside {
+            return None;
+        }
+        scene.objects.push(o);
+    }
+    let asked = rng.random_range(0..QUADRANTS.len());
+    let target = scene.objects[asked];
+    let (what, options, answer) = if kind == Kind::QuadrantColor {
+        let answer = COLORS.iter().position(|&c| c == target.color)?;
+        ("color", COLORS.iter().map(|c| c.name().to_string()).collect(), answer)
+    } else {
+        let answer = SHAPES.iter().position(|&s| s == target.shape)?;
+        ("shape", SHAPES.iter().map(|s| s.name().to_string()).collect(), answer)
+    };
+    Some(Question {
+        kind,
+        scene,
+        question: format!("What is the {what} of the object in the {}?", QUADRANTS[asked]),
+        options,
+        answer,
         focus: vec![target.bbox_px()],
     })
 }
@@ -587,6 +650,26 @@ mod tests {
                             assert!((3.0 - 1e-9..=448.0 / 3.0 - 3.0 + 1e-9).contains(&off));
                         }
                         assert_eq!(q.options.len(), 9);
+                    }
+                    Kind::QuadrantColor | Kind::QuadrantShape => {
+                        assert_eq!(objs.len(), 4);
+                        let named = q.question.trim_end_matches('?').split(" in the ").nth(1).unwrap();
+                        let quarter = QUADRANTS.iter().position(|n| *n == named).unwrap();
+                        let inside: Vec<_> = objs
+                            .iter()
+                            .filter(|o| {
+                                let [x0, y0, x1, y1] = o.bbox_px();
+                                let (qx, qy) = ((quarter % 2) as f64 * 224.0, (quarter / 2) as f64 * 224.0);
+                                x0 >= qx && x1 <= qx + 224.0 && y0 >= qy && y1 <= qy + 224.0
+                            })
+                            .collect();
+                        assert_eq!(inside.len(), 1, "{}", q.question);
+                        let want = if kind == Kind::QuadrantColor {
+                            inside[0].color.name()
+                        } else {
+                            inside[0].shape.name()
+                        };
+                        assert_eq!(ans, want, "{}", q.question);
                     }
                     Kind::Depth => {
                         let (a, b) = (named(&q.options[0]), named(&q.options[1]));

@@ -423,7 +423,13 @@ fn draw_task(cfg: &SynthConfig, rng: &mut ChaCha8Rng) -> anyhow::Result<(Task, K
         let tools = &cfg.tools;
         let (kind, tool) = match task {
             Task::Attribute | Task::Chain => (
-                *[Kind::Color, Kind::ShapeOf, Kind::Region]
+                *[
+                    Kind::Color,
+                    Kind::ShapeOf,
+                    Kind::Region,
+                    Kind::QuadrantColor,
+                    Kind::QuadrantShape,
+                ]
                     .choose(rng)
                     .unwrap_or(&Kind::Color),
                 Tool::Crop,
