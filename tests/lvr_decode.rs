@@ -272,7 +272,12 @@ fn unusable_inputs_are_clear_errors() {
 
 /// Logits after the prompt, the given latent inputs (one `[1, d]` row each, fed as they are) and
 /// `<|lvr_end|>`, the whole sequence run from scratch.
-fn logits_with_inputs(m: &Qwen2_5Vl, p: &Processor, chat: &[Message], inputs: &[Tensor<2>]) -> Vec<f32> {
+fn logits_with_inputs(
+    m: &Qwen2_5Vl,
+    p: &Processor,
+    chat: &[Message],
+    inputs: &[Tensor<2>],
+) -> Vec<f32> {
     let prompt = single(p, chat, LVR_START);
     let img = m
         .encode_images(&prompt.pixel_values, &prompt.image_grid_thw)
@@ -281,7 +286,10 @@ fn logits_with_inputs(m: &Qwen2_5Vl, p: &Processor, chat: &[Message], inputs: &[
     let d = m.cfg.text.hidden_size;
     let end =
         Tensor::<2, Int>::from_data(TensorData::new(vec![id(p, LVR_END)], [1, 1]), &m.device());
-    let latents: Vec<Tensor<3>> = inputs.iter().map(|x| x.clone().reshape([1, 1, d])).collect();
+    let latents: Vec<Tensor<3>> = inputs
+        .iter()
+        .map(|x| x.clone().reshape([1, 1, d]))
+        .collect();
     let x = Tensor::cat(
         [vec![x0], latents, vec![m.model.embed_tokens.forward(end)]].concat(),
         1,
@@ -317,7 +325,12 @@ fn mediation_variants_feed_zeros_noise_or_the_crop_target() {
     let (merge, patch) = (p.image.merge_size, p.image.patch_size);
     let boxes: std::collections::BTreeMap<String, [f64; 4]> = chats
         .iter()
-        .map(|c| (c[1].images().next().unwrap().to_string(), [0.0, 0.0, 1.0, 0.5]))
+        .map(|c| {
+            (
+                c[1].images().next().unwrap().to_string(),
+                [0.0, 0.0, 1.0, 0.5],
+            )
+        })
         .collect();
     let feeds = [
         LatentFeed::Own,
@@ -330,9 +343,15 @@ fn mediation_variants_feed_zeros_noise_or_the_crop_target() {
     for feed in &feeds {
         let mut dec = LatentDecoder::prefill(&m, &prompts.tokens).unwrap();
         let embeds = dec.image_embeds().unwrap().clone();
-        let mut inputs =
-            LatentInputs::new(feed, steps, Some(&embeds), &prompts.first_images, merge, patch)
-                .unwrap();
+        let mut inputs = LatentInputs::new(
+            feed,
+            steps,
+            Some(&embeds),
+            &prompts.first_images,
+            merge,
+            patch,
+        )
+        .unwrap();
         let mut fed: Vec<Tensor<2>> = Vec::new();
         for step in 0..steps {
             let h = dec.last_hidden().clone();
@@ -348,7 +367,8 @@ fn mediation_variants_feed_zeros_noise_or_the_crop_target() {
                     }
                     assert!(max_abs_diff(&xv, &hv, |_| true) > 1e-3);
                     // Seeded: the same seed gives the same noise for the same hidden state.
-                    let mut again = LatentInputs::new(feed, steps, None, &[], merge, patch).unwrap();
+                    let mut again =
+                        LatentInputs::new(feed, steps, None, &[], merge, patch).unwrap();
                     for k in 0..step {
                         again.input(k, &h).unwrap();
                     }
@@ -394,7 +414,10 @@ fn mediation_variants_feed_zeros_noise_or_the_crop_target() {
     }
     // A prompt without an expert crop box is a clear error naming its image.
     let e = lvr_generate_with_err(&m, &p, &chats);
-    assert!(e.contains("no expert crop box") && e.contains("scene1.png"), "{e}");
+    assert!(
+        e.contains("no expert crop box") && e.contains("scene1.png"),
+        "{e}"
+    );
 }
 
 fn lvr_generate_with_err(m: &Qwen2_5Vl, p: &Processor, chats: &[Vec<Message>]) -> String {

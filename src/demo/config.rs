@@ -219,7 +219,11 @@ impl DemoConfig {
     /// The defaults (or `quick`'s) with the fields of the JSON object `patch` replaced, nested
     /// objects field by field: `{"finetune": {"steps": 500}, "data": {"test": 800}}`.
     pub fn patched(self, patch: &serde_json::Value) -> Result<Self> {
-        fn merge(into: &mut serde_json::Value, patch: &serde_json::Value, path: &str) -> Result<()> {
+        fn merge(
+            into: &mut serde_json::Value,
+            patch: &serde_json::Value,
+            path: &str,
+        ) -> Result<()> {
             match (into, patch) {
                 (serde_json::Value::Object(into), serde_json::Value::Object(patch)) => {
                     for (k, v) in patch {

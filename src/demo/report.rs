@@ -309,8 +309,15 @@ fn markdown(d: &ReportData) -> String {
     let _ = writeln!(s, "## Paired comparisons against SFT\n");
     let _ = writeln!(
         s,
-        "Same items, paired: the difference (B − A, points) with its paired-bootstrap 95 % interval, \
-         and the exact McNemar p-value (one seed per side) from `eval::compare`.\n"
+        "Same items, paired: the difference (B − A, points) with its 95 % interval, {}, \
+         and the exact McNemar p-value (one seed per side) from `eval::compare`.\n",
+        if c.seeds > 1 {
+            "a two-level bootstrap that resamples the fine-tuning seeds (pairing the two methods' \
+             runs of the same seed) and then the items, so it holds the variance over seeds as well \
+             as over items"
+        } else {
+            "a paired bootstrap over items (one fine-tuning seed: no variance over seeds is measured)"
+        }
     );
     s.push_str("| A | B | category | n | A % | B % | B − A | 95 % interval | McNemar p |\n|---|---|---|---|---|---|---|---|---|\n");
     for nc in &d.comparisons {

@@ -88,6 +88,35 @@ fn bootstrap_ci(
     })
 }
 
+/// Percentile interval of the mean of `values[seed][item]` under a two-level bootstrap: each
+/// resample draws seeds with replacement, then items with replacement (the same items for every
+/// drawn seed, so item pairing is kept), and averages; the interval so holds the variance over
+/// seeds as well as over items. With one seed it is the item bootstrap. `None` for no values.
+pub fn bootstrap_seeds_items_ci(values: &[Vec<f64>], cfg: &Bootstrap) -> Option<Interval> {
+    let (k, n) = (values.len(), values.first()?.len());
+    if n == 0 || values.iter().any(|v| v.len() != n) {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut stats: Vec<f64> = (0..cfg.resamples.max(1))
+        .map(|_| {
+            let seeds: Vec<usize> = (0..k).map(|_| rng.random_range(0..k)).collect();
+            let mut sum = 0.0;
+            for _ in 0..n {
+                let i = rng.random_range(0..n);
+                sum += seeds.iter().map(|&s| values[s][i]).sum::<f64>();
+            }
+            sum / (n * k) as f64
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    let tail = (1.0 - cfg.level) / 2.0;
+    Some(Interval {
+        lo: quantile_sorted(&stats, tail),
+        hi: quantile_sorted(&stats, 1.0 - tail),
+    })
+}
+
 /// Mean of the paired differences `b[i] - a[i]` and its percentile bootstrap interval
 /// (items are resampled, so each resample keeps the pairs together). `None` for no pairs.
 pub fn paired_bootstrap_diff(
@@ -295,5 +324,35 @@ mod tests {
         assert!(m.hi < 70.0, "{m:?}");
         assert!(bootstrap_mean_ci(&w, &Bootstrap::default()).unwrap().hi > 1000.0);
         assert!(bootstrap_median_ci(&[], &Bootstrap::default()).is_none());
+    }
+}
+
+#[cfg(test)]
+mod seed_item_tests {
+    use super::*;
+
+    /// Seeds that disagree widen the interval beyond the item bootstrap of their average; with one
+    /// seed the two bootstraps are the same resampling of items.
+    #[test]
+    fn the_two_level_interval_holds_the_seed_variance() {
+        let cfg = Bootstrap::default();
+        let items = 400;
+        // Seed 0 right on every item, seed 1 on none: the per-item average is 0.5 everywhere, so
+        // the item bootstrap of the averages has no width at all.
+        let split = vec![vec![1.0; items], vec![0.0; items]];
+        let averaged: Vec<f64> = (0..items).map(|_| 0.5).collect();
+        let flat = bootstrap_mean_ci(&averaged, &cfg).unwrap();
+        assert_eq!((flat.lo, flat.hi), (0.5, 0.5));
+        let two = bootstrap_seeds_items_ci(&split, &cfg).unwrap();
+        assert!(two.lo <= 0.0 + 1e-12 && two.hi >= 1.0 - 1e-12, "{two:?}");
+        // One seed: an interval around the mean of the items, as wide as the item bootstrap's.
+        let one: Vec<f64> = (0..items)
+            .map(|i| f64::from(u8::from(i % 4 == 0)))
+            .collect();
+        let a = bootstrap_seeds_items_ci(&[one.clone()], &cfg).unwrap();
+        let b = bootstrap_mean_ci(&one, &cfg).unwrap();
+        assert!(a.lo < 0.25 && a.hi > 0.25);
+        assert!(((a.hi - a.lo) - (b.hi - b.lo)).abs() < 0.02, "{a:?} {b:?}");
+        assert!(bootstrap_seeds_items_ci(&[vec![1.0], vec![]], &cfg).is_none());
     }
 }

@@ -324,15 +324,26 @@ fn quadrant(kind: Kind, p: &SceneParams, rng: &mut ChaCha8Rng) -> Option<Questio
     let target = scene.objects[asked];
     let (what, options, answer) = if kind == Kind::QuadrantColor {
         let answer = COLORS.iter().position(|&c| c == target.color)?;
-        ("color", COLORS.iter().map(|c| c.name().to_string()).collect(), answer)
+        (
+            "color",
+            COLORS.iter().map(|c| c.name().to_string()).collect(),
+            answer,
+        )
     } else {
         let answer = SHAPES.iter().position(|&s| s == target.shape)?;
-        ("shape", SHAPES.iter().map(|s| s.name().to_string()).collect(), answer)
+        (
+            "shape",
+            SHAPES.iter().map(|s| s.name().to_string()).collect(),
+            answer,
+        )
     };
     Some(Question {
         kind,
         scene,
-        question: format!("What is the {what} of the object in the {}?", QUADRANTS[asked]),
+        question: format!(
+            "What is the {what} of the object in the {}?",
+            QUADRANTS[asked]
+        ),
         options,
         answer,
         focus: vec![target.bbox_px()],
@@ -653,13 +664,19 @@ mod tests {
                     }
                     Kind::QuadrantColor | Kind::QuadrantShape => {
                         assert_eq!(objs.len(), 4);
-                        let named = q.question.trim_end_matches('?').split(" in the ").nth(1).unwrap();
+                        let named = q
+                            .question
+                            .trim_end_matches('?')
+                            .split(" in the ")
+                            .nth(1)
+                            .unwrap();
                         let quarter = QUADRANTS.iter().position(|n| *n == named).unwrap();
                         let inside: Vec<_> = objs
                             .iter()
                             .filter(|o| {
                                 let [x0, y0, x1, y1] = o.bbox_px();
-                                let (qx, qy) = ((quarter % 2) as f64 * 224.0, (quarter / 2) as f64 * 224.0);
+                                let (qx, qy) =
+                                    ((quarter % 2) as f64 * 224.0, (quarter / 2) as f64 * 224.0);
                                 x0 >= qx && x1 <= qx + 224.0 && y0 >= qy && y1 <= qy + 224.0
                             })
                             .collect();

@@ -430,8 +430,8 @@ fn draw_task(cfg: &SynthConfig, rng: &mut ChaCha8Rng) -> anyhow::Result<(Task, K
                     Kind::QuadrantColor,
                     Kind::QuadrantShape,
                 ]
-                    .choose(rng)
-                    .unwrap_or(&Kind::Color),
+                .choose(rng)
+                .unwrap_or(&Kind::Color),
                 Tool::Crop,
             ),
             Task::Position => (

@@ -29,10 +29,14 @@ pub enum LatentFeed {
     Own,
     Zeros,
     /// Noise of the replaced hidden state's norm, from this seed.
-    Noise { seed: u64 },
+    Noise {
+        seed: u64,
+    },
     /// The expert crop's region embeddings of I0; the normalized box per prompt, keyed by the
     /// prompt's first image reference (as the chat names it).
-    CropTarget { boxes: BTreeMap<String, [f64; 4]> },
+    CropTarget {
+        boxes: BTreeMap<String, [f64; 4]>,
+    },
 }
 
 impl LatentFeed {
@@ -162,7 +166,10 @@ mod tests {
     #[test]
     fn runs_cover_the_rows_in_order() {
         assert_eq!(pool_runs(&[4, 5, 6, 7], 4), [[4], [5], [6], [7]]);
-        assert_eq!(pool_runs(&[1, 2, 3, 4, 5, 6], 4), vec![vec![1], vec![2, 3], vec![4], vec![5, 6]]);
+        assert_eq!(
+            pool_runs(&[1, 2, 3, 4, 5, 6], 4),
+            vec![vec![1], vec![2, 3], vec![4], vec![5, 6]]
+        );
         assert_eq!(pool_runs(&[9, 8], 4), [[9], [9], [8], [8]]);
         let runs = pool_runs(&(0..16).collect::<Vec<_>>(), 4);
         assert_eq!(runs.concat(), (0..16).collect::<Vec<_>>());
