@@ -28,17 +28,20 @@ pub struct DemoConfig {
     pub eval: EvalSettings,
 }
 
-/// The synthetic world (`data::synth`): tool-use trajectories on large scenes for fine-tuning and
-/// the held-out test items, small clean scenes without tools for pretraining.
+/// The synthetic world (`data::synth`): tool-use trajectories on larger scenes for fine-tuning
+/// and the held-out test items, small scenes without tools for pretraining.
 ///
-/// Sized by measurement (issue 6's notes): a model of this size trained from random weights for
-/// a thousand steps learns the color of an object of a patch or more on one plain gray ground
-/// (validation loss 0.06 after 500 steps), but stays at chance when the ground changes from image
-/// to image, and on shapes of a few pixels, relations between objects, or looking its answer up in
-/// a shuffled option list. So pretraining shows plain "studio" scenes, the questions ask for
-/// colors (the object is named by its shape, but is the only object in its scene) with options in
-/// a fixed order, and the visual search lies in finding a small object in a larger scene with a
-/// varied ground, clutter and noise, which the expert's tools zoom into.
+/// Chosen by measurement (`docs/demo-design.md`). A model of this size pretrained from random
+/// weights for 1200-2400 steps learns the color of a lone object on a plain ground (97-100 % on
+/// held-out pretraining items), its shape only partly (42 % after 2400 steps, chance 25 %), and
+/// neither colors on grounds that change from image to image (E1: 13 %, chance 12.5 %) nor where
+/// an object is (which ninth of the image: 7-10 %, chance 11 %, after 1200 and 2400 steps). A
+/// tool world whose crop needs the model to locate the object therefore cannot work: a
+/// tool-calling model must locate it to choose its crop. So both worlds have plain grounds; the
+/// tool world's question names the quarter of the scene to look at (one object per quarter),
+/// choosing the crop is reading the question (one of a fixed vocabulary of windows, written
+/// once: `short_call_text`), and the crop shows that object alone at the pretraining scale, while
+/// answering from the whole scene needs binding a position to one of four 10-px objects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataConfig {
     /// Tool-use trajectories to fine-tune on.
@@ -57,6 +60,9 @@ pub struct DataConfig {
     pub pretrain_kinds: Vec<Kind>,
     /// The expert crops one of nine fixed windows (the discrete crop vocabulary).
     pub crop_grid: bool,
+    /// The expert's crop turns say "Let me zoom in." instead of repeating the box in prose
+    /// (`SynthConfig::short_call_text`).
+    pub short_call_text: bool,
     /// Tool-use scenes on one plain gray ground without clutter or noise (else varied grounds,
     /// clutter and noise).
     pub tools_plain: bool,
@@ -112,6 +118,7 @@ impl Default for DemoConfig {
                 kinds: vec![Kind::QuadrantColor, Kind::QuadrantShape],
                 pretrain_kinds: vec![Kind::Color, Kind::ShapeOf],
                 crop_grid: true,
+                short_call_text: true,
                 tools_plain: true,
                 pretrain_plain: true,
                 distractors: (0, 0),

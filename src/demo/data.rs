@@ -39,6 +39,7 @@ pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
     // same trajectories.
     c.tools = vec![Tool::Crop];
     c.crop_grid = d.crop_grid;
+    c.short_call_text = d.short_call_text;
     c.distractors = d.distractors;
     if d.tools_plain {
         (c.scene.clutter, c.scene.noise, c.scene.plain) = (0, 0, true);

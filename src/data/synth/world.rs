@@ -45,6 +45,9 @@ impl Task {
     }
 }
 
+/// What the expert says before a crop with `short_call_text`.
+pub const SHORT_CROP_TEXT: &str = "Let me zoom in.";
+
 #[derive(Debug, Clone)]
 pub struct SynthConfig {
     pub task: Task,
@@ -68,6 +71,9 @@ pub struct SynthConfig {
     pub unique_colors: bool,
     /// Question kinds to draw; empty = every kind the task has.
     pub kinds: Vec<Kind>,
+    /// The expert's crop turns say [`SHORT_CROP_TEXT`] instead of the published text, which
+    /// repeats the box in prose: a model that writes its own calls then writes each box once.
+    pub short_call_text: bool,
     /// Single crops are one of nine fixed windows (`expert::grid_window`), a discrete crop
     /// vocabulary, instead of boxes fitted to the focus.
     pub crop_grid: bool,
@@ -106,6 +112,7 @@ impl SynthConfig {
             unique_colors: false,
             kinds: Vec::new(),
             crop_grid: false,
+            short_call_text: false,
             threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
@@ -369,7 +376,10 @@ fn example(cfg: &SynthConfig, split: Split, index: usize, out: &Path) -> anyhow:
             let name = rel(format!("{id}_{}.png", k + 1));
             save(&output, &out.join(&name))?;
             images.push(output);
-            let (say, shown) = step.tool.texts(step.bbox);
+            let (mut say, shown) = step.tool.texts(step.bbox);
+            if cfg.short_call_text && step.tool == Tool::Crop {
+                say = SHORT_CROP_TEXT.to_string();
+            }
             let turn = messages.len();
             calls.push(match step.bbox {
                 Some(b) => ToolCall::with_bbox(turn, step.tool.name(), b, step.target),
