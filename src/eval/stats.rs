@@ -204,6 +204,31 @@ fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// Seeds that disagree widen the interval beyond the item bootstrap of their average; with one
+    /// seed the two bootstraps are the same resampling of items.
+    #[test]
+    fn the_two_level_interval_holds_the_seed_variance() {
+        let cfg = Bootstrap::default();
+        let items = 400;
+        // Seed 0 right on every item, seed 1 on none: the per-item average is 0.5 everywhere, so
+        // the item bootstrap of the averages has no width at all.
+        let split = vec![vec![1.0; items], vec![0.0; items]];
+        let averaged: Vec<f64> = (0..items).map(|_| 0.5).collect();
+        let flat = bootstrap_mean_ci(&averaged, &cfg).unwrap();
+        assert_eq!((flat.lo, flat.hi), (0.5, 0.5));
+        let two = bootstrap_seeds_items_ci(&split, &cfg).unwrap();
+        assert!(two.lo <= 0.0 + 1e-12 && two.hi >= 1.0 - 1e-12, "{two:?}");
+        // One seed: an interval around the mean of the items, as wide as the item bootstrap's.
+        let one: Vec<f64> = (0..items)
+            .map(|i| f64::from(u8::from(i % 4 == 0)))
+            .collect();
+        let a = bootstrap_seeds_items_ci(std::slice::from_ref(&one), &cfg).unwrap();
+        let b = bootstrap_mean_ci(&one, &cfg).unwrap();
+        assert!(a.lo < 0.25 && a.hi > 0.25);
+        assert!(((a.hi - a.lo) - (b.hi - b.lo)).abs() < 0.02, "{a:?} {b:?}");
+        assert!(bootstrap_seeds_items_ci(&[vec![1.0], vec![]], &cfg).is_none());
+    }
+
     #[test]
     fn mcnemar_exact_by_hand() {
         // 2 * (C(10,0) + C(10,1)) / 2^10 = 2 * 11 / 1024.
@@ -324,35 +349,5 @@ mod tests {
         assert!(m.hi < 70.0, "{m:?}");
         assert!(bootstrap_mean_ci(&w, &Bootstrap::default()).unwrap().hi > 1000.0);
         assert!(bootstrap_median_ci(&[], &Bootstrap::default()).is_none());
-    }
-}
-
-#[cfg(test)]
-mod seed_item_tests {
-    use super::*;
-
-    /// Seeds that disagree widen the interval beyond the item bootstrap of their average; with one
-    /// seed the two bootstraps are the same resampling of items.
-    #[test]
-    fn the_two_level_interval_holds_the_seed_variance() {
-        let cfg = Bootstrap::default();
-        let items = 400;
-        // Seed 0 right on every item, seed 1 on none: the per-item average is 0.5 everywhere, so
-        // the item bootstrap of the averages has no width at all.
-        let split = vec![vec![1.0; items], vec![0.0; items]];
-        let averaged: Vec<f64> = (0..items).map(|_| 0.5).collect();
-        let flat = bootstrap_mean_ci(&averaged, &cfg).unwrap();
-        assert_eq!((flat.lo, flat.hi), (0.5, 0.5));
-        let two = bootstrap_seeds_items_ci(&split, &cfg).unwrap();
-        assert!(two.lo <= 0.0 + 1e-12 && two.hi >= 1.0 - 1e-12, "{two:?}");
-        // One seed: an interval around the mean of the items, as wide as the item bootstrap's.
-        let one: Vec<f64> = (0..items)
-            .map(|i| f64::from(u8::from(i % 4 == 0)))
-            .collect();
-        let a = bootstrap_seeds_items_ci(&[one.clone()], &cfg).unwrap();
-        let b = bootstrap_mean_ci(&one, &cfg).unwrap();
-        assert!(a.lo < 0.25 && a.hi > 0.25);
-        assert!(((a.hi - a.lo) - (b.hi - b.lo)).abs() < 0.02, "{a:?} {b:?}");
-        assert!(bootstrap_seeds_items_ci(&[vec![1.0], vec![]], &cfg).is_none());
     }
 }
