@@ -101,15 +101,8 @@ fn reference_logits(m: &Qwen2_5Vl, p: &Processor, chat: &[Message], steps: usize
         let s = h.dims()[1];
         latents.push(h.slice([0..1, s - 1..s, 0..d]));
     }
-    let end =
-        Tensor::<2, Int>::from_data(TensorData::new(vec![id(p, LVR_END)], [1, 1]), &m.device());
-    let end = m.model.embed_tokens.forward(end);
-    let x = Tensor::cat([vec![x0], latents, vec![end]].concat(), 1);
-    let mut extra = vec![id(p, LVR_LATENT); steps];
-    extra.push(id(p, LVR_END));
-    let h = run(x, &extra);
-    let s = h.dims()[1];
-    tensor_vec(m.logits(h.slice([0..1, s - 1..s, 0..d])))
+    let inputs: Vec<Tensor<2>> = latents.into_iter().map(|l| l.reshape([1, d])).collect();
+    logits_with_inputs(m, p, chat, &inputs)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! fine-tunings, every evaluation, the figures) finishes in about 20 minutes on 2 CPU cores; the
 //! `quick` variant is the smoke test CI runs (same stages, a few examples and steps each).
 
-use super::finetune::Method;
+use super::method::Method;
 use crate::data::synth::Kind;
 use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};

@@ -15,6 +15,7 @@ pub mod embeddings;
 pub mod evaluate;
 pub mod figures;
 pub mod finetune;
+pub mod method;
 pub mod model_dir;
 pub mod pretrain;
 pub mod progress;

@@ -72,7 +72,7 @@ fn bootstrap_ci(
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let n = values.len();
     let mut resample = vec![0.0; n];
-    let mut stats: Vec<f64> = (0..cfg.resamples.max(1))
+    let stats: Vec<f64> = (0..cfg.resamples.max(1))
         .map(|_| {
             for x in resample.iter_mut() {
                 *x = values[rng.random_range(0..n)];
@@ -80,12 +80,17 @@ fn bootstrap_ci(
             statistic(&resample)
         })
         .collect();
+    Some(percentile_interval(stats, cfg.level))
+}
+
+/// The central `level` interval of bootstrap statistics.
+fn percentile_interval(mut stats: Vec<f64>, level: f64) -> Interval {
     stats.sort_by(f64::total_cmp);
-    let tail = (1.0 - cfg.level) / 2.0;
-    Some(Interval {
+    let tail = (1.0 - level) / 2.0;
+    Interval {
         lo: quantile_sorted(&stats, tail),
         hi: quantile_sorted(&stats, 1.0 - tail),
-    })
+    }
 }
 
 /// Percentile interval of the mean of `values[seed][item]` under a two-level bootstrap: each
@@ -98,7 +103,7 @@ pub fn bootstrap_seeds_items_ci(values: &[Vec<f64>], cfg: &Bootstrap) -> Option<
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut stats: Vec<f64> = (0..cfg.resamples.max(1))
+    let stats: Vec<f64> = (0..cfg.resamples.max(1))
         .map(|_| {
             let seeds: Vec<usize> = (0..k).map(|_| rng.random_range(0..k)).collect();
             let mut sum = 0.0;
@@ -109,12 +114,7 @@ pub fn bootstrap_seeds_items_ci(values: &[Vec<f64>], cfg: &Bootstrap) -> Option<
             sum / (n * k) as f64
         })
         .collect();
-    stats.sort_by(f64::total_cmp);
-    let tail = (1.0 - cfg.level) / 2.0;
-    Some(Interval {
-        lo: quantile_sorted(&stats, tail),
-        hi: quantile_sorted(&stats, 1.0 - tail),
-    })
+    Some(percentile_interval(stats, cfg.level))
 }
 
 /// Mean of the paired differences `b[i] - a[i]` and its percentile bootstrap interval
