@@ -112,7 +112,7 @@ impl Default for DemoConfig {
             data: DataConfig {
                 train: 320,
                 val: 48,
-                test: 200,
+                test: 1000,
                 scene_side: 224,
                 object_size: 20.0,
                 kinds: vec![Kind::QuadrantColor, Kind::QuadrantShape],
