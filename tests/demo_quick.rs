@@ -26,6 +26,11 @@ fn unit(v: &serde_json::Value, what: &str) -> f64 {
     x
 }
 
+fn md_has_mediation(out: &Path) -> bool {
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    md.contains("## LVR mediation test") && md.contains("| true crop's target |")
+}
+
 #[test]
 fn quick_demo_writes_a_complete_computed_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,7 +111,7 @@ fn quick_demo_writes_a_complete_computed_report() {
         }
     }
 
-    // Paired comparisons against SFT, the verdict, LVR per step count, latency, alignment.
+    // Paired comparisons against SFT, the verdict, LVR per step count, mediation, alignment.
     let comparisons = table["comparisons"].as_array().unwrap();
     assert_eq!(comparisons.len(), 3);
     for c in comparisons {
@@ -128,9 +133,28 @@ fn quick_demo_writes_a_complete_computed_report() {
         })
         .collect();
     assert!(steps.len() >= 2 && steps.contains(&4), "{steps:?}");
-    let lat = &table["latency"];
-    assert!(lat["median_pearl_s"].as_f64().unwrap() > 0.0);
-    assert!(lat["median_tool_use_s"].as_f64().unwrap() > 0.0);
+    // The LVR mediation test: own latents first, then zeros, noise and the true crop's target,
+    // each with an accuracy and the share of answers that changed.
+    let mediation = table["mediation"].as_array().unwrap();
+    let feeds: Vec<&str> = mediation
+        .iter()
+        .map(|r| r["feed"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        feeds,
+        [
+            "own latents",
+            "zeros",
+            "noise of the same norm",
+            "true crop's target"
+        ]
+    );
+    for r in mediation {
+        unit(&r["accuracy"], "mediation accuracy");
+        unit(&r["changed"], "mediation changed");
+    }
+    assert_eq!(mediation[0]["changed"].as_f64(), Some(0.0));
+    assert!(md_has_mediation(&out));
     assert_eq!(table["alignment"].as_array().unwrap().len(), 2);
     assert!(table["wall_seconds"].as_f64().unwrap() > 0.0);
 

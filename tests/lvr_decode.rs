@@ -101,15 +101,8 @@ fn reference_logits(m: &Vlm, p: &Processor, chat: &[Message], steps: usize) -> V
         let s = h.dims()[1];
         latents.push(h.slice([0..1, s - 1..s, 0..d]));
     }
-    let end =
-        Tensor::<2, Int>::from_data(TensorData::new(vec![id(p, LVR_END)], [1, 1]), &m.device());
-    let end = m.embed_tokens().forward(end);
-    let x = Tensor::cat([vec![x0], latents, vec![end]].concat(), 1);
-    let mut extra = vec![id(p, LVR_LATENT); steps];
-    extra.push(id(p, LVR_END));
-    let h = run(x, &extra);
-    let s = h.dims()[1];
-    tensor_vec(m.logits(h.slice([0..1, s - 1..s, 0..d])))
+    let inputs: Vec<Tensor<2>> = latents.into_iter().map(|l| l.reshape([1, d])).collect();
+    logits_with_inputs(m, p, chat, &inputs)
 }
 
 #[test]
@@ -227,6 +220,7 @@ fn decoding_is_deterministic_and_the_chat_model_reports_its_costs() {
         model: m,
         processor: p,
         latent_steps: 4,
+        feed: Default::default(),
     };
     let c = generate_checked(&mut cm, &chats, 5).unwrap();
     assert_eq!(strip(&c), strip(&a));
@@ -267,4 +261,162 @@ fn unusable_inputs_are_clear_errors() {
         lvr_generate(&small, &p, &chats(), 4, 4).unwrap_err()
     );
     assert!(e.contains("vocabulary"), "{e}");
+}
+
+/// Logits after the prompt, the given latent inputs (one `[1, d]` row each, fed as they are) and
+/// `<|lvr_end|>`, the whole sequence run from scratch.
+fn logits_with_inputs(m: &Vlm, p: &Processor, chat: &[Message], inputs: &[Tensor<2>]) -> Vec<f32> {
+    let prompt = single(p, chat, LVR_START);
+    let img = m
+        .encode_images(&prompt.pixel_values, &prompt.image_grid_thw)
+        .unwrap();
+    let x0 = m.embed(&prompt, Some(&img)).unwrap();
+    let d = m.hidden_size();
+    let end =
+        Tensor::<2, Int>::from_data(TensorData::new(vec![id(p, LVR_END)], [1, 1]), &m.device());
+    let latents: Vec<Tensor<3>> = inputs
+        .iter()
+        .map(|x| x.clone().reshape([1, 1, d]))
+        .collect();
+    let x = Tensor::cat(
+        [vec![x0], latents, vec![m.embed_tokens().forward(end)]].concat(),
+        1,
+    );
+    let mut b = prompt.clone();
+    b.input_ids.extend(vec![id(p, LVR_LATENT); inputs.len()]);
+    b.input_ids.push(id(p, LVR_END));
+    b.seq_len += inputs.len() + 1;
+    b.attention_mask = vec![1; b.seq_len];
+    let h = m.decode(x, &b, Some(&img), false).unwrap().0;
+    let s = h.dims()[1];
+    tensor_vec(m.logits(h.slice([0..1, s - 1..s, 0..d])))
+}
+
+fn row_norms(t: &Tensor<2>) -> Vec<f32> {
+    tensor_vec(t.clone().powi_scalar(2).sum_dim(1).sqrt())
+}
+
+/// The mediation test's variants feed what they say: zeros; noise of each row's hidden-state norm
+/// (seeded, not the hidden state); the expert crop's region embeddings of I0 pooled to one vector
+/// per step (contiguous runs of the row-major region rows averaged); and the
+/// decoder really feeds each input (its logits equal a from-scratch run on those inputs).
+#[test]
+fn mediation_variants_feed_zeros_noise_or_the_crop_target() {
+    use pearl::infer::lvr::LatentFeed;
+    use pearl::infer::lvr::feed::{LatentInputs, pool_runs};
+    use pearl::objective::lvr::region::region_tokens;
+    let p = processor();
+    let m = model(&p);
+    let chats = chats();
+    let prompts = encode_prompts(&p, &chats).unwrap();
+    let steps = 4;
+    let (merge, patch) = (p.image.merge_size, p.image.patch_size);
+    let boxes: std::collections::BTreeMap<String, [f64; 4]> = chats
+        .iter()
+        .map(|c| {
+            (
+                c[1].images().next().unwrap().to_string(),
+                [0.0, 0.0, 1.0, 0.5],
+            )
+        })
+        .collect();
+    let feeds = [
+        LatentFeed::Own,
+        LatentFeed::Zeros,
+        LatentFeed::Noise { seed: 3 },
+        LatentFeed::CropTarget {
+            boxes: boxes.clone(),
+        },
+    ];
+    for feed in &feeds {
+        let mut dec = LatentDecoder::prefill(&m, &prompts.tokens).unwrap();
+        let embeds = dec.image_embeds().unwrap().clone();
+        let mut inputs = LatentInputs::new(
+            feed,
+            steps,
+            Some(&embeds),
+            &prompts.first_images,
+            merge,
+            patch,
+        )
+        .unwrap();
+        let mut fed: Vec<Tensor<2>> = Vec::new();
+        for step in 0..steps {
+            let h = dec.last_hidden().clone();
+            let x = inputs.input(step, &h).unwrap();
+            assert_eq!(x.dims(), h.dims());
+            let (xv, hv) = (tensor_vec(x.clone()), tensor_vec(h.clone()));
+            match feed {
+                LatentFeed::Own => assert_eq!(xv, hv),
+                LatentFeed::Zeros => assert!(xv.iter().all(|&v| v == 0.0)),
+                LatentFeed::Noise { .. } => {
+                    for (a, b) in row_norms(&x).iter().zip(row_norms(&h)) {
+                        assert!((a - b).abs() <= 1e-4 * b.max(1.0), "norm {a} vs {b}");
+                    }
+                    assert!(max_abs_diff(&xv, &hv, |_| true) > 1e-3);
+                    // Seeded: the same seed gives the same noise for the same hidden state.
+                    let mut again =
+                        LatentInputs::new(feed, steps, None, &[], merge, patch).unwrap();
+                    for k in 0..step {
+                        again.input(k, &h).unwrap();
+                    }
+                    assert_eq!(tensor_vec(again.input(step, &h).unwrap()), xv);
+                }
+                LatentFeed::CropTarget { .. } => {
+                    let d = h.dims()[1];
+                    let all = tensor_vec(embeds.clone());
+                    for (r, img) in prompts.first_images.iter().enumerate() {
+                        let region =
+                            region_tokens(img.grid_thw, merge, patch, [0.0, 0.0, 1.0, 0.5])
+                                .unwrap();
+                        // More region rows than steps: each step averages its run of rows.
+                        assert!(region.len() > steps, "{img:?}: {region:?}");
+                        let run = &pool_runs(&region, steps)[step];
+                        assert!(!run.is_empty());
+                        for j in 0..d {
+                            let want = run
+                                .iter()
+                                .map(|&t| all[(img.first_row + t) * d + j])
+                                .sum::<f32>()
+                                / run.len() as f32;
+                            assert!((xv[r * d + j] - want).abs() < 1e-5);
+                        }
+                    }
+                }
+            }
+            fed.push(x.clone());
+            dec.latent_step_with(x);
+        }
+        dec.feed_tokens(&[id(&p, LVR_END); 2]).unwrap();
+        let got = tensor_vec(dec.logits());
+        let vocab = m.vocab_size();
+        for (r, chat) in chats.iter().enumerate() {
+            let rows: Vec<Tensor<2>> = fed
+                .iter()
+                .map(|x| x.clone().slice([r..r + 1, 0..x.dims()[1]]))
+                .collect();
+            let want = logits_with_inputs(&m, &p, chat, &rows);
+            let diff = max_abs_diff(&got[r * vocab..(r + 1) * vocab], &want, |_| true);
+            assert!(diff < 1e-4, "{feed:?} row {r}: logits differ by {diff}");
+        }
+    }
+    // A prompt without an expert crop box is a clear error naming its image.
+    let e = lvr_generate_with_err(&m, &p, &chats);
+    assert!(
+        e.contains("no expert crop box") && e.contains("scene1.png"),
+        "{e}"
+    );
+}
+
+fn lvr_generate_with_err(m: &Vlm, p: &Processor, chats: &[Vec<Message>]) -> String {
+    let only_first: std::collections::BTreeMap<String, [f64; 4]> = [(
+        chats[0][1].images().next().unwrap().to_string(),
+        [0.0, 0.0, 0.5, 0.5],
+    )]
+    .into();
+    let feed = pearl::infer::lvr::LatentFeed::CropTarget { boxes: only_first };
+    format!(
+        "{:#}",
+        pearl::infer::lvr::lvr_generate_with(m, p, chats, 4, 4, &feed).unwrap_err()
+    )
 }

@@ -381,6 +381,7 @@ fn a_trained_lvr_model_goes_through_the_evaluation_harness() {
         model: m,
         processor: p,
         latent_steps: 1,
+        feed: Default::default(),
     };
     let cfg = RunConfig {
         bench: "synth".into(),

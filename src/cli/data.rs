@@ -178,6 +178,12 @@ enum KindArg {
     Vertical,
     Counting,
     Depth,
+    /// Which ninth of the image holds the object.
+    Region,
+    /// The color of the object in a named quarter.
+    QuadrantColor,
+    /// The shape of the object in a named quarter.
+    QuadrantShape,
 }
 
 impl KindArg {
@@ -189,6 +195,9 @@ impl KindArg {
             KindArg::Vertical => Kind::Vertical,
             KindArg::Counting => Kind::Counting,
             KindArg::Depth => Kind::Depth,
+            KindArg::Region => Kind::Region,
+            KindArg::QuadrantColor => Kind::QuadrantColor,
+            KindArg::QuadrantShape => Kind::QuadrantShape,
         }
     }
 }
@@ -247,6 +256,9 @@ struct SynthArgs {
     /// Only questions of these kinds (default: every kind the task asks).
     #[arg(long, value_enum, value_delimiter = ',')]
     kinds: Vec<KindArg>,
+    /// Single crops are one of nine fixed half-size windows (a discrete crop vocabulary).
+    #[arg(long)]
+    crop_grid: bool,
 }
 
 /// `N` comma-separated counts named `names` (for the error message), e.g. `--split-sizes 8,1,1`.
@@ -316,6 +328,7 @@ fn synth_cmd(a: SynthArgs) -> anyhow::Result<()> {
         cfg.distractors = (lo, hi);
     }
     cfg.kinds = a.kinds.iter().map(|k| k.kind()).collect();
+    cfg.crop_grid = a.crop_grid;
     let start = std::time::Instant::now();
     let summary = synth::generate(&cfg, &a.out)?;
     let total: usize = summary.counts.values().sum();

@@ -1,6 +1,7 @@
 //! `pearl demo [--out DIR] [--quick] [--seeds N]`: the paper's comparison on a CPU (`crate::demo`).
 
 use crate::demo::{self, DemoConfig};
+use anyhow::Context;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -19,6 +20,11 @@ pub struct DemoArgs {
     /// Seed of the data and of the first fine-tuning.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A JSON file of settings that replace the defaults' (or --quick's), nested objects field by
+    /// field, e.g. `{"finetune": {"steps": 500}, "data": {"test": 800}}` (names as in the
+    /// report's settings).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
@@ -27,10 +33,21 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     } else {
         DemoConfig::default()
     };
-    let cfg = DemoConfig {
+    let base = DemoConfig {
         seeds: a.seeds,
         seed: a.seed,
         ..base
+    };
+    let cfg = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let patch: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            base.patched(&patch)
+                .with_context(|| format!("applying {}", path.display()))?
+        }
+        None => base,
     };
     let outcome = demo::run(&cfg, &a.out, std::io::stderr().is_terminal())?;
     println!("{}", demo::report::table_markdown(&outcome.data.table));

@@ -2,19 +2,22 @@
 //! fine-tunings, every evaluation, the figures) finishes in about 20 minutes on 2 CPU cores; the
 //! `quick` variant is the smoke test CI runs (same stages, a few examples and steps each).
 
+use super::method::Method;
 use crate::data::synth::Kind;
-use anyhow::{Result, ensure};
-use serde::Serialize;
+use anyhow::{Context, Result, ensure};
+use serde::{Deserialize, Serialize};
 
 /// Latent steps of LVR's row in the table: the authors' released checkpoint decodes 4.
 pub const LVR_STEPS: usize = 4;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DemoConfig {
     /// Seed of the data and of the first fine-tuning seed (`seed + k` for the k-th seed).
     pub seed: u64,
     /// Fine-tuning seeds: every method is fine-tuned once per seed, from the same base model.
     pub seeds: usize,
+    /// The methods fine-tuned (SFT and Pearl at least: the report compares them).
+    pub methods: Vec<Method>,
     pub data: DataConfig,
     pub pretrain: TrainSettings,
     pub finetune: TrainSettings,
@@ -25,18 +28,21 @@ pub struct DemoConfig {
     pub eval: EvalSettings,
 }
 
-/// The synthetic world (`data::synth`): tool-use trajectories on large scenes for fine-tuning and
-/// the held-out test items, small clean scenes without tools for pretraining.
+/// The synthetic world (`data::synth`): tool-use trajectories on larger scenes for fine-tuning
+/// and the held-out test items, small scenes without tools for pretraining.
 ///
-/// Sized by measurement (issue 6's notes): a model of this size trained from random weights for
-/// a thousand steps learns the color of an object of a patch or more on one plain gray ground
-/// (validation loss 0.06 after 500 steps), but stays at chance when the ground changes from image
-/// to image, and on shapes of a few pixels, relations between objects, or looking its answer up in
-/// a shuffled option list. So pretraining shows plain "studio" scenes, the questions ask for
-/// colors (the object is named by its shape, but is the only object in its scene) with options in
-/// a fixed order, and the visual search lies in finding a small object in a larger scene with a
-/// varied ground, clutter and noise, which the expert's tools zoom into.
-#[derive(Debug, Clone, Serialize)]
+/// Chosen by measurement (`docs/demo-design.md`). A model of this size pretrained from random
+/// weights for 1200-2400 steps learns the color of a lone object on a plain ground (97-100 % on
+/// held-out pretraining items), its shape only partly (42 % after 2400 steps, chance 25 %), and
+/// neither colors on grounds that change from image to image (E1: 13 %, chance 12.5 %) nor where
+/// an object is (which ninth of the image: 7-10 %, chance 11 %, after 1200 and 2400 steps). A
+/// tool world whose crop needs the model to locate the object therefore cannot work: a
+/// tool-calling model must locate it to choose its crop. So both worlds have plain grounds; the
+/// tool world's question names the quarter of the scene to look at (one object per quarter),
+/// choosing the crop is reading the question (one of a fixed vocabulary of windows, written
+/// once: `short_call_text`), and the crop shows that object alone at the pretraining scale, while
+/// answering from the whole scene needs binding a position to one of four 10-px objects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataConfig {
     /// Tool-use trajectories to fine-tune on.
     pub train: usize,
@@ -48,8 +54,21 @@ pub struct DataConfig {
     pub scene_side: u32,
     /// Side of a queried object, pixels (the same in both worlds).
     pub object_size: f64,
-    /// Question kinds of both worlds.
+    /// Question kinds of the tool world.
     pub kinds: Vec<Kind>,
+    /// Question kinds of the pretraining world (besides captions).
+    pub pretrain_kinds: Vec<Kind>,
+    /// The expert crops one of nine fixed windows (the discrete crop vocabulary).
+    pub crop_grid: bool,
+    /// The expert's crop turns say "Let me zoom in." instead of repeating the box in prose
+    /// (`SynthConfig::short_call_text`).
+    pub short_call_text: bool,
+    /// Tool-use scenes on one plain gray ground without clutter or noise (else varied grounds,
+    /// clutter and noise).
+    pub tools_plain: bool,
+    /// Pretraining scenes on one plain gray ground without clutter or noise (else the varied
+    /// grounds, clutter and noise of the tool world, at crop scale).
+    pub pretrain_plain: bool,
     /// Distractor objects per scene, in both worlds (min, max).
     pub distractors: (usize, usize),
     /// Side of the pretraining scenes (one plain gray ground, no clutter, no noise), pixels.
@@ -59,7 +78,7 @@ pub struct DataConfig {
     pub pretrain_val: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub steps: usize,
     pub lr: f64,
@@ -68,7 +87,7 @@ pub struct TrainSettings {
     pub eval_every: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalSettings {
     pub batch_size: usize,
     /// Latent steps the LVR baseline decodes, for the accuracy-vs-steps figure; must include
@@ -81,9 +100,6 @@ pub struct EvalSettings {
     pub agent_max_new_tokens: usize,
     /// Held-out trajectories embedded for the t-SNE figure.
     pub tsne_points: usize,
-    /// Trajectories replayed to time Pearl-style vs tool-using answers, and runs per timing.
-    pub latency_items: usize,
-    pub latency_runs: usize,
     pub bootstrap_resamples: usize,
 }
 
@@ -92,13 +108,19 @@ impl Default for DemoConfig {
         Self {
             seed: 0,
             seeds: 1,
+            methods: Method::ALL.to_vec(),
             data: DataConfig {
                 train: 320,
                 val: 48,
-                test: 200,
+                test: 1000,
                 scene_side: 224,
                 object_size: 20.0,
-                kinds: vec![Kind::Color],
+                kinds: vec![Kind::QuadrantColor, Kind::QuadrantShape],
+                pretrain_kinds: vec![Kind::Color, Kind::ShapeOf],
+                crop_grid: true,
+                short_call_text: true,
+                tools_plain: true,
+                pretrain_plain: true,
                 distractors: (0, 0),
                 pretrain_side: 112,
                 pretrain_train: 4000,
@@ -126,8 +148,6 @@ impl Default for DemoConfig {
                 agent_max_calls: 3,
                 agent_max_new_tokens: 144,
                 tsne_points: 48,
-                latency_items: 12,
-                latency_runs: 3,
                 bootstrap_resamples: 2000,
             },
         }
@@ -169,8 +189,6 @@ impl DemoConfig {
                 agent_max_calls: 1,
                 agent_max_new_tokens: 8,
                 tsne_points: 12,
-                latency_items: 2,
-                latency_runs: 1,
                 bootstrap_resamples: 200,
             },
             ..d
@@ -179,6 +197,11 @@ impl DemoConfig {
 
     pub fn validate(&self) -> Result<()> {
         ensure!(self.seeds >= 1, "--seeds must be at least 1");
+        ensure!(
+            self.methods.contains(&Method::Sft) && self.methods.contains(&Method::Pearl),
+            "the methods must include SFT and Pearl (the report compares them), got {:?}",
+            self.methods
+        );
         ensure!(
             self.data.train >= 1 && self.data.val >= 1 && self.data.test >= 1,
             "every split needs at least one example"
@@ -198,6 +221,35 @@ impl DemoConfig {
             "the t-SNE figure needs at least 9 held-out trajectories"
         );
         Ok(())
+    }
+
+    /// The defaults (or `quick`'s) with the fields of the JSON object `patch` replaced, nested
+    /// objects field by field: `{"finetune": {"steps": 500}, "data": {"test": 800}}`.
+    pub fn patched(self, patch: &serde_json::Value) -> Result<Self> {
+        fn merge(
+            into: &mut serde_json::Value,
+            patch: &serde_json::Value,
+            path: &str,
+        ) -> Result<()> {
+            match (into, patch) {
+                (serde_json::Value::Object(into), serde_json::Value::Object(patch)) => {
+                    for (k, v) in patch {
+                        let at = format!("{path}{k}");
+                        let slot = into
+                            .get_mut(k)
+                            .with_context(|| format!("unknown demo setting {at:?}"))?;
+                        merge(slot, v, &format!("{at}."))?;
+                    }
+                }
+                (into, patch) => *into = patch.clone(),
+            }
+            Ok(())
+        }
+        let mut value = serde_json::to_value(&self)?;
+        merge(&mut value, patch, "")?;
+        let cfg: Self = serde_json::from_value(value).context("invalid demo settings")?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// The fine-tuning seeds.

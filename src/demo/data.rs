@@ -1,7 +1,7 @@
 //! Stage 1: the synthetic visual-search world (`data::synth`). Two datasets from one seed:
-//! - `tools/`: the `mixed` task (single crops, chained crops, several tool types, several crops
-//!   with other tools) on large cluttered scenes: fine-tuning trajectories, validation
-//!   trajectories and the held-out test items;
+//! - `tools/`: one object on a large cluttered scene, found with one crop (from the discrete crop
+//!   vocabulary, `expert::grid_window`, when `crop_grid` is set): fine-tuning trajectories,
+//!   validation trajectories and the held-out test items;
 //! - `pretrain/`: small plain scenes where the objects are plainly visible, answered directly or
 //!   captioned, without tools: what the base model learns before it sees a tool.
 
@@ -33,24 +33,35 @@ impl DemoData {
 pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
     let d = &cfg.data;
     let tools = dir.join("tools");
-    let mut c = world(cfg, Task::Mixed, cfg.seed, d.scene_side);
+    let mut c = world(cfg, Task::Attribute, cfg.seed, d.scene_side);
     (c.train, c.val, c.test) = (d.train, d.val, d.test);
-    c.tools = vec![Tool::Crop, Tool::Highlight, Tool::Depth];
+    // One crop per trajectory: every method, the tool-calling one included, learns from the
+    // same trajectories.
+    c.tools = vec![Tool::Crop];
+    c.crop_grid = d.crop_grid;
+    c.short_call_text = d.short_call_text;
     c.distractors = d.distractors;
+    if d.tools_plain {
+        (c.scene.clutter, c.scene.noise, c.scene.plain) = (0, 0, true);
+    }
     synth::generate(&c, &tools).context("cannot synthesize the tool-use data")?;
 
-    // Pretraining: close-ups on plain ground, the objects plainly visible.
+    // Pretraining: close-ups, the objects plainly visible; on one plain ground, or on the varied
+    // grounds, clutter and noise of the tool world (the views its crops show).
     let pretrain = dir.join("pretrain");
     let mut c = world(cfg, Task::Pretrain, cfg.seed ^ 0x5eed, d.pretrain_side);
+    c.kinds = d.pretrain_kinds.clone();
     (c.train, c.val, c.test) = (d.pretrain_train, d.pretrain_val, 0);
     c.distractors = d.distractors;
-    (c.scene.clutter, c.scene.noise, c.scene.plain) = (0, 0, true);
+    if d.pretrain_plain {
+        (c.scene.clutter, c.scene.noise, c.scene.plain) = (0, 0, true);
+    }
     synth::generate(&c, &pretrain).context("cannot synthesize the pretraining data")?;
     Ok(DemoData { tools, pretrain })
 }
 
-/// A world of `side`-pixel square scenes with the default clutter density, the demo's question
-/// kinds and options in a fixed order.
+/// A world of `side`-pixel square scenes with the default clutter density, the tool world's
+/// question kinds and options in a fixed order.
 fn world(cfg: &DemoConfig, task: Task, seed: u64, side: u32) -> SynthConfig {
     let mut c = SynthConfig::new(task, seed, 0);
     c.canonical_options = true;

@@ -13,10 +13,11 @@ use crate::eval::run::{Mode, RunConfig, evaluate};
 use crate::eval::stats::Bootstrap;
 use crate::eval::summary::Summary;
 use crate::infer::LocalModel;
-use crate::infer::lvr::LvrChatModel;
+use crate::infer::lvr::{LatentFeed, LvrChatModel};
 use crate::model::precision::Precision;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What was evaluated.
@@ -26,6 +27,65 @@ pub enum System {
     Finetuned(Method),
     /// LVR decoding this many latent steps.
     LvrSteps(usize),
+    /// LVR at its published step count with its latents replaced (the mediation test).
+    LvrMediation(Mediation),
+}
+
+/// What replaces LVR's latents in the mediation test (`infer::lvr::feed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Mediation {
+    Zeros,
+    Noise,
+    CropTarget,
+}
+
+impl Mediation {
+    pub const ALL: [Mediation; 3] = [Mediation::Zeros, Mediation::Noise, Mediation::CropTarget];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Mediation::Zeros => LatentFeed::Zeros.label(),
+            Mediation::Noise => LatentFeed::Noise { seed: 0 }.label(),
+            Mediation::CropTarget => LatentFeed::CropTarget {
+                boxes: BTreeMap::new(),
+            }
+            .label(),
+        }
+    }
+
+    /// The feed of this variant for `items` (the crop target reads each item's expert crop).
+    pub fn feed(self, items: &[McqItem], seed: u64) -> Result<LatentFeed> {
+        Ok(match self {
+            Mediation::Zeros => LatentFeed::Zeros,
+            Mediation::Noise => LatentFeed::Noise { seed },
+            Mediation::CropTarget => LatentFeed::CropTarget {
+                boxes: expert_crops(items)?,
+            },
+        })
+    }
+}
+
+/// Each item's expert crop box (`meta.expert_crop`, which `data::synth` writes), keyed by the
+/// item's first image as its chat names it.
+fn expert_crops(items: &[McqItem]) -> Result<BTreeMap<String, [f64; 4]>> {
+    items
+        .iter()
+        .map(|item| {
+            let image = item
+                .images
+                .first()
+                .with_context(|| format!("item {} has no image", item.id))?;
+            let bbox: [f64; 4] = item
+                .meta
+                .get("expert_crop")
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .with_context(|| {
+                    format!("item {} has no expert crop box (meta.expert_crop)", item.id)
+                })?;
+            Ok((image.clone(), bbox))
+        })
+        .collect()
 }
 
 impl System {
@@ -35,6 +95,9 @@ impl System {
             System::Finetuned(Method::Lvr) => "LVR (4 latent steps)".into(),
             System::Finetuned(m) => m.label().into(),
             System::LvrSteps(s) => format!("LVR ({s} latent steps)"),
+            System::LvrMediation(m) => {
+                format!("LVR ({LVR_STEPS} latent steps), latents: {}", m.label())
+            }
         }
     }
 
@@ -43,6 +106,7 @@ impl System {
             System::Base => "base".into(),
             System::Finetuned(m) => m.slug().into(),
             System::LvrSteps(s) => format!("lvr-steps{s}"),
+            System::LvrMediation(m) => format!("lvr-{m:?}").to_lowercase(),
         }
     }
 }
@@ -206,5 +270,12 @@ pub fn evaluate_finetuned(
         }
         out.push(e);
     }
+    // The mediation test: the same model and step count, the latents replaced.
+    model.latent_steps = LVR_STEPS;
+    for m in Mediation::ALL {
+        model.feed = m.feed(items, cfg.seed)?;
+        out.push(set.run_one(&mut model, System::LvrMediation(m), seed, &Mode::Direct)?);
+    }
+    model.feed = LatentFeed::Own;
     Ok(out)
 }

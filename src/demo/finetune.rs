@@ -12,79 +12,38 @@
 
 use super::config::DemoConfig;
 use super::data::DemoData;
+pub use super::method::Method;
 use crate::objective::{MethodKind, ObjectiveConfig, Supervise};
 use crate::train::config::{LoraSection, OptimizerConfig};
 use crate::train::{self, Options, RunConfig};
 use anyhow::{Context, Result};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Method {
-    Sft,
-    Pearl,
-    PearlNoNextLat,
-    Lvr,
-    /// The tool-calling baseline: evaluated as an agent that executes its crop calls.
-    ToolCall,
-}
-
-impl Method {
-    pub const ALL: [Method; 5] = [
-        Method::Sft,
-        Method::Pearl,
-        Method::PearlNoNextLat,
-        Method::Lvr,
-        Method::ToolCall,
-    ];
-
-    /// Directory-safe name.
-    pub fn slug(self) -> &'static str {
-        match self {
-            Method::Sft => "sft",
-            Method::Pearl => "pearl",
-            Method::PearlNoNextLat => "pearl-no-nextlat",
-            Method::Lvr => "lvr",
-            Method::ToolCall => "toolcall",
-        }
-    }
-
-    /// Name in tables and figures.
-    pub fn label(self) -> &'static str {
-        match self {
-            Method::Sft => "SFT",
-            Method::Pearl => "Pearl",
-            Method::PearlNoNextLat => "Pearl w/o NextLat",
-            Method::Lvr => "LVR",
-            Method::ToolCall => "Tool calling (fine-tuned agent)",
-        }
-    }
-
-    fn apply(self, run: &mut RunConfig) {
-        let pearl = ObjectiveConfig {
-            supervise: Supervise::LastAssistant,
-            ..ObjectiveConfig::pearl()
-        };
-        match self {
-            Method::Sft => {
-                run.objective = ObjectiveConfig {
-                    jepa: false,
-                    nextlat: false,
-                    ..pearl
-                }
+/// How a method sets up its fine-tuning: the objective (or the training method) it trains with.
+fn apply(method: Method, run: &mut RunConfig) {
+    let pearl = ObjectiveConfig {
+        supervise: Supervise::LastAssistant,
+        ..ObjectiveConfig::pearl()
+    };
+    match method {
+        Method::Sft => {
+            run.objective = ObjectiveConfig {
+                jepa: false,
+                nextlat: false,
+                ..pearl
             }
-            Method::Pearl => run.objective = pearl,
-            Method::PearlNoNextLat => {
-                run.objective = ObjectiveConfig {
-                    nextlat: false,
-                    ..pearl
-                }
-            }
-            // LVR supervises the answer turn by construction.
-            Method::Lvr => run.method = MethodKind::Lvr,
-            // Every assistant turn: the model must learn to write the calls, then answer.
-            Method::ToolCall => run.method = MethodKind::ToolCall,
         }
+        Method::Pearl => run.objective = pearl,
+        Method::PearlNoNextLat => {
+            run.objective = ObjectiveConfig {
+                nextlat: false,
+                ..pearl
+            }
+        }
+        // LVR supervises the answer turn by construction.
+        Method::Lvr => run.method = MethodKind::Lvr,
+        // Every assistant turn: the model must learn to write the calls, then answer.
+        Method::ToolCall => run.method = MethodKind::ToolCall,
     }
 }
 
@@ -139,7 +98,7 @@ pub fn finetune(
         },
         ..RunConfig::default()
     };
-    method.apply(&mut run);
+    apply(method, &mut run);
     let summary = train::run(
         &run,
         &Options {

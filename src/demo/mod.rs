@@ -1,7 +1,7 @@
 //! `pearl demo`: the paper's comparison, end to end, on a CPU. The stages run in the order data
 //! flows, one file each: `data` (the synthetic world), `pretrain` (the base model), `finetune`
 //! (SFT, Pearl, Pearl w/o NextLat, LVR), `evaluate` (every system on the held-out items),
-//! `embeddings` + `tsne` (Figure 4), `latency` (Pearl vs tool use), `table` (the numbers),
+//! `embeddings` + `tsne` (Figure 4), `table` (the numbers),
 //! `figures` and `report` (the report directory). `config` holds the knobs, `model_dir` the demo
 //! model's files, `progress` the stage headers.
 //!
@@ -15,7 +15,7 @@ pub mod embeddings;
 pub mod evaluate;
 pub mod figures;
 pub mod finetune;
-pub mod latency;
+pub mod method;
 pub mod model_dir;
 pub mod pretrain;
 pub mod progress;
@@ -31,7 +31,7 @@ use crate::train::metrics::Row;
 use anyhow::{Context, Result};
 use evaluate::{Evaluated, System};
 use finetune::{Finetuned, Method};
-use report::{BaseCheck, Figures, LatencySummary, NamedComparison, ReportData, Verdict};
+use report::{BaseCheck, Figures, NamedComparison, ReportData, Verdict};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -62,7 +62,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     let runs: Vec<Finetuned> = stages.run("3/6 fine-tune five ways", false, || {
         let mut runs = Vec::new();
         for seed in cfg.seed_list() {
-            for method in Method::ALL {
+            for &method in &cfg.methods {
                 if progress {
                     eprintln!("--- {} (seed {seed})", method.label());
                 }
@@ -127,7 +127,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     let figures_dir = out.join("figures");
     std::fs::create_dir_all(&figures_dir)
         .with_context(|| format!("cannot create {}", figures_dir.display()))?;
-    let alignment = stages.run("5/6 embeddings (t-SNE) and answer latency", true, || {
+    let alignment = stages.run("5/6 embeddings (t-SNE)", true, || {
         let val = load_items(&[data.val()], false, "validation")?;
         let val = &val[..cfg.eval.tsne_points.min(val.len())];
         let mut panels = Vec::new();
@@ -146,16 +146,15 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
             .iter()
             .map(|(t, e, _)| (t.to_string(), e.alignment()))
             .collect();
-        let cost = latency::measure(cfg, &base, &pearl.adapter, &data.val())?;
-        Ok((alignment, cost))
+        Ok(alignment)
     })?;
-    let (alignment, cost) = alignment;
 
     let data_out = stages.run("6/6 write the report", true, || {
         let boot = evaluate::bootstrap(cfg);
         let table = table::build_table(&evals, &boot)?;
         let comparisons = [Method::Pearl, Method::PearlNoNextLat, Method::Lvr]
             .into_iter()
+            .filter(|m| cfg.methods.contains(m))
             .map(|m| {
                 Ok(NamedComparison {
                     a: Method::Sft.label().into(),
@@ -191,7 +190,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
             comparisons,
             verdict,
             lvr_steps,
-            latency: LatencySummary::from_report(&cost),
+            mediation: table::mediation_rows(&evals, &boot)?,
             alignment,
             lvr_examples: Some(lvr_examples),
             stages: Vec::new(),

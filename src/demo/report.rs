@@ -4,8 +4,7 @@
 
 use super::config::DemoConfig;
 use super::embeddings::Alignment;
-use super::table::{LvrPoint, Table};
-use crate::bench::answer_cost::AnswerCostReport;
+use super::table::{LvrPoint, MediationRow, Table};
 use crate::eval::compare::Comparison;
 use crate::eval::stats::Interval;
 use anyhow::{Context, Result};
@@ -27,7 +26,8 @@ pub struct ReportData {
     pub comparisons: Vec<NamedComparison>,
     pub verdict: Verdict,
     pub lvr_steps: Vec<LvrPoint>,
-    pub latency: LatencySummary,
+    /// LVR's mediation test (empty without an LVR run).
+    pub mediation: Vec<MediationRow>,
     /// View alignment of the t-SNE figure's embeddings, per model.
     pub alignment: Vec<(String, Alignment)>,
     /// LVR training examples (trajectories with a crop call) out of all training trajectories.
@@ -63,15 +63,6 @@ pub struct Verdict {
     pub diff_ci95: Interval,
     pub mcnemar_p: Option<f64>,
     pub statement: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LatencySummary {
-    pub items: usize,
-    pub median_pearl_s: f64,
-    pub median_tool_use_s: f64,
-    pub mean_tool_turns: f64,
-    pub mean_tool_new_tokens: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,24 +114,6 @@ impl Verdict {
             mcnemar_p: p,
             statement,
         })
-    }
-}
-
-impl LatencySummary {
-    pub fn from_report(r: &AnswerCostReport) -> Self {
-        let n = r.items.len().max(1) as f64;
-        Self {
-            items: r.items.len(),
-            median_pearl_s: r.median_direct_seconds,
-            median_tool_use_s: r.median_tool_seconds,
-            mean_tool_turns: r.items.iter().map(|i| i.tool_turns as f64).sum::<f64>() / n,
-            mean_tool_new_tokens: r
-                .items
-                .iter()
-                .map(|i| i.tool_new_tokens as f64)
-                .sum::<f64>()
-                / n,
-        }
     }
 }
 
@@ -212,6 +185,52 @@ pub fn table_markdown(t: &Table) -> String {
         })
         .collect();
     let _ = writeln!(s, "\nItems per column: {}.", n.join(", "));
+    s
+}
+
+/// The LVR mediation test (claim 3) with what it shows.
+fn mediation_markdown(rows: &[MediationRow]) -> String {
+    let mut s = format!(
+        "## LVR mediation test (claim 3)\n\n\
+         LVR at {} latent steps, with the vectors its latent steps feed back replaced: by zeros, by \
+         Gaussian noise rescaled per item to the norm of the hidden state it replaces, and by the true \
+         crop's target (the merged image embeddings of the expert crop's region of the scene, the rows \
+         LVR's latents regress in training, in row-major order, averaged in contiguous runs down to one \
+         vector per latent step). \"Changed\" is the share of answers whose letter differs from the \
+         answer with LVR's own latents.\n\n\
+         | latents fed | accuracy % | 95 % interval | changed % |\n|---|---|---|---|\n",
+        super::config::LVR_STEPS
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            r.feed,
+            pct(r.accuracy),
+            interval(&r.ci95),
+            pct(r.changed)
+        );
+    }
+    let max_changed = rows.iter().map(|r| r.changed).fold(0.0, f64::max);
+    let own = rows.first().map_or(0.0, |r| r.accuracy);
+    let spread = rows
+        .iter()
+        .map(|r| (r.accuracy - own).abs())
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        s,
+        "\n{}\n",
+        if max_changed < 0.02 {
+            "The answers do not depend on what the latents hold: replacing them changes under 2 % of the answers."
+                .to_string()
+        } else {
+            format!(
+                "Replacing the latents changes up to {} % of the answers and moves accuracy by up to {} points.",
+                pct(max_changed),
+                pct(spread)
+            )
+        }
+    );
     s
 }
 
@@ -290,8 +309,15 @@ fn markdown(d: &ReportData) -> String {
     let _ = writeln!(s, "## Paired comparisons against SFT\n");
     let _ = writeln!(
         s,
-        "Same items, paired: the difference (B − A, points) with its paired-bootstrap 95 % interval, \
-         and the exact McNemar p-value (one seed per side) from `eval::compare`.\n"
+        "Same items, paired: the difference (B − A, points) with its 95 % interval, {}, \
+         and the exact McNemar p-value (one seed per side) from `eval::compare`.\n",
+        if c.seeds > 1 {
+            "a two-level bootstrap that resamples the fine-tuning seeds (pairing the two methods' \
+             runs of the same seed) and then the items, so it holds the variance over seeds as well \
+             as over items"
+        } else {
+            "a paired bootstrap over items (one fine-tuning seed: no variance over seeds is measured)"
+        }
     );
     s.push_str("| A | B | category | n | A % | B % | B − A | 95 % interval | McNemar p |\n|---|---|---|---|---|---|---|---|---|\n");
     for nc in &d.comparisons {
@@ -378,8 +404,10 @@ fn markdown(d: &ReportData) -> String {
         );
     }
     s.push('\n');
+    if !d.mediation.is_empty() {
+        s.push_str(&mediation_markdown(&d.mediation));
+    }
 
-    let l = &d.latency;
     let _ = writeln!(
         s,
         "## Accuracy vs answer latency\n\n![latency]({})\n\n\
@@ -399,29 +427,15 @@ fn markdown(d: &ReportData) -> String {
         );
     }
     s.push('\n');
-    let _ = writeln!(
-        s,
-        "Replaying the expert instead, on {} held-out trajectories with the Pearl model: answering Pearl-style (one turn, 4 tokens) took a median \
-         {:.3} s; generating the expert's tool-using turns instead ({:.1} turns and {:.0} generated tokens on average, \
-         the crops in context) took a median {:.3} s, {:.1}× longer. Tool execution time is not included.\n",
-        l.items,
-        l.median_pearl_s,
-        l.mean_tool_turns,
-        l.mean_tool_new_tokens,
-        l.median_tool_use_s,
-        l.median_tool_use_s / l.median_pearl_s.max(1e-9)
-    );
-
     let _ = writeln!(s, "## Setting\n");
     let _ = writeln!(
         s,
         "- Model: a Qwen2.5-VL-shaped model with {:.2} M parameters (`assets/demo-model/config.json`), \
          images at most {} pixels, pretrained from random weights for {} steps.\n\
-         - Data: {} training and {} validation trajectories (single crops, chained crops, highlights, \
-         several calls), {} held-out test items on {}-pixel noisy, cluttered scenes with {}-pixel objects; \
-         questions: {}, options in one fixed order (a model this small, trained from scratch, does not learn \
-         to look a letter up in a shuffled list within the budget); {} pretraining examples on {}-pixel \
-         plain scenes.\n\
+         - Data: {} training and {} validation trajectories (one crop each{}), {} held-out test items on \
+         {}-pixel noisy, cluttered scenes with {}-pixel objects; questions: {}, options in one fixed order \
+         (a model this small, trained from scratch, does not learn to look a letter up in a shuffled list \
+         within the budget); {} pretraining examples on {}-pixel {} scenes.\n\
          - Fine-tuning: {} steps, micro-batch {}, learning rate {}, LoRA rank {} (alpha {}), best checkpoint by \
          validation loss every {} steps; Pearl: K = 4 predictor tokens, lambda = 0.2.\n\
          - Seeds: data {}, fine-tuning {:?}.\n",
@@ -430,6 +444,11 @@ fn markdown(d: &ReportData) -> String {
         c.pretrain.steps,
         c.data.train,
         c.data.val,
+        if c.data.crop_grid {
+            ", from a vocabulary of nine half-size windows"
+        } else {
+            ""
+        },
         c.data.test,
         c.data.scene_side,
         c.data.object_size,
@@ -441,6 +460,11 @@ fn markdown(d: &ReportData) -> String {
             .join(", "),
         c.data.pretrain_train,
         c.data.pretrain_side,
+        if c.data.pretrain_plain {
+            "plain"
+        } else {
+            "noisy, cluttered"
+        },
         c.finetune.steps,
         c.finetune.micro_batch,
         c.finetune.lr,

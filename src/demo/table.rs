@@ -5,11 +5,14 @@
 //! (`eval::seeds`), and LVR's accuracy per latent-step count. Everything here is plain data;
 //! `report` writes it out.
 
-use super::evaluate::{Evaluated, System};
+use super::evaluate::{Evaluated, Mediation, System};
 use super::finetune::Method;
 use crate::eval::compare::{Comparison, Run, compare};
 use crate::eval::seeds::{self, OVERALL};
-use crate::eval::stats::{Bootstrap, Interval, MeanStd, bootstrap_mean_ci};
+use crate::eval::stats::{
+    Bootstrap, Interval, MeanStd, bootstrap_mean_ci, bootstrap_seeds_items_ci,
+};
+use crate::infer::lvr::LatentFeed;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -249,8 +252,107 @@ pub fn compare_with_sft(
             })
             .collect()
     };
-    compare(&side(Method::Sft), &side(method), boot)
-        .with_context(|| format!("comparing {} with SFT", method.label()))
+    let mut c = compare(&side(Method::Sft), &side(method), boot)
+        .with_context(|| format!("comparing {} with SFT", method.label()))?;
+    let (sft, other) = (
+        runs_of(evals, &System::Finetuned(Method::Sft)),
+        runs_of(evals, &System::Finetuned(method)),
+    );
+    if sft.len() > 1 {
+        // The item bootstrap of per-item averages leaves out the spread over seeds.
+        for row in &mut c.rows {
+            row.diff_ci95 = seed_item_interval(&sft, &other, &row.category, boot)?;
+        }
+    }
+    Ok(c)
+}
+
+/// The interval of B − A over seeds and items (`stats::bootstrap_seeds_items_ci`): per
+/// fine-tuning seed, the per-item difference of the two methods' runs with that seed.
+fn seed_item_interval(
+    a: &[&Evaluated],
+    b: &[&Evaluated],
+    column: &str,
+    boot: &Bootstrap,
+) -> Result<Interval> {
+    let in_column = |category: &str| column == OVERALL || column == category;
+    let mut diffs = Vec::new();
+    for ea in a {
+        let eb = b
+            .iter()
+            .find(|e| e.seed == ea.seed)
+            .with_context(|| format!("no run of the other method with seed {:?}", ea.seed))?;
+        let right: BTreeMap<&str, bool> = eb
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.correct))
+            .collect();
+        let mut d = Vec::new();
+        for r in ea.records.iter().filter(|r| in_column(&r.category)) {
+            let other = right
+                .get(r.id.as_str())
+                .with_context(|| format!("item {} is missing from a run", r.id))?;
+            d.push(f64::from(u8::from(*other)) - f64::from(u8::from(r.correct)));
+        }
+        diffs.push(d);
+    }
+    bootstrap_seeds_items_ci(&diffs, boot)
+        .with_context(|| format!("no items in column {column} to compare"))
+}
+
+/// One row of the LVR mediation test: LVR at its published step count with its latents fed as
+/// `feed` says (its own first).
+#[derive(Debug, Clone, Serialize)]
+pub struct MediationRow {
+    pub feed: String,
+    pub accuracy: f64,
+    pub ci95: Interval,
+    /// Share of answers (item and seed) whose letter differs from the answer with LVR's own
+    /// latents: zero when the answer does not depend on what the latents hold.
+    pub changed: f64,
+}
+
+/// The mediation rows: own latents, then each replacement (none without an LVR run).
+pub fn mediation_rows(evals: &[Evaluated], boot: &Bootstrap) -> Result<Vec<MediationRow>> {
+    let own = runs_of(evals, &System::Finetuned(Method::Lvr));
+    if own.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own_answer: BTreeMap<(Option<u64>, &str), &Option<String>> = own
+        .iter()
+        .flat_map(|e| {
+            e.records
+                .iter()
+                .map(move |r| ((e.seed, r.id.as_str()), &r.parsed))
+        })
+        .collect();
+    let row = |feed: String, runs: &[&Evaluated]| -> Result<MediationRow> {
+        let c = cell(runs, OVERALL, boot)?;
+        let (mut changed, mut n) = (0usize, 0usize);
+        for e in runs {
+            for r in &e.records {
+                let before = own_answer.get(&(e.seed, r.id.as_str())).with_context(|| {
+                    format!("item {} has no answer with LVR's own latents", r.id)
+                })?;
+                changed += usize::from(**before != r.parsed);
+                n += 1;
+            }
+        }
+        Ok(MediationRow {
+            feed,
+            accuracy: c.accuracy,
+            ci95: c.ci95,
+            changed: changed as f64 / n.max(1) as f64,
+        })
+    };
+    let mut rows = vec![row(LatentFeed::Own.label().into(), &own)?];
+    for m in Mediation::ALL {
+        let runs = runs_of(evals, &System::LvrMediation(m));
+        if !runs.is_empty() {
+            rows.push(row(m.label().into(), &runs)?);
+        }
+    }
+    Ok(rows)
 }
 
 /// LVR's accuracy per latent-step count (all seeds pooled per item), in step order.
@@ -333,5 +435,10 @@ mod tests {
         let c = compare_with_sft(&evals, Method::Pearl, &boot).unwrap();
         assert_eq!(c.rows[0].category, OVERALL);
         assert!((c.rows[0].diff - (0.875 - 0.375)).abs() < 1e-12);
+        // Two seeds: the interval is the seeds-and-items bootstrap's, around the difference.
+        let i = c.rows[0].diff_ci95;
+        assert!(i.lo <= c.rows[0].diff && c.rows[0].diff <= i.hi, "{i:?}");
+        let pairs: Vec<Vec<f64>> = vec![vec![0.0, 1.0, 1.0, 0.0], vec![0.0, 0.0, 1.0, 1.0]];
+        assert_eq!(Some(i), bootstrap_seeds_items_ci(&pairs, &boot));
     }
 }

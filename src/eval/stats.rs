@@ -72,7 +72,7 @@ fn bootstrap_ci(
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let n = values.len();
     let mut resample = vec![0.0; n];
-    let mut stats: Vec<f64> = (0..cfg.resamples.max(1))
+    let stats: Vec<f64> = (0..cfg.resamples.max(1))
         .map(|_| {
             for x in resample.iter_mut() {
                 *x = values[rng.random_range(0..n)];
@@ -80,12 +80,41 @@ fn bootstrap_ci(
             statistic(&resample)
         })
         .collect();
+    Some(percentile_interval(stats, cfg.level))
+}
+
+/// The central `level` interval of bootstrap statistics.
+fn percentile_interval(mut stats: Vec<f64>, level: f64) -> Interval {
     stats.sort_by(f64::total_cmp);
-    let tail = (1.0 - cfg.level) / 2.0;
-    Some(Interval {
+    let tail = (1.0 - level) / 2.0;
+    Interval {
         lo: quantile_sorted(&stats, tail),
         hi: quantile_sorted(&stats, 1.0 - tail),
-    })
+    }
+}
+
+/// Percentile interval of the mean of `values[seed][item]` under a two-level bootstrap: each
+/// resample draws seeds with replacement, then items with replacement (the same items for every
+/// drawn seed, so item pairing is kept), and averages; the interval so holds the variance over
+/// seeds as well as over items. With one seed it is the item bootstrap. `None` for no values.
+pub fn bootstrap_seeds_items_ci(values: &[Vec<f64>], cfg: &Bootstrap) -> Option<Interval> {
+    let (k, n) = (values.len(), values.first()?.len());
+    if n == 0 || values.iter().any(|v| v.len() != n) {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let stats: Vec<f64> = (0..cfg.resamples.max(1))
+        .map(|_| {
+            let seeds: Vec<usize> = (0..k).map(|_| rng.random_range(0..k)).collect();
+            let mut sum = 0.0;
+            for _ in 0..n {
+                let i = rng.random_range(0..n);
+                sum += seeds.iter().map(|&s| values[s][i]).sum::<f64>();
+            }
+            sum / (n * k) as f64
+        })
+        .collect();
+    Some(percentile_interval(stats, cfg.level))
 }
 
 /// Mean of the paired differences `b[i] - a[i]` and its percentile bootstrap interval
@@ -174,6 +203,31 @@ fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seeds that disagree widen the interval beyond the item bootstrap of their average; with one
+    /// seed the two bootstraps are the same resampling of items.
+    #[test]
+    fn the_two_level_interval_holds_the_seed_variance() {
+        let cfg = Bootstrap::default();
+        let items = 400;
+        // Seed 0 right on every item, seed 1 on none: the per-item average is 0.5 everywhere, so
+        // the item bootstrap of the averages has no width at all.
+        let split = vec![vec![1.0; items], vec![0.0; items]];
+        let averaged: Vec<f64> = (0..items).map(|_| 0.5).collect();
+        let flat = bootstrap_mean_ci(&averaged, &cfg).unwrap();
+        assert_eq!((flat.lo, flat.hi), (0.5, 0.5));
+        let two = bootstrap_seeds_items_ci(&split, &cfg).unwrap();
+        assert!(two.lo <= 0.0 + 1e-12 && two.hi >= 1.0 - 1e-12, "{two:?}");
+        // One seed: an interval around the mean of the items, as wide as the item bootstrap's.
+        let one: Vec<f64> = (0..items)
+            .map(|i| f64::from(u8::from(i % 4 == 0)))
+            .collect();
+        let a = bootstrap_seeds_items_ci(std::slice::from_ref(&one), &cfg).unwrap();
+        let b = bootstrap_mean_ci(&one, &cfg).unwrap();
+        assert!(a.lo < 0.25 && a.hi > 0.25);
+        assert!(((a.hi - a.lo) - (b.hi - b.lo)).abs() < 0.02, "{a:?} {b:?}");
+        assert!(bootstrap_seeds_items_ci(&[vec![1.0], vec![]], &cfg).is_none());
+    }
 
     #[test]
     fn mcnemar_exact_by_hand() {

@@ -144,15 +144,44 @@ impl Planner {
     }
 }
 
-/// One call of `tool` about the question's focus (single-call tasks).
-pub fn single(q: &Question, tool: Tool, object: f64, rng: &mut ChaCha8Rng) -> Vec<Step> {
+/// One call of `tool` about the question's focus (single-call tasks). With `grid`, a crop is one
+/// of the nine [`grid_window`]s instead of a box fitted to the focus.
+pub fn single(
+    q: &Question,
+    tool: Tool,
+    object: f64,
+    grid: bool,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Step> {
     let mut p = Planner::new(q);
-    let ctx = p.context(q.focus_union(), object, rng);
+    let mut ctx = p.context(q.focus_union(), object, rng);
+    if grid && tool == Tool::Crop {
+        ctx = grid_window(q.focus_union(), p.width, p.height).unwrap_or(ctx);
+    }
     match tool {
         Tool::Depth => p.call(Tool::Depth, 1, None),
         t => p.call(t, 1, Some(ctx)),
     }
     p.steps
+}
+
+/// The discrete crop vocabulary: a window of half the image's width and height starting at 0, 1/4
+/// or 1/2 of each side (nine boxes, such as `[0.5, 0.0, 1.0, 0.5]`), chosen per axis as the half
+/// of the image that contains the focus, else the centered half; so an object inside a quarter of
+/// the image gets exactly that quarter, and a model picks a crop among a few boxes instead of
+/// writing coordinates. `None` when no window contains the focus (objects larger than a quarter
+/// of the image).
+pub fn grid_window(focus: [f64; 4], width: f64, height: f64) -> Option<[f64; 4]> {
+    let axis = |lo: f64, hi: f64, side: f64| {
+        let half = side / 2.0;
+        let start = [0.0, half, side / 4.0]
+            .into_iter()
+            .find(|&s| s <= lo && hi <= s + half)?;
+        Some([start, start + half])
+    };
+    let [x1, x2] = axis(focus[0], focus[2], width)?;
+    let [y1, y2] = axis(focus[1], focus[3], height)?;
+    Some([x1, y1, x2, y2])
 }
 
 /// `levels` nested zooms, each on the previous crop (the PixelReasoner regime): from a region of
@@ -273,4 +302,41 @@ pub fn multicall_kind(tools: &[Tool], rng: &mut ChaCha8Rng) -> Kind {
         kinds.push(Kind::Depth);
     }
     *kinds.choose(rng).unwrap_or(&Kind::Color)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every object of a 224-pixel scene gets a window that contains it, one of exactly nine of half
+    /// the image per side; an object inside a quarter gets that quarter.
+    #[test]
+    fn grid_windows_are_nine_and_contain_the_focus() {
+        let (side, half) = (224.0, 12.5);
+        let mut seen = std::collections::BTreeSet::new();
+        for cx in (13..=211).step_by(3) {
+            for cy in (13..=211).step_by(7) {
+                let (cx, cy) = (f64::from(cx), f64::from(cy));
+                let focus = [cx - half, cy - half, cx + half, cy + half];
+                let w = grid_window(focus, side, side).expect("a window");
+                assert!(
+                    w[0] <= focus[0] && focus[2] <= w[2] && w[1] <= focus[1] && focus[3] <= w[3]
+                );
+                assert_eq!((w[2] - w[0], w[3] - w[1]), (112.0, 112.0));
+                for start in [w[0], w[1]] {
+                    assert!([0.0, 56.0, 112.0].contains(&start), "{w:?}");
+                }
+                if focus[2] <= 112.0 && focus[3] <= 112.0 {
+                    assert_eq!(w, [0.0, 0.0, 112.0, 112.0]);
+                }
+                if focus[0] >= 112.0 && focus[3] <= 112.0 {
+                    assert_eq!(w, [112.0, 0.0, 224.0, 112.0]);
+                }
+                seen.insert(w.map(|v| v as u32));
+            }
+        }
+        assert_eq!(seen.len(), 9);
+        // An object wider than half the image has none.
+        assert_eq!(grid_window([0.0, 0.0, 150.0, 20.0], side, side), None);
+    }
 }

@@ -8,7 +8,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 /// Question kinds, each a report category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Color,
@@ -17,16 +17,25 @@ pub enum Kind {
     Vertical,
     Counting,
     Depth,
+    /// Which ninth of the image (3x3 grid) holds the object's center: grounding as an MCQ.
+    Region,
+    /// The color of the object in a named quarter of the image (one object per quarter).
+    QuadrantColor,
+    /// The shape of the object in a named quarter of the image (one object per quarter).
+    QuadrantShape,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Color,
         Kind::ShapeOf,
         Kind::Horizontal,
         Kind::Vertical,
         Kind::Counting,
         Kind::Depth,
+        Kind::Region,
+        Kind::QuadrantColor,
+        Kind::QuadrantShape,
     ];
 
     pub fn category(self) -> &'static str {
@@ -37,6 +46,9 @@ impl Kind {
             Kind::Vertical => "position/vertical",
             Kind::Counting => "counting",
             Kind::Depth => "depth/order",
+            Kind::Region => "position/region",
+            Kind::QuadrantColor => "quadrant/color",
+            Kind::QuadrantShape => "quadrant/shape",
         }
     }
 }
@@ -92,6 +104,8 @@ pub fn generate(
     for _ in 0..50 {
         let q = match kind {
             Kind::Color | Kind::ShapeOf => attribute(kind, p, layout, rng),
+            Kind::Region => region(p, layout, rng),
+            Kind::QuadrantColor | Kind::QuadrantShape => quadrant(kind, p, rng),
             Kind::Horizontal | Kind::Vertical => position(kind, p, layout, rng),
             Kind::Counting => counting(p, layout, rng),
             Kind::Depth => depth(p, layout, rng),
@@ -210,6 +224,126 @@ fn attribute(
         kind,
         scene,
         question,
+        options,
+        answer,
+        focus: vec![target.bbox_px()],
+    })
+}
+
+/// The nine parts of an image, row by row: the options of a region question, in this order.
+pub const REGIONS: [&str; 9] = [
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+];
+
+/// Index into [`REGIONS`] of the ninth holding the pixel (x, y) of a `w` x `h` image.
+pub fn region_of(x: f64, y: f64, w: f64, h: f64) -> usize {
+    let third = |v: f64, side: f64| ((3.0 * v / side).floor() as usize).min(2);
+    3 * third(y, h) + third(x, w)
+}
+
+/// "In which part of the image is the triangle?": the object (a unique shape) is placed in a
+/// drawn ninth with its center at least a quarter object size from the ninth's edges, so the
+/// answer is never a matter of a pixel.
+fn region(p: &SceneParams, layout: Layout, rng: &mut ChaCha8Rng) -> Option<Question> {
+    let mut scene = Scene::background(p, rng);
+    let (shape, color) = (*SHAPES.choose(rng)?, *COLORS.choose(rng)?);
+    let cell = rng.random_range(0..REGIONS.len());
+    let (w, h) = (f64::from(p.width), f64::from(p.height));
+    let guard = p.object_size * 0.25;
+    let (cw, ch) = (w / 3.0, h / 3.0);
+    let (col, row) = ((cell % 3) as f64, (cell / 3) as f64);
+    let spread = (cw.min(ch) / 2.0 - guard).max(0.0);
+    let target = object(
+        p,
+        rng,
+        shape,
+        color,
+        Some(((col + 0.5) * cw, (row + 0.5) * ch, spread)),
+        &scene,
+    )?;
+    let inner = |v: f64, lo: f64, side: f64| v >= lo + guard && v <= lo + side - guard;
+    if !inner(target.cx, col * cw, cw) || !inner(target.cy, row * ch, ch) {
+        return None;
+    }
+    scene.objects.push(target);
+    distract(&mut scene, p, layout, rng, |s, _| s != shape);
+    Some(Question {
+        kind: Kind::Region,
+        scene,
+        question: format!("In which part of the image is the {}?", shape.name()),
+        options: REGIONS.iter().map(|r| r.to_string()).collect(),
+        answer: region_of(target.cx, target.cy, w, h),
+        focus: vec![target.bbox_px()],
+    })
+}
+
+/// The four quarters of an image, row by row.
+pub const QUADRANTS: [&str; 4] = ["top left", "top right", "bottom left", "bottom right"];
+
+/// "What is the color of the object in the top left?": one object inside each quarter of the
+/// image (clear of the middle lines by a quarter object size), four different colors, shapes
+/// drawn freely. The quarter names the object, so a crop of that quarter shows it alone, while
+/// answering from the whole image needs binding a position to an object.
+fn quadrant(kind: Kind, p: &SceneParams, rng: &mut ChaCha8Rng) -> Option<Question> {
+    let mut scene = Scene::background(p, rng);
+    let (w, h) = (f64::from(p.width), f64::from(p.height));
+    let mut colors = COLORS.to_vec();
+    colors.shuffle(rng);
+    let guard = p.object_size * 0.25;
+    for (q, &color) in colors.iter().take(QUADRANTS.len()).enumerate() {
+        let (x0, y0) = ((q % 2) as f64 * w / 2.0, (q / 2) as f64 * h / 2.0);
+        let spread = (w.min(h) / 4.0 - guard).max(0.0);
+        let shape = *SHAPES.choose(rng)?;
+        let o = object(
+            p,
+            rng,
+            shape,
+            color,
+            Some((x0 + w / 4.0, y0 + h / 4.0, spread)),
+            &scene,
+        )?;
+        let [bx0, by0, bx1, by1] = o.bbox_px();
+        let inside = bx0 >= x0 + guard
+            && by0 >= y0 + guard
+            && bx1 <= x0 + w / 2.0 - guard
+            && by1 <= y0 + h / 2.0 - guard;
+        if !inside {
+            return None;
+        }
+        scene.objects.push(o);
+    }
+    let asked = rng.random_range(0..QUADRANTS.len());
+    let target = scene.objects[asked];
+    let (what, options, answer) = if kind == Kind::QuadrantColor {
+        let answer = COLORS.iter().position(|&c| c == target.color)?;
+        (
+            "color",
+            COLORS.iter().map(|c| c.name().to_string()).collect(),
+            answer,
+        )
+    } else {
+        let answer = SHAPES.iter().position(|&s| s == target.shape)?;
+        (
+            "shape",
+            SHAPES.iter().map(|s| s.name().to_string()).collect(),
+            answer,
+        )
+    };
+    Some(Question {
+        kind,
+        scene,
+        question: format!(
+            "What is the {what} of the object in the {}?",
+            QUADRANTS[asked]
+        ),
         options,
         answer,
         focus: vec![target.bbox_px()],
@@ -512,6 +646,47 @@ mod tests {
                             "farther"
                         };
                         assert_eq!(ans, expected);
+                    }
+                    Kind::Region => {
+                        let shape = q.question.trim_end_matches('?').rsplit(' ').next().unwrap();
+                        let hits: Vec<_> =
+                            objs.iter().filter(|o| o.shape.name() == shape).collect();
+                        assert_eq!(hits.len(), 1, "{}", q.question);
+                        let (col, row) = (hits[0].cx * 3.0 / 448.0, hits[0].cy * 3.0 / 448.0);
+                        let expected = REGIONS[3 * row as usize + col as usize];
+                        assert_eq!(ans, expected, "{}", q.question);
+                        // Clear of the grid lines by a quarter object size.
+                        for v in [col, row] {
+                            let off = (v - v.floor()) * 448.0 / 3.0;
+                            assert!((3.0 - 1e-9..=448.0 / 3.0 - 3.0 + 1e-9).contains(&off));
+                        }
+                        assert_eq!(q.options.len(), 9);
+                    }
+                    Kind::QuadrantColor | Kind::QuadrantShape => {
+                        assert_eq!(objs.len(), 4);
+                        let named = q
+                            .question
+                            .trim_end_matches('?')
+                            .split(" in the ")
+                            .nth(1)
+                            .unwrap();
+                        let quarter = QUADRANTS.iter().position(|n| *n == named).unwrap();
+                        let inside: Vec<_> = objs
+                            .iter()
+                            .filter(|o| {
+                                let [x0, y0, x1, y1] = o.bbox_px();
+                                let (qx, qy) =
+                                    ((quarter % 2) as f64 * 224.0, (quarter / 2) as f64 * 224.0);
+                                x0 >= qx && x1 <= qx + 224.0 && y0 >= qy && y1 <= qy + 224.0
+                            })
+                            .collect();
+                        assert_eq!(inside.len(), 1, "{}", q.question);
+                        let want = if kind == Kind::QuadrantColor {
+                            inside[0].color.name()
+                        } else {
+                            inside[0].shape.name()
+                        };
+                        assert_eq!(ans, want, "{}", q.question);
                     }
                     Kind::Depth => {
                         let (a, b) = (named(&q.options[0]), named(&q.options[1]));

@@ -45,6 +45,9 @@ impl Task {
     }
 }
 
+/// What the expert says before a crop with `short_call_text`.
+pub const SHORT_CROP_TEXT: &str = "Let me zoom in.";
+
 #[derive(Debug, Clone)]
 pub struct SynthConfig {
     pub task: Task,
@@ -68,6 +71,12 @@ pub struct SynthConfig {
     pub unique_colors: bool,
     /// Question kinds to draw; empty = every kind the task has.
     pub kinds: Vec<Kind>,
+    /// The expert's crop turns say [`SHORT_CROP_TEXT`] instead of the published text, which
+    /// repeats the box in prose: a model that writes its own calls then writes each box once.
+    pub short_call_text: bool,
+    /// Single crops are one of nine fixed windows (`expert::grid_window`), a discrete crop
+    /// vocabulary, instead of boxes fitted to the focus.
+    pub crop_grid: bool,
     /// Worker threads (output does not depend on it).
     pub threads: usize,
 }
@@ -102,6 +111,8 @@ impl SynthConfig {
             canonical_options: false,
             unique_colors: false,
             kinds: Vec::new(),
+            crop_grid: false,
+            short_call_text: false,
             threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
@@ -322,6 +333,9 @@ fn example(cfg: &SynthConfig, split: Split, index: usize, out: &Path) -> anyhow:
             "focus_bbox": q.scene.normalized(q.focus_union(), 0.0),
             // Lets the tool-using baseline compute depth maps of test scenes.
             "scene": q.scene,
+            // The expert's first crop of the scene (test items too): the region LVR's latents
+            // reconstruct, for the mediation test.
+            "expert_crop": first_crop(&plan),
         }),
     };
     let fingerprint = q.scene.fingerprint();
@@ -362,7 +376,10 @@ fn example(cfg: &SynthConfig, split: Split, index: usize, out: &Path) -> anyhow:
             let name = rel(format!("{id}_{}.png", k + 1));
             save(&output, &out.join(&name))?;
             images.push(output);
-            let (say, shown) = step.tool.texts(step.bbox);
+            let (mut say, shown) = step.tool.texts(step.bbox);
+            if cfg.short_call_text && step.tool == Tool::Crop {
+                say = SHORT_CROP_TEXT.to_string();
+            }
             let turn = messages.len();
             calls.push(match step.bbox {
                 Some(b) => ToolCall::with_bbox(turn, step.tool.name(), b, step.target),
@@ -416,9 +433,15 @@ fn draw_task(cfg: &SynthConfig, rng: &mut ChaCha8Rng) -> anyhow::Result<(Task, K
         let tools = &cfg.tools;
         let (kind, tool) = match task {
             Task::Attribute | Task::Chain => (
-                *[Kind::Color, Kind::ShapeOf]
-                    .choose(rng)
-                    .unwrap_or(&Kind::Color),
+                *[
+                    Kind::Color,
+                    Kind::ShapeOf,
+                    Kind::Region,
+                    Kind::QuadrantColor,
+                    Kind::QuadrantShape,
+                ]
+                .choose(rng)
+                .unwrap_or(&Kind::Color),
                 Tool::Crop,
             ),
             Task::Position => (
@@ -491,9 +514,20 @@ fn plan_example(
     let steps = match task {
         Task::Chain => expert::chain(&q, rng.random_range(2..=cfg.max_calls), obj, rng),
         Task::Multicall => expert::multicall(&q, tools, cfg.max_calls, obj, rng),
-        _ => expert::single(&q, tool, obj, rng),
+        _ => expert::single(&q, tool, obj, cfg.crop_grid, rng),
     };
     Ok((q, Plan::Tools { task, steps }))
+}
+
+/// The normalized box of the plan's first crop of the scene (image 1), if it makes one.
+fn first_crop(plan: &Plan) -> Option<[f64; 4]> {
+    match plan {
+        Plan::Tools { steps, .. } => steps
+            .iter()
+            .find(|s| s.tool == Tool::Crop && s.target == 1)
+            .and_then(|s| s.bbox),
+        Plan::Direct | Plan::Caption => None,
+    }
 }
 
 /// Runs one expert step with the shared tool implementations.

@@ -29,6 +29,8 @@ pub struct LatentDecoder<'a> {
     last_hidden: Tensor<2>,
     /// Latent steps fed so far.
     latent_steps: usize,
+    /// The prompt batch's image embeddings `[rows, d]` (none without images).
+    image_embeds: Option<Tensor<2>>,
 }
 
 impl<'a> LatentDecoder<'a> {
@@ -66,6 +68,7 @@ impl<'a> LatentDecoder<'a> {
             next_position: (0..b).map(|i| lengths[i] as i64 + deltas[i]).collect(),
             last_hidden,
             latent_steps: 0,
+            image_embeds: images.map(|f| f.embeds),
         })
     }
 
@@ -106,9 +109,19 @@ impl<'a> LatentDecoder<'a> {
         }
     }
 
+    /// The prompt batch's image embeddings `[rows, d]`, in the order of its images.
+    pub fn image_embeds(&self) -> Option<&Tensor<2>> {
+        self.image_embeds.as_ref()
+    }
+
     /// One latent step: the last hidden state becomes the next input embedding.
     pub fn latent_step(&mut self) {
-        self.feed(self.last_hidden.clone());
+        self.latent_step_with(self.last_hidden.clone());
+    }
+
+    /// One latent step that feeds `x` `[batch, d]` instead (the mediation test, `feed`).
+    pub fn latent_step_with(&mut self, x: Tensor<2>) {
+        self.feed(x);
         self.latent_steps += 1;
     }
 

@@ -8,6 +8,7 @@
 //! token, latent steps included (the batch's wall time, as the harness's contract says).
 
 use super::decode::{LatentDecoder, MAX_LATENT_STEPS};
+use super::feed::{FirstImage, LatentFeed, LatentInputs};
 use crate::data::chat::{Message, Role};
 use crate::eval::answerer::{ChatModel, Generation};
 use crate::model::{VlBatch, Vlm};
@@ -23,6 +24,8 @@ pub struct LvrPrompts {
     pub tokens: VlBatch,
     /// Per prompt: how many of its tokens are image tokens.
     pub image_tokens: Vec<usize>,
+    /// Per prompt: its first image among the batch's image embeddings.
+    pub first_images: Vec<FirstImage>,
 }
 
 /// Renders each chat (system / user turns, ending with a user turn that asks) with the generation
@@ -34,7 +37,8 @@ pub fn encode_prompts(processor: &Processor, chats: &[Vec<Message>]) -> Result<L
         format!("the tokenizer has no {LVR_START}: add LVR's tokens before decoding")
     })?;
     let mut sequences = Vec::with_capacity(chats.len());
-    let mut image_tokens = Vec::with_capacity(chats.len());
+    let mut image_tokens: Vec<usize> = Vec::with_capacity(chats.len());
+    let mut first_images = Vec::with_capacity(chats.len());
     let mut pixel_values = Vec::new();
     let mut grids = Vec::new();
     for (i, chat) in chats.iter().enumerate() {
@@ -63,6 +67,16 @@ pub fn encode_prompts(processor: &Processor, chats: &[Vec<Message>]) -> Result<L
         let ids = processor
             .encode_text_with_images(&text, &images)
             .with_context(ctx)?;
+        first_images.push(FirstImage {
+            reference: chat
+                .iter()
+                .flat_map(Message::images)
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            first_row: image_tokens.iter().sum(),
+            grid_thw: images[0].grid_thw,
+        });
         image_tokens.push(
             images
                 .iter()
@@ -85,6 +99,7 @@ pub fn encode_prompts(processor: &Processor, chats: &[Vec<Message>]) -> Result<L
     Ok(LvrPrompts {
         tokens: VlBatch::from(enc),
         image_tokens,
+        first_images,
     })
 }
 
@@ -96,6 +111,25 @@ pub fn lvr_generate(
     chats: &[Vec<Message>],
     latent_steps: usize,
     max_new_tokens: usize,
+) -> Result<Vec<Generation>> {
+    lvr_generate_with(
+        model,
+        processor,
+        chats,
+        latent_steps,
+        max_new_tokens,
+        &LatentFeed::Own,
+    )
+}
+
+/// [`lvr_generate`] with the latent steps fed by `feed` (the mediation test).
+pub fn lvr_generate_with(
+    model: &Vlm,
+    processor: &Processor,
+    chats: &[Vec<Message>],
+    latent_steps: usize,
+    max_new_tokens: usize,
+    feed: &LatentFeed,
 ) -> Result<Vec<Generation>> {
     ensure!(
         latent_steps <= MAX_LATENT_STEPS,
@@ -118,8 +152,17 @@ pub fn lvr_generate(
 
     let b = chats.len();
     let mut dec = LatentDecoder::prefill(model, &prompts.tokens)?;
-    for _ in 0..latent_steps {
-        dec.latent_step();
+    let mut inputs = LatentInputs::new(
+        feed,
+        latent_steps,
+        dec.image_embeds(),
+        &prompts.first_images,
+        processor.image.merge_size,
+        processor.image.patch_size,
+    )?;
+    for step in 0..latent_steps {
+        let x = inputs.input(step, dec.last_hidden())?;
+        dec.latent_step_with(x);
     }
     dec.feed_tokens(&vec![end; b])?;
     let mut answers: Vec<Vec<i64>> = vec![Vec::new(); b];
@@ -166,6 +209,8 @@ pub struct LvrChatModel {
     /// Holds LVR's tokens.
     pub processor: Processor,
     pub latent_steps: usize,
+    /// What the latent steps feed back (LVR's own hidden states unless testing mediation).
+    pub feed: LatentFeed,
 }
 
 impl LvrChatModel {
@@ -200,6 +245,7 @@ impl LvrChatModel {
             model,
             processor,
             latent_steps,
+            feed: LatentFeed::Own,
         })
     }
 }
@@ -210,12 +256,13 @@ impl ChatModel for LvrChatModel {
         chats: &[Vec<Message>],
         max_new_tokens: usize,
     ) -> Result<Vec<Generation>> {
-        lvr_generate(
+        lvr_generate_with(
             &self.model,
             &self.processor,
             chats,
             self.latent_steps,
             max_new_tokens,
+            &self.feed,
         )
     }
 }
