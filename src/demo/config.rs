@@ -116,7 +116,7 @@ impl Default for DemoConfig {
                 scene_side: 224,
                 object_size: 20.0,
                 kinds: vec![Kind::QuadrantColor, Kind::QuadrantShape],
-                pretrain_kinds: vec![Kind::Color, Kind::ShapeOf],
+                pretrain_kinds: vec![Kind::Color, Kind::ShapeOf, Kind::QuadrantBox],
                 crop_grid: true,
                 short_call_text: true,
                 tools_plain: true,
