@@ -184,6 +184,8 @@ enum KindArg {
     QuadrantColor,
     /// The shape of the object in a named quarter.
     QuadrantShape,
+    /// The normalized box of a named quarter.
+    QuadrantBox,
 }
 
 impl KindArg {
@@ -198,6 +200,7 @@ impl KindArg {
             KindArg::Region => Kind::Region,
             KindArg::QuadrantColor => Kind::QuadrantColor,
             KindArg::QuadrantShape => Kind::QuadrantShape,
+            KindArg::QuadrantBox => Kind::QuadrantBox,
         }
     }
 }

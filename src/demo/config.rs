@@ -42,6 +42,10 @@ pub struct DemoConfig {
 /// choosing the crop is reading the question (one of a fixed vocabulary of windows, written
 /// once: `short_call_text`), and the crop shows that object alone at the pretraining scale, while
 /// answering from the whole scene needs binding a position to one of four 10-px objects.
+/// Pretraining also asks which normalized box a named quarter is (the box convention, in the
+/// call's JSON form): without it the fine-tuned tool-calling model wrote well-formed calls about
+/// one wrong box for every item (0 % on target, E5); with it, 99.7 % of its calls held the target
+/// (E6).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataConfig {
     /// Tool-use trajectories to fine-tune on.
@@ -116,7 +120,7 @@ impl Default for DemoConfig {
                 scene_side: 224,
                 object_size: 20.0,
                 kinds: vec![Kind::QuadrantColor, Kind::QuadrantShape],
-                pretrain_kinds: vec![Kind::Color, Kind::ShapeOf],
+                pretrain_kinds: vec![Kind::Color, Kind::ShapeOf, Kind::QuadrantBox],
                 crop_grid: true,
                 short_call_text: true,
                 tools_plain: true,

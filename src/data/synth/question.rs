@@ -23,10 +23,13 @@ pub enum Kind {
     QuadrantColor,
     /// The shape of the object in a named quarter of the image (one object per quarter).
     QuadrantShape,
+    /// Which normalized box is a named quarter of the image: the coordinate convention of
+    /// boxes (what a base model knows of grounding), asked about any scene.
+    QuadrantBox,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Color,
         Kind::ShapeOf,
         Kind::Horizontal,
@@ -36,6 +39,7 @@ impl Kind {
         Kind::Region,
         Kind::QuadrantColor,
         Kind::QuadrantShape,
+        Kind::QuadrantBox,
     ];
 
     pub fn category(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Kind {
             Kind::Region => "position/region",
             Kind::QuadrantColor => "quadrant/color",
             Kind::QuadrantShape => "quadrant/shape",
+            Kind::QuadrantBox => "quadrant/box",
         }
     }
 }
@@ -106,6 +111,7 @@ pub fn generate(
             Kind::Color | Kind::ShapeOf => attribute(kind, p, layout, rng),
             Kind::Region => region(p, layout, rng),
             Kind::QuadrantColor | Kind::QuadrantShape => quadrant(kind, p, rng),
+            Kind::QuadrantBox => quadrant_box(p, rng),
             Kind::Horizontal | Kind::Vertical => position(kind, p, layout, rng),
             Kind::Counting => counting(p, layout, rng),
             Kind::Depth => depth(p, layout, rng),
@@ -347,6 +353,38 @@ fn quadrant(kind: Kind, p: &SceneParams, rng: &mut ChaCha8Rng) -> Option<Questio
         options,
         answer,
         focus: vec![target.bbox_px()],
+    })
+}
+
+/// The box of each quarter of an image, normalized, in [`QUADRANTS`]' order.
+pub const QUADRANT_BOXES: [[f64; 4]; 4] = [
+    [0.0, 0.0, 0.5, 0.5],
+    [0.5, 0.0, 1.0, 0.5],
+    [0.0, 0.5, 0.5, 1.0],
+    [0.5, 0.5, 1.0, 1.0],
+];
+
+/// "Which box is the top right quarter of the image?" with the four quarters' boxes as options,
+/// written as a tool call's JSON writes them (`[0.5,0.0,1.0,0.5]`); the scene is one object.
+fn quadrant_box(p: &SceneParams, rng: &mut ChaCha8Rng) -> Option<Question> {
+    let mut scene = Scene::background(p, rng);
+    let (shape, color) = (*SHAPES.choose(rng)?, *COLORS.choose(rng)?);
+    let o = object(p, rng, shape, color, None, &scene)?;
+    scene.objects.push(o);
+    let asked = rng.random_range(0..QUADRANTS.len());
+    Some(Question {
+        kind: Kind::QuadrantBox,
+        scene,
+        question: format!(
+            "Which normalized box [x1, y1, x2, y2] is the {} quarter of the image?",
+            QUADRANTS[asked]
+        ),
+        options: QUADRANT_BOXES
+            .iter()
+            .map(|b| serde_json::json!(b).to_string())
+            .collect(),
+        answer: asked,
+        focus: vec![o.bbox_px()],
     })
 }
 
@@ -687,6 +725,15 @@ mod tests {
                             inside[0].shape.name()
                         };
                         assert_eq!(ans, want, "{}", q.question);
+                    }
+                    Kind::QuadrantBox => {
+                        let named = q.question.split(" is the ").nth(1).unwrap();
+                        let quarter = QUADRANTS
+                            .iter()
+                            .position(|n| named.starts_with(&format!("{n} quarter")))
+                            .unwrap();
+                        assert_eq!(q.answer, quarter);
+                        assert_eq!(ans, &serde_json::json!(QUADRANT_BOXES[quarter]).to_string());
                     }
                     Kind::Depth => {
                         let (a, b) = (named(&q.options[0]), named(&q.options[1]));
