@@ -237,8 +237,8 @@ where
 }
 
 /// Runs portable op `op`: on plain tensors directly; on autodiff tensors with its own backward
-/// pass, on the backends whose autodiff rungs are here (the CPU's; a GPU backend's rungs are
-/// added beside them). `None` for autodiff tensors elsewhere: the caller composes the op.
+/// pass, on the backends whose autodiff rungs are here (the CPU's, and with the `cuda` feature
+/// the GPU's). `None` for autodiff tensors elsewhere: the caller composes the op.
 pub fn portable<P, const N: usize, const D: usize, const O: usize>(
     op: P,
     inputs: [Tensor<D>; N],
@@ -251,9 +251,37 @@ where
     }
     let kernel = OnBackend::<P, D, O>(op);
     let inputs = inputs.map(|t| t.into_dispatch());
-    on_backend::<Autodiff<Flex, NoCheckpointing>, Flex, _, N, O>(&kernel, &inputs).or_else(|| {
-        on_backend::<Autodiff<Flex, BalancedCheckpointing>, Flex, _, N, O>(&kernel, &inputs)
+    on_backend::<Autodiff<Flex, NoCheckpointing>, Flex, _, N, O>(&kernel, &inputs)
+        .or_else(|| {
+            on_backend::<Autodiff<Flex, BalancedCheckpointing>, Flex, _, N, O>(&kernel, &inputs)
+        })
+        .or_else(|| on_gpu(&kernel, &inputs))
+}
+
+/// The GPU's autodiff rungs (burn's cubecl backend, whose device says CUDA or another runtime):
+/// the same generic code the CPU rungs run, so CUDA training keeps blockwise attention and the
+/// chunked head loss. Type-checked only: no GPU has been lent to run it yet.
+#[cfg(feature = "cuda")]
+fn on_gpu<P, const N: usize, const D: usize, const O: usize>(
+    kernel: &OnBackend<P, D, O>,
+    inputs: &[DispatchTensor; N],
+) -> Option<Tensor<O>>
+where
+    P: Portable<N, D, O>,
+{
+    use burn::backend::Cube;
+    on_backend::<Autodiff<Cube, NoCheckpointing>, Cube, _, N, O>(kernel, inputs).or_else(|| {
+        on_backend::<Autodiff<Cube, BalancedCheckpointing>, Cube, _, N, O>(kernel, inputs)
     })
+}
+
+/// Without the `cuda` feature there is no GPU backend to try.
+#[cfg(not(feature = "cuda"))]
+fn on_gpu<P, const N: usize, const D: usize, const O: usize>(
+    _: &OnBackend<P, D, O>,
+    _: &[DispatchTensor; N],
+) -> Option<Tensor<O>> {
+    None
 }
 
 /// The float primitive of a tensor on backend `R`, if it lives there.
