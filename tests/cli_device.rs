@@ -28,6 +28,7 @@ fn commands() -> Vec<Vec<&'static str>> {
         vec!["bench", "train", "--config", m, "--data", m],
         vec!["bench", "generate", "--config", m],
         vec!["bench", "load", "--model", m],
+        vec!["demo", "--config", m],
     ]
 }
 

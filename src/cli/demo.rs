@@ -1,6 +1,7 @@
-//! `pearl demo [--out DIR] [--quick] [--seeds N]`: the paper's comparison on a CPU (`crate::demo`).
+//! `pearl demo [--out DIR] [--quick] [--seeds N] [--device D]`: the paper's comparison on a CPU (`crate::demo`).
 
 use crate::demo::{self, DemoConfig};
+use crate::model::device::DeviceSpec;
 use anyhow::Context;
 use clap::Args;
 use std::io::IsTerminal;
@@ -25,6 +26,9 @@ pub struct DemoArgs {
     /// report's settings).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Where every stage trains and evaluates: `cpu`, or `cuda:N` (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
+    device: DeviceSpec,
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let base = DemoConfig {
         seeds: a.seeds,
         seed: a.seed,
+        device: a.device.to_string(),
         ..base
     };
     let cfg = match &a.config {

@@ -4,7 +4,9 @@
 
 use super::method::Method;
 use crate::data::synth::Kind;
+use crate::model::device::DeviceSpec;
 use anyhow::{Context, Result, ensure};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 /// Latent steps of LVR's row in the table: the authors' released checkpoint decodes 4.
@@ -26,6 +28,8 @@ pub struct DemoConfig {
     /// Image pixel budget of the demo model (its `preprocessor_config.json` says the same).
     pub max_pixels: usize,
     pub eval: EvalSettings,
+    /// Where every stage trains and evaluates: `cpu` or `cuda:N` (`pearl demo --device`).
+    pub device: String,
 }
 
 /// The synthetic world (`data::synth`): tool-use trajectories on larger scenes for fine-tuning
@@ -146,6 +150,7 @@ impl Default for DemoConfig {
             },
             lora_rank: 16,
             max_pixels: 112 * 112,
+            device: "cpu".into(),
             eval: EvalSettings {
                 batch_size: 16,
                 lvr_steps: vec![1, 2, 4, 8, 16],
@@ -201,6 +206,7 @@ impl DemoConfig {
 
     pub fn validate(&self) -> Result<()> {
         ensure!(self.seeds >= 1, "--seeds must be at least 1");
+        DeviceSpec::parse_available(&self.device).context("the demo's device")?;
         ensure!(
             self.methods.contains(&Method::Sft) && self.methods.contains(&Method::Pearl),
             "the methods must include SFT and Pearl (the report compares them), got {:?}",
@@ -254,6 +260,11 @@ impl DemoConfig {
         let cfg: Self = serde_json::from_value(value).context("invalid demo settings")?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The device every evaluation runs on (training takes the same through `devices`).
+    pub fn device(&self) -> Result<Device> {
+        DeviceSpec::parse_available(&self.device)?.device()
     }
 
     /// The fine-tuning seeds.

@@ -41,8 +41,9 @@ pub fn view_embeddings(
     adapter: &Path,
     items: &[Item],
     batch: usize,
+    device: &Device,
 ) -> Result<ViewEmbeddings> {
-    let device = Device::default();
+    let device = device.clone();
     let mut processor = Processor::from_dir(base)?;
     // The input view needs the predictor tokens; NextLat's head is not needed for embeddings.
     let objective = ObjectiveConfig {

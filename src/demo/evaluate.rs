@@ -16,7 +16,6 @@ use crate::infer::LocalModel;
 use crate::infer::lvr::{LatentFeed, LvrChatModel};
 use crate::model::precision::Precision;
 use anyhow::{Context, Result};
-use burn::tensor::Device;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -185,7 +184,7 @@ pub fn evaluate_base(
         eval_dir,
         progress,
     };
-    let device = Device::default();
+    let device = cfg.device()?;
     let mut model = LocalModel::load(base, None, &device, Precision::F32)?;
     Ok(vec![set.run_one(
         &mut model,
@@ -213,7 +212,7 @@ pub fn evaluate_base_on_pretraining_world(
     eval_dir: &Path,
     progress: bool,
 ) -> Result<Summary> {
-    let mut model = LocalModel::load(base, None, &Device::default(), Precision::F32)?;
+    let mut model = LocalModel::load(base, None, &cfg.device()?, Precision::F32)?;
     let dir = eval_dir.join("base-pretraining-world");
     let run = RunConfig {
         bench: "synthetic pretraining world (held-out validation items)".into(),
@@ -240,7 +239,7 @@ pub fn evaluate_finetuned(
         eval_dir,
         progress,
     };
-    let device = Device::default();
+    let device = cfg.device()?;
     let seed = Some(run.seed);
     if run.method != Method::Lvr {
         let mut model = LocalModel::load(base, Some(&run.adapter), &device, Precision::F32)?;

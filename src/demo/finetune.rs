@@ -87,6 +87,7 @@ pub fn finetune(
         save_every: 0,
         keep_last: 1,
         max_pixels: Some(cfg.max_pixels),
+        devices: Some(vec![cfg.device.clone()]),
         lora: LoraSection {
             r: cfg.lora_rank,
             alpha: 2.0 * cfg.lora_rank as f64,

@@ -132,8 +132,13 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
         let val = &val[..cfg.eval.tsne_points.min(val.len())];
         let mut panels = Vec::new();
         for run in [sft, pearl] {
-            let e =
-                embeddings::view_embeddings(&base, &run.adapter, val, cfg.finetune.micro_batch)?;
+            let e = embeddings::view_embeddings(
+                &base,
+                &run.adapter,
+                val,
+                cfg.finetune.micro_batch,
+                &cfg.device()?,
+            )?;
             let xy = tsne::tsne_2d(&e)?;
             panels.push((run.method.label(), e, xy));
         }

@@ -41,6 +41,7 @@ pub fn pretrain(
         save_every: 0,
         keep_last: 1,
         max_pixels: Some(cfg.max_pixels),
+        devices: Some(vec![cfg.device.clone()]),
         objective: ObjectiveConfig::sft(),
         optimizer: crate::train::config::OptimizerConfig {
             lr: s.lr,
