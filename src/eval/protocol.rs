@@ -43,7 +43,7 @@ pub fn prompt_template() -> String {
 /// each, `-` for none): any change to the rules changes it, so the protocol card tells runs read
 /// by different rules apart.
 pub fn extraction_rule() -> String {
-    const PROBES: [&str; 16] = [
+    const PROBES: [&str; 18] = [
         "B",
         "(b)",
         "**C**",
@@ -57,6 +57,8 @@ pub fn extraction_rule() -> String {
         "option D",
         "<answer>D</answer> B",
         "\\boxed{A}",
+        "<think>A or B? C</think> D",
+        "<think>A or B",
         "blue",
         "dark red",
         "",
@@ -74,8 +76,11 @@ pub fn extraction_rule() -> String {
 /// Reads the chosen option's index (into `options`) out of a raw model output, or `None` when no
 /// rule applies (then the item counts as wrong). Rules, first match wins:
 ///
-/// 1. Scope: if the output holds `<answer>…</answer>` only the last such span is read; else if it
-///    holds `\boxed{…}` only the last box is read; otherwise the whole output.
+/// 1. Scope: reasoning is skipped first: if the output holds `</think>` (Qwen3 Thinking models
+///    write `<think>…</think>` before the answer) only what follows the last one is read, and an
+///    output that opens `<think>` without closing it (cut off while reasoning) has no answer. Then,
+///    if it holds `<answer>…</answer>` only the last such span is read; else if it holds
+///    `\boxed{…}` only the last box is read; otherwise the whole output.
 /// 2. Bare letter: the scope, stripped of whitespace, `()*.:`, quotes and brackets, is a single
 ///    letter of a valid option, in either case ("B", "(b)", "B.", "**C**").
 /// 3. Leading letter: the scope starts with a valid capital letter, or any-case letter in
@@ -161,6 +166,9 @@ pub fn extract_letter(raw: &str, options: &[String]) -> Option<char> {
     extract_choice(raw, options).map(option_letter)
 }
 
+/// Where a thinking model's reasoning ends.
+const THINK_END: &str = "</think>";
+
 static ANSWER_TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)<answer>(.*?)</answer>").expect("static regex"));
 static BOXED: LazyLock<Regex> =
@@ -195,6 +203,11 @@ fn lone_capitals(s: &str) -> Vec<(char, bool)> {
 }
 
 fn answer_scope(raw: &str) -> &str {
+    let raw = match raw.rfind(THINK_END) {
+        Some(at) => &raw[at + THINK_END.len()..],
+        None if raw.trim_start().starts_with("<think>") => "",
+        None => raw,
+    };
     if let Some(m) = ANSWER_TAG.captures_iter(raw).last() {
         return m.get(1).map_or(raw, |g| g.as_str()).trim();
     }
@@ -273,6 +286,20 @@ mod tests {
         assert_eq!(letter("(d) dark red"), Some('D'));
         assert_eq!(letter("A: red, because"), Some('A'));
         assert_eq!(letter("D dark"), Some('D'));
+    }
+
+    /// Qwen3 Thinking models reason in `<think>…</think>` before answering: only the answer after
+    /// it is read, and reasoning cut off before `</think>` reads as no answer.
+    #[test]
+    fn a_thinking_block_is_skipped() {
+        assert_eq!(letter("<think>A or B? Not C.</think>\n\nD"), Some('D'));
+        assert_eq!(letter("A or B? Not C.</think> The answer is B"), Some('B'));
+        assert_eq!(
+            letter("<think>first</think><think>B?</think> (c)"),
+            Some('C')
+        );
+        assert_eq!(letter("<think>It is clearly B"), None);
+        assert_eq!(letter("<think>B</think>"), None);
     }
 
     #[test]
