@@ -193,3 +193,60 @@ fn quick_demo_writes_a_complete_computed_report() {
         assert!(md.contains(&format!("]({fig})")), "report.md links {fig}");
     }
 }
+
+/// `--pretrain-only` stops after the base model and writes its manifest (recipe and checksum);
+/// `--base DIR` then fine-tunes that base without pretraining, and the report says so.
+#[test]
+fn pretrain_only_writes_a_verified_base_that_base_reuses() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let run = Command::new(env!("CARGO_BIN_EXE_pearl"))
+        .args(["demo", "--quick", "--pretrain-only", "--out"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let base = first.join("pretrain").join("base");
+    assert!(!first.join("report.md").exists(), "--pretrain-only wrote a report");
+    let weights = std::fs::read(base.join("model.safetensors")).unwrap();
+    let sha = format!("{:x}", sha2::Sha256::digest(&weights));
+    assert!(stdout.contains(&format!("sha256 {sha}")), "{stdout}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("base.json")).unwrap()).unwrap();
+    assert_eq!(manifest["sha256"], sha.as_str());
+    assert_eq!(manifest["recipe"]["pretrain"]["steps"], 4, "{manifest}");
+    // The quick settings are not the shipped base's recipe.
+    assert!(stdout.contains("made with other settings"), "{stdout}");
+
+    let second = dir.path().join("second");
+    let run = Command::new(env!("CARGO_BIN_EXE_pearl"))
+        .args(["demo", "--quick", "--base"])
+        .arg(&base)
+        .arg("--out")
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!second.join("pretrain").exists(), "the given base was pretrained again");
+    let md = std::fs::read_to_string(second.join("report.md")).unwrap();
+    assert!(md.contains("The base: given"), "{md}");
+
+    // A directory that is no base model is refused by name.
+    let run = Command::new(env!("CARGO_BIN_EXE_pearl"))
+        .args(["demo", "--quick", "--base"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(dir.path().join("third"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("has no config.json and model.safetensors"), "{err}");
+}

@@ -186,6 +186,8 @@ enum KindArg {
     QuadrantShape,
     /// The normalized box of a named quarter.
     QuadrantBox,
+    /// Which quarter holds the object of a named color.
+    QuadrantWhere,
 }
 
 impl KindArg {
@@ -201,6 +203,7 @@ impl KindArg {
             KindArg::QuadrantColor => Kind::QuadrantColor,
             KindArg::QuadrantShape => Kind::QuadrantShape,
             KindArg::QuadrantBox => Kind::QuadrantBox,
+            KindArg::QuadrantWhere => Kind::QuadrantWhere,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `pearl demo [--out DIR] [--quick] [--seeds N] [--device D]`: the paper's comparison on a CPU (`crate::demo`).
 
-use crate::demo::{self, DemoConfig};
+use crate::demo::{self, BaseSource, DemoConfig};
 use crate::model::device::DeviceSpec;
 use anyhow::Context;
 use clap::Args;
@@ -29,6 +29,17 @@ pub struct DemoArgs {
     /// Where every stage trains and evaluates: `cpu`, or `cuda:N` (a build with `--features cuda`).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
     device: DeviceSpec,
+    /// Pretrain the base model from random weights instead of using the shipped one
+    /// (`assets/demo-base/`).
+    #[arg(long, conflicts_with = "base")]
+    from_scratch: bool,
+    /// Fine-tune this base model directory (a demo's `pretrain/base`) instead.
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Stop after the base model: with --from-scratch, this rebuilds the shipped base, and says
+    /// whether its checksum equals the shipped one's.
+    #[arg(long)]
+    pretrain_only: bool,
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
@@ -37,10 +48,17 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     } else {
         DemoConfig::default()
     };
+    let source = match (&a.base, a.from_scratch) {
+        (Some(dir), _) => BaseSource::Dir(dir.clone()),
+        (None, true) => BaseSource::Pretrain,
+        (None, false) => base.base.clone(),
+    };
     let base = DemoConfig {
         seeds: a.seeds,
         seed: a.seed,
         device: a.device.to_string(),
+        base: source,
+        pretrain_only: a.pretrain_only,
         ..base
     };
     let cfg = match &a.config {
@@ -55,8 +73,35 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         None => base,
     };
     let outcome = demo::run(&cfg, &a.out, std::io::stderr().is_terminal())?;
-    println!("{}", demo::report::table_markdown(&outcome.data.table));
-    println!("{}", outcome.data.verdict.statement);
-    println!("report: {}", outcome.report.display());
+    match &outcome.data {
+        Some(data) => {
+            println!("{}", demo::report::table_markdown(&data.table));
+            println!("{}", data.verdict.statement);
+            println!("report: {}", outcome.report.display());
+        }
+        None => report_base(&outcome.report)?,
+    }
+    Ok(())
+}
+
+/// After `--pretrain-only`: where the base is, its checksum, and whether it is the shipped one.
+fn report_base(dir: &std::path::Path) -> anyhow::Result<()> {
+    let built: demo::shipped::Manifest = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(demo::shipped::MANIFEST_FILE))
+            .context("the base model directory has no base.json")?,
+    )?;
+    let shipped = demo::shipped::manifest()?;
+    println!("base model: {}", dir.display());
+    println!("sha256 {}", built.sha256);
+    if built.recipe != shipped.recipe {
+        println!("made with other settings than the shipped base (assets/demo-base/)");
+    } else if built.sha256 == shipped.sha256 {
+        println!("equal to the shipped base (assets/demo-base/model.safetensors)");
+    } else {
+        println!(
+            "the shipped base's is {}: same recipe, other bits (a rebuild on another CPU may              differ in the last bits of the weights)",
+            shipped.sha256
+        );
+    }
     Ok(())
 }

@@ -34,8 +34,12 @@ pub fn is_crop(name: &str) -> bool {
 
 /// A call as the model writes it: `<tool_call>{"arguments":{..},"name":..}</tool_call>`.
 pub fn call_markup(name: &str, arguments: &serde_json::Map<String, serde_json::Value>) -> String {
-    let json = serde_json::json!({"name": name, "arguments": arguments});
-    format!("<tool_call>{json}</tool_call>")
+    format!("<tool_call>{}</tool_call>", call_json(name, arguments))
+}
+
+/// The JSON body of a call, as [`call_markup`] writes it between the tags.
+pub fn call_json(name: &str, arguments: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::json!({"name": name, "arguments": arguments}).to_string()
 }
 
 /// Text of the user turn that returns a crop of `bbox` (the box as the call gave it).

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct DemoData {
     pub tools: PathBuf,
     pub pretrain: PathBuf,
+    /// Pretraining questions on tool-world-sized scenes (`DataConfig::pretrain_scene_kinds`).
+    pub pretrain_scenes: Option<PathBuf>,
 }
 
 impl DemoData {
@@ -27,10 +29,20 @@ impl DemoData {
     pub fn test_items(&self) -> PathBuf {
         self.tools.join("test_mcq.jsonl")
     }
+    /// The pretraining world's files named `name` (`train.jsonl`, `val.jsonl`, `val_mcq.jsonl`),
+    /// the tool-world-sized scenes' after the small scenes'.
+    pub fn pretrain_files(&self, name: &str) -> Vec<PathBuf> {
+        std::iter::once(&self.pretrain)
+            .chain(&self.pretrain_scenes)
+            .map(|d| d.join(name))
+            .collect()
+    }
 }
 
-/// Writes both datasets under `dir`.
-pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
+/// Writes both datasets under `dir`; the pretraining world's training split only when
+/// `pretraining` (its validation items are the base model's check either way).
+pub fn synthesize(cfg: &DemoConfig, dir: &Path, pretraining: bool) -> Result<DemoData> {
+    let train_if = |n: usize| if pretraining { n } else { 0 };
     let d = &cfg.data;
     let tools = dir.join("tools");
     let mut c = world(cfg, Task::Attribute, cfg.seed, d.scene_side);
@@ -51,13 +63,37 @@ pub fn synthesize(cfg: &DemoConfig, dir: &Path) -> Result<DemoData> {
     let pretrain = dir.join("pretrain");
     let mut c = world(cfg, Task::Pretrain, cfg.seed ^ 0x5eed, d.pretrain_side);
     c.kinds = d.pretrain_kinds.clone();
-    (c.train, c.val, c.test) = (d.pretrain_train, d.pretrain_val, 0);
+    c.pretrain_calls = d.pretrain_calls;
+    (c.train, c.val, c.test) = (train_if(d.pretrain_train), d.pretrain_val, 0);
     c.distractors = d.distractors;
     if d.pretrain_plain {
         (c.scene.clutter, c.scene.noise, c.scene.plain) = (0, 0, true);
     }
     synth::generate(&c, &pretrain).context("cannot synthesize the pretraining data")?;
-    Ok(DemoData { tools, pretrain })
+
+    // Grounding on scenes laid out as the tool world's (same side, objects, ground), with other
+    // questions than the tool world's and from another seed.
+    let pretrain_scenes = if d.pretrain_scene_kinds.is_empty() || d.pretrain_scene_train == 0 {
+        None
+    } else {
+        let scenes = dir.join("pretrain_scenes");
+        let mut c = world(cfg, Task::Pretrain, cfg.seed ^ 0x5ce4e5, d.scene_side);
+        c.kinds = d.pretrain_scene_kinds.clone();
+        let val = (d.pretrain_scene_train / 10).max(1);
+        (c.train, c.val, c.test) = (train_if(d.pretrain_scene_train), val, 0);
+        c.distractors = d.distractors;
+        if d.tools_plain {
+            (c.scene.clutter, c.scene.noise, c.scene.plain) = (0, 0, true);
+        }
+        synth::generate(&c, &scenes)
+            .context("cannot synthesize the pretraining data on tool-world scenes")?;
+        Some(scenes)
+    };
+    Ok(DemoData {
+        tools,
+        pretrain,
+        pretrain_scenes,
+    })
 }
 
 /// A world of `side`-pixel square scenes with the default clutter density, the tool world's
@@ -70,6 +106,7 @@ fn world(cfg: &DemoConfig, task: Task, seed: u64, side: u32) -> SynthConfig {
     c.scene.width = side;
     c.scene.height = side;
     c.scene.object_size = cfg.data.object_size;
+    c.scene.lit = cfg.data.lit;
     // 40 blobs on an 896x896 canvas (the synth default), the same density here.
     c.scene.clutter =
         ((40.0 * f64::from(side) * f64::from(side) / (896.0 * 896.0)).round() as usize).max(2);
@@ -90,10 +127,11 @@ mod tests {
         let mut cfg = DemoConfig::default();
         (cfg.data.train, cfg.data.val, cfg.data.test) = (24, 2, 2);
         (cfg.data.pretrain_train, cfg.data.pretrain_val) = (2, 1);
+        cfg.data.pretrain_scene_train = cfg.data.pretrain_scene_train.min(2);
         super::super::model_dir::write_model_files(&dir.path().join("model"), cfg.max_pixels)
             .unwrap();
         let tok = QwenTokenizer::from_dir(&dir.path().join("model")).unwrap();
-        let data = synthesize(&cfg, &dir.path().join("data")).unwrap();
+        let data = synthesize(&cfg, &dir.path().join("data"), true).unwrap();
         let file = crate::data::trajectory::load_jsonl(&data.train()).unwrap();
         let (mut longest, mut most_calls, mut crop_only) = (0, 0, 0);
         for n in file

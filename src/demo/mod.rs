@@ -20,10 +20,11 @@ pub mod model_dir;
 pub mod pretrain;
 pub mod progress;
 pub mod report;
+pub mod shipped;
 pub mod table;
 pub mod tsne;
 
-pub use config::DemoConfig;
+pub use config::{BaseSource, DemoConfig};
 
 use crate::model::Qwen2_5VlConfig;
 use crate::train::data::load_items;
@@ -35,11 +36,86 @@ use report::{BaseCheck, Figures, NamedComparison, ReportData, Verdict};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// What a finished demo leaves behind.
+/// What a finished demo leaves behind: the report (or, with `pretrain_only`, the base model
+/// directory) and its data (none with `pretrain_only`).
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub report: PathBuf,
-    pub data: ReportData,
+    pub data: Option<ReportData>,
+}
+
+/// Stage 2: the base model, shipped (verified), given, or pretrained here; with its pretraining
+/// log. Writes `base.json` (the recipe and checksum) beside a base pretrained here.
+fn base_model(
+    cfg: &DemoConfig,
+    model_files: &Path,
+    data: &data::DemoData,
+    out: &Path,
+    stages: &mut progress::Stages,
+    progress: bool,
+) -> Result<(PathBuf, Vec<Row>, String)> {
+    let dir = out.join("pretrain");
+    let differs = match cfg.base {
+        BaseSource::Shipped => shipped::mismatch(cfg)?,
+        _ => Vec::new(),
+    };
+    match &cfg.base {
+        BaseSource::Dir(given) => {
+            let (base, rows) =
+                stages.run("2/6 the given base model", true, || pretrain::given_base(given))?;
+            Ok((base, rows, format!("given ({})", given.display())))
+        }
+        BaseSource::Shipped if differs.is_empty() => {
+            let (base, rows) =
+                stages.run("2/6 the shipped base model (checksum verified)", true, || {
+                    shipped::install(&dir.join("base"), cfg.max_pixels)
+                })?;
+            let m = shipped::manifest()?;
+            let source = format!(
+                "the shipped one (`assets/demo-base/`, SHA-256 {} verified; pretrained for {} steps                  in {:.0} s, rebuilt by `{}`)",
+                &m.sha256[..16],
+                m.steps,
+                m.seconds,
+                m.command
+            );
+            Ok((base, rows, source))
+        }
+        _ => {
+            if progress && !differs.is_empty() {
+                eprintln!(
+                    "the shipped base model was made with other settings ({}): pretraining one",
+                    differs.join(", ")
+                );
+            }
+            stages.run("2/6 pretrain the base model", false, || {
+                let started = Instant::now();
+                let (base, summary) = pretrain::pretrain(cfg, model_files, data, &dir, progress)?;
+                let m = shipped::write_manifest(
+                    &base,
+                    cfg,
+                    &summary,
+                    started.elapsed().as_secs_f64(),
+                )?;
+                let why = if differs.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; the shipped base was made with other settings ({})",
+                        differs.join(", ")
+                    )
+                };
+                Ok((
+                    base,
+                    summary.metrics,
+                    format!(
+                        "pretrained from random weights in this run ({} steps, SHA-256 {}){why}",
+                        m.steps,
+                        &m.sha256[..16]
+                    ),
+                ))
+            })
+        }
+    }
 }
 
 /// Runs every stage into `out`. `progress` shows stage headers and progress bars on stderr.
@@ -53,12 +129,23 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     let model_files = out.join("model");
     model_dir::write_model_files(&model_files, cfg.max_pixels)?;
 
+    // Only a base pretrained here needs the pretraining world's training split.
+    let pretraining = match cfg.base {
+        BaseSource::Pretrain => true,
+        BaseSource::Dir(_) => false,
+        BaseSource::Shipped => !shipped::mismatch(cfg)?.is_empty(),
+    };
     let data = stages.run("1/6 synthesize the data", true, || {
-        data::synthesize(cfg, &out.join("data"))
+        data::synthesize(cfg, &out.join("data"), pretraining)
     })?;
-    let (base, pretrain_summary) = stages.run("2/6 pretrain the base model", false, || {
-        pretrain::pretrain(cfg, &model_files, &data, &out.join("pretrain"), progress)
-    })?;
+    let (base, pretrain_metrics, base_source) =
+        base_model(cfg, &model_files, &data, &out, &mut stages, progress)?;
+    if cfg.pretrain_only {
+        return Ok(Outcome {
+            report: base.clone(),
+            data: None,
+        });
+    }
     let runs: Vec<Finetuned> = stages.run("3/6 fine-tune five ways", false, || {
         let mut runs = Vec::new();
         for seed in cfg.seed_list() {
@@ -87,7 +174,10 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
         if progress {
             eprintln!("--- base model");
         }
-        let pretrain_items = crate::eval::bench::jsonl::load(&data.pretrain.join("val_mcq.jsonl"))?;
+        let mut pretrain_items = Vec::new();
+        for file in data.pretrain_files("val_mcq.jsonl") {
+            pretrain_items.extend(crate::eval::bench::jsonl::load(&file)?);
+        }
         let check = evaluate::evaluate_base_on_pretraining_world(
             cfg,
             &base,
@@ -105,6 +195,12 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
             accuracy: check.overall.accuracy,
             ci95: check.overall.ci95,
             chance,
+            categories: check
+                .categories
+                .iter()
+                .map(|(c, g)| (c.clone(), g.n, g.accuracy))
+                .collect(),
+            source: base_source.clone(),
         });
         let mut evals = evaluate::evaluate_base(cfg, &base, &items, &eval_dir, progress)?;
         for run in &runs {
@@ -172,7 +268,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
         let lvr_steps = table::lvr_points(&evals, &boot)?;
         let figures = write_figures(
             &figures_dir,
-            &pretrain_summary.metrics,
+            &pretrain_metrics,
             &runs,
             &evals,
             &lvr_steps,
@@ -212,7 +308,7 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     report::write(&out, &data_out)?;
     Ok(Outcome {
         report: out.join("report.md"),
-        data: data_out,
+        data: Some(data_out),
     })
 }
 

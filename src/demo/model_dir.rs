@@ -37,6 +37,11 @@ const FILES: [(&str, &str); 7] = [
     ),
 ];
 
+/// The demo model's `config.json`.
+pub fn config_json() -> &'static str {
+    FILES[0].1
+}
+
 /// Writes the config and processor files into `dir` (created if missing), with the image pixel
 /// budget set to `max_pixels`.
 pub fn write_model_files(dir: &Path, max_pixels: usize) -> Result<()> {

@@ -9,8 +9,33 @@ use super::data::DemoData;
 use super::model_dir::add_processor_files;
 use crate::objective::ObjectiveConfig;
 use crate::train::{self, Options, RunConfig};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use std::path::{Path, PathBuf};
+
+/// The pretraining metrics (`train::metrics` rows) inside a base model directory.
+pub const METRICS: &str = "pretrain_metrics.jsonl";
+
+/// A given base model directory (`DemoConfig::base`) and the pretraining metrics it holds (none
+/// when it holds none).
+pub fn given_base(dir: &Path) -> Result<(PathBuf, Vec<crate::train::metrics::Row>)> {
+    ensure!(
+        dir.join("config.json").is_file() && dir.join("model.safetensors").is_file(),
+        "the base model directory {} has no config.json and model.safetensors",
+        dir.display()
+    );
+    let metrics = dir.join(METRICS);
+    let rows = if metrics.is_file() {
+        let bytes = std::fs::read(&metrics)
+            .with_context(|| format!("cannot read {}", metrics.display()))?;
+        crate::train::metrics::parse_rows(&bytes)
+            .with_context(|| format!("cannot parse {}", metrics.display()))?
+    } else {
+        Vec::new()
+    };
+    let dir = std::path::absolute(dir)
+        .with_context(|| format!("cannot make {} absolute", dir.display()))?;
+    Ok((dir, rows))
+}
 
 /// Pretrains into `run_dir` and returns the base model directory (`run_dir/base`).
 pub fn pretrain(
@@ -30,8 +55,8 @@ pub fn pretrain(
     let run = RunConfig {
         random_config: Some(model_files.join("config.json")),
         processor: Some(model_files.to_path_buf()),
-        train: vec![data.pretrain.join("train.jsonl")],
-        val: vec![data.pretrain.join("val.jsonl")],
+        train: data.pretrain_files("train.jsonl"),
+        val: data.pretrain_files("val.jsonl"),
         output,
         seed: cfg.seed,
         full: true,
@@ -67,6 +92,9 @@ pub fn pretrain(
     let best = run.output.join(train::checkpoint::BEST).join("model");
     copy_dir(&best, &base)?;
     add_processor_files(&base, cfg.max_pixels)?;
+    // The pretraining curve travels with the base, for a demo that reuses it (`DemoConfig::base`).
+    std::fs::copy(run.output.join("metrics.jsonl"), base.join(METRICS))
+        .context("cannot copy the pretraining metrics into the base model directory")?;
     // Only best/ is needed from here on; step checkpoints of a full model are large.
     for (_, dir) in train::checkpoint::step_dirs(&run.output)? {
         std::fs::remove_dir_all(&dir)

@@ -45,6 +45,10 @@ pub struct BaseCheck {
     pub accuracy: f64,
     pub ci95: Interval,
     pub chance: f64,
+    /// `(category, items, accuracy)` of each question kind of the pretraining world.
+    pub categories: Vec<(String, usize, f64)>,
+    /// Where the base came from, in words (shipped and verified, pretrained here, given).
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -292,11 +296,17 @@ fn markdown(d: &ReportData) -> String {
     let _ = writeln!(
         s,
         "Sanity check of the base model: on {} held-out items of its pretraining world (small scenes, objects \
-         plainly visible) it answers {} % {} (chance {} %).\n",
+         plainly visible) it answers {} % {} (chance {} %); by category: {}. The base: {}.\n",
         b.n,
         pct(b.accuracy),
         interval(&b.ci95),
-        pct(b.chance)
+        pct(b.chance),
+        b.categories
+            .iter()
+            .map(|(c, n, a)| format!("{c} {} % ({n} items)", pct(*a)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        b.source
     );
     if b.ci95.lo <= b.chance {
         let _ = writeln!(
@@ -433,9 +443,9 @@ fn markdown(d: &ReportData) -> String {
         "- Model: a Qwen2.5-VL-shaped model with {:.2} M parameters (`assets/demo-model/config.json`), \
          images at most {} pixels, pretrained from random weights for {} steps.\n\
          - Data: {} training and {} validation trajectories (one crop each{}), {} held-out test items on \
-         {}-pixel noisy, cluttered scenes with {}-pixel objects; questions: {}, options in one fixed order \
+         {}-pixel {} scenes with {}-pixel objects; questions: {}, options in one fixed order \
          (a model this small, trained from scratch, does not learn to look a letter up in a shuffled list \
-         within the budget); {} pretraining examples on {}-pixel {} scenes.\n\
+         within the budget); {} pretraining examples on {}-pixel {} scenes ({}){}.\n\
          - Fine-tuning: {} steps, micro-batch {}, learning rate {}, LoRA rank {} (alpha {}), best checkpoint by \
          validation loss every {} steps; Pearl: K = 4 predictor tokens, lambda = 0.2.\n\
          - Seeds: data {}, fine-tuning {:?}.\n",
@@ -451,6 +461,11 @@ fn markdown(d: &ReportData) -> String {
         },
         c.data.test,
         c.data.scene_side,
+        if c.data.tools_plain {
+            "plain"
+        } else {
+            "noisy, cluttered"
+        },
         c.data.object_size,
         c.data
             .kinds
@@ -464,6 +479,28 @@ fn markdown(d: &ReportData) -> String {
             "plain"
         } else {
             "noisy, cluttered"
+        },
+        c.data
+            .pretrain_kinds
+            .iter()
+            .map(|k| k.category())
+            .chain(["captions"])
+            .collect::<Vec<_>>()
+            .join(", "),
+        if c.data.pretrain_scene_kinds.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " and {} on {}-pixel scenes laid out as the test items' ({})",
+                c.data.pretrain_scene_train,
+                c.data.scene_side,
+                c.data
+                    .pretrain_scene_kinds
+                    .iter()
+                    .map(|k| k.category())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         },
         c.finetune.steps,
         c.finetune.micro_batch,

@@ -26,10 +26,13 @@ pub enum Kind {
     /// Which normalized box is a named quarter of the image: the coordinate convention of
     /// boxes (what a base model knows of grounding), asked about any scene.
     QuadrantBox,
+    /// Which quarter of the image holds the object of a named color (one object per quarter):
+    /// grounding, the inverse of the quadrant questions, asked about pretraining scenes.
+    QuadrantWhere,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Color,
         Kind::ShapeOf,
         Kind::Horizontal,
@@ -40,6 +43,7 @@ impl Kind {
         Kind::QuadrantColor,
         Kind::QuadrantShape,
         Kind::QuadrantBox,
+        Kind::QuadrantWhere,
     ];
 
     pub fn category(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Kind {
             Kind::QuadrantColor => "quadrant/color",
             Kind::QuadrantShape => "quadrant/shape",
             Kind::QuadrantBox => "quadrant/box",
+            Kind::QuadrantWhere => "quadrant/where",
         }
     }
 }
@@ -110,7 +115,9 @@ pub fn generate(
         let q = match kind {
             Kind::Color | Kind::ShapeOf => attribute(kind, p, layout, rng),
             Kind::Region => region(p, layout, rng),
-            Kind::QuadrantColor | Kind::QuadrantShape => quadrant(kind, p, rng),
+            Kind::QuadrantColor | Kind::QuadrantShape | Kind::QuadrantWhere => {
+                quadrant(kind, p, rng)
+            }
             Kind::QuadrantBox => quadrant_box(p, rng),
             Kind::Horizontal | Kind::Vertical => position(kind, p, layout, rng),
             Kind::Counting => counting(p, layout, rng),
@@ -328,28 +335,30 @@ fn quadrant(kind: Kind, p: &SceneParams, rng: &mut ChaCha8Rng) -> Option<Questio
     }
     let asked = rng.random_range(0..QUADRANTS.len());
     let target = scene.objects[asked];
-    let (what, options, answer) = if kind == Kind::QuadrantColor {
-        let answer = COLORS.iter().position(|&c| c == target.color)?;
-        (
-            "color",
+    let (question, options, answer) = match kind {
+        Kind::QuadrantWhere => (
+            format!(
+                "Which quarter of the image holds the {} object?",
+                target.color.name()
+            ),
+            QUADRANTS.iter().map(|q| q.to_string()).collect(),
+            asked,
+        ),
+        Kind::QuadrantColor => (
+            format!("What is the color of the object in the {}?", QUADRANTS[asked]),
             COLORS.iter().map(|c| c.name().to_string()).collect(),
-            answer,
-        )
-    } else {
-        let answer = SHAPES.iter().position(|&s| s == target.shape)?;
-        (
-            "shape",
+            COLORS.iter().position(|&c| c == target.color)?,
+        ),
+        _ => (
+            format!("What is the shape of the object in the {}?", QUADRANTS[asked]),
             SHAPES.iter().map(|s| s.name().to_string()).collect(),
-            answer,
-        )
+            SHAPES.iter().position(|&s| s == target.shape)?,
+        ),
     };
     Some(Question {
         kind,
         scene,
-        question: format!(
-            "What is the {what} of the object in the {}?",
-            QUADRANTS[asked]
-        ),
+        question,
         options,
         answer,
         focus: vec![target.bbox_px()],
@@ -579,6 +588,7 @@ mod tests {
             clutter: 10,
             noise: 8,
             plain: false,
+            lit: false,
         }
     }
 
@@ -726,6 +736,19 @@ mod tests {
                         };
                         assert_eq!(ans, want, "{}", q.question);
                     }
+                    Kind::QuadrantWhere => {
+                        assert_eq!(objs.len(), 4);
+                        let color = q.question.split(" holds the ").nth(1).unwrap();
+                        let color = color.trim_end_matches(" object?");
+                        let hits: Vec<_> =
+                            objs.iter().filter(|o| o.color.name() == color).collect();
+                        assert_eq!(hits.len(), 1, "{}", q.question);
+                        let [x0, y0, x1, y1] = hits[0].bbox_px();
+                        let quarter = QUADRANTS.iter().position(|n| n == ans).unwrap();
+                        let (qx, qy) = ((quarter % 2) as f64 * 224.0, (quarter / 2) as f64 * 224.0);
+                        assert!(x0 >= qx && x1 <= qx + 224.0 && y0 >= qy && y1 <= qy + 224.0);
+                        assert_eq!(q.options.len(), 4);
+                    }
                     Kind::QuadrantBox => {
                         let named = q.question.split(" is the ").nth(1).unwrap();
                         let quarter = QUADRANTS
@@ -762,6 +785,7 @@ mod tests {
             clutter: 0,
             noise: 0,
             plain: false,
+            lit: false,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let e = generate(

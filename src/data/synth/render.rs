@@ -8,17 +8,29 @@ use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// The ground lit from the top left: 40 levels brighter at the top than at the bottom, and
+/// tinted from blue at the left to warm at the right (24 levels each way), so that the ground
+/// around any pixel tells which quarter it is in.
+fn lit(rgb: [u8; 3], x: u32, y: u32, w: u32, h: u32) -> [u8; 3] {
+    let (u, v) = (
+        x as f64 / (w.max(2) - 1) as f64 - 0.5,
+        y as f64 / (h.max(2) - 1) as f64 - 0.5,
+    );
+    let light = -40.0 * v;
+    let shift = |c: u8, d: f64| (f64::from(c) + light + d).round().clamp(0.0, 255.0) as u8;
+    [shift(rgb[0], 48.0 * u), shift(rgb[1], 0.0), shift(rgb[2], -48.0 * u)]
+}
+
 /// Depth of the ground plane at the top and bottom rows; objects are nearer than both.
 pub const PLANE_FAR: f32 = 1.0;
 pub const PLANE_NEAR: f32 = 0.7;
 
 pub fn render(scene: &Scene) -> RgbImage {
     let (w, h) = (scene.width, scene.height);
-    let mut img = RgbImage::from_fn(w, h, |_, y| {
+    let mut img = RgbImage::from_fn(w, h, |x, y| {
         let t = y as f64 / h.max(2) as f64;
-        Rgb(std::array::from_fn(|c| {
-            lerp(scene.sky[c], scene.ground[c], t)
-        }))
+        let rgb = std::array::from_fn(|c| lerp(scene.sky[c], scene.ground[c], t));
+        Rgb(if scene.lit { lit(rgb, x, y, w, h) } else { rgb })
     });
     for b in &scene.blobs {
         fill_region(
@@ -145,6 +157,7 @@ mod tests {
             sky: [150, 150, 150],
             ground: [110, 110, 110],
             blobs: vec![],
+            lit: false,
             objects: vec![
                 Object {
                     shape: Shape::Square,
@@ -194,5 +207,28 @@ mod tests {
         let mut t = s.clone();
         t.noise_seed = 2;
         assert_ne!(render(&s), render(&t));
+    }
+
+    /// A lit ground tells the four quarters apart by itself: brighter at the top, bluer at the
+    /// left, warmer at the right; objects keep their exact colors.
+    #[test]
+    fn a_lit_ground_differs_by_quarter_and_leaves_objects_alone() {
+        let mut s = scene();
+        s.sky = [128, 128, 122];
+        s.ground = [128, 128, 122];
+        s.lit = true;
+        let img = render(&s);
+        let px = |x: u32, y: u32| img.get_pixel(x, y).0.map(i32::from);
+        let (tl, tr, bl, br) = (px(2, 2), px(61, 2), px(2, 45), px(61, 45));
+        for (top, bottom) in [(tl, bl), (tr, br)] {
+            assert!(top[1] >= bottom[1] + 30, "{top:?} {bottom:?}");
+        }
+        for (left, right) in [(tl, tr), (bl, br)] {
+            assert!(left[2] >= right[2] + 40 && right[0] >= left[0] + 40, "{left:?} {right:?}");
+        }
+        assert_eq!(img.get_pixel(17, 20).0, Color::Red.rgb());
+        s.lit = false;
+        let plain = render(&s);
+        assert_eq!(plain.get_pixel(2, 2), plain.get_pixel(61, 45));
     }
 }

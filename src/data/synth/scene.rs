@@ -145,6 +145,9 @@ pub struct Scene {
     pub noise: u8,
     /// Seed of the noise (the rest of the scene is explicit).
     pub noise_seed: u64,
+    /// The ground is lit from the top left (`render::render` says how), over the gradient.
+    #[serde(default)]
+    pub lit: bool,
 }
 
 /// Knobs of scene generation.
@@ -158,6 +161,10 @@ pub struct SceneParams {
     /// One gray ground in every scene instead of a random two-tone gradient: "studio" views in
     /// which the only thing that changes between images is the objects.
     pub plain: bool,
+    /// The ground lit from the top left: brighter at the top, bluish at the left, warmer at the
+    /// right (`Scene::lit`). Models whose only position signal is rotary (relative) then read
+    /// where an object is from the ground around it, as from the light in a photograph.
+    pub lit: bool,
 }
 
 impl Scene {
@@ -201,6 +208,7 @@ impl Scene {
             objects: Vec::new(),
             noise: p.noise,
             noise_seed: rng.random(),
+            lit: p.lit,
         }
     }
 
@@ -309,6 +317,7 @@ mod tests {
             clutter: 5,
             noise: 10,
             plain: false,
+            lit: false,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut scene = Scene::background(&p, &mut rng);
@@ -347,6 +356,7 @@ mod tests {
             clutter: 3,
             noise: 0,
             plain,
+            lit: false,
         };
         let draw = |plain, seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);

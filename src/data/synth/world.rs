@@ -9,6 +9,7 @@ use crate::data::synth::expert::{self, Step, Tool};
 use crate::data::synth::question::{self, Kind, Layout, Question};
 use crate::data::synth::render;
 use crate::data::synth::scene::SceneParams;
+use crate::data::tool_protocol;
 use crate::data::trajectory::{Meta, ToolCall, Trajectory, write_jsonl};
 use anyhow::Context;
 use image::DynamicImage;
@@ -77,6 +78,9 @@ pub struct SynthConfig {
     /// Single crops are one of nine fixed windows (`expert::grid_window`), a discrete crop
     /// vocabulary, instead of boxes fitted to the focus.
     pub crop_grid: bool,
+    /// Half of pretraining's quadrant-box questions are asked as instructions the crop tool's
+    /// call answers (`Plan::Call`), in training and validation.
+    pub pretrain_calls: bool,
     /// Worker threads (output does not depend on it).
     pub threads: usize,
 }
@@ -98,6 +102,7 @@ impl SynthConfig {
                 clutter: 40,
                 noise: 8,
                 plain: false,
+                lit: false,
             },
             tools: vec![Tool::Crop, Tool::Highlight, Tool::Depth],
             max_calls: 3,
@@ -113,6 +118,7 @@ impl SynthConfig {
             kinds: Vec::new(),
             crop_grid: false,
             short_call_text: false,
+            pretrain_calls: false,
             threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
@@ -128,8 +134,16 @@ impl SynthConfig {
             s.object_size
         );
         // Pretraining views are close-ups with a few objects; tool-use scenes need room to search.
-        let sizes = if self.task == Task::Pretrain {
-            5.0
+        // A quadrant question only needs each quarter to hold one object.
+        let quadrants_only = !self.kinds.is_empty()
+            && self.kinds.iter().all(|k| {
+                matches!(
+                    k,
+                    Kind::QuadrantColor | Kind::QuadrantShape | Kind::QuadrantWhere
+                )
+            });
+        let sizes = if self.task == Task::Pretrain || quadrants_only {
+            4.0
         } else {
             10.0
         };
@@ -299,6 +313,11 @@ enum Plan {
     Direct,
     /// Pretraining: a caption listing the objects.
     Caption,
+    /// Pretraining: "Write, as JSON, the call of the crop tool that zooms in on the top right
+    /// quarter of the image." answered with the call's JSON (the syntax an instruct model knows
+    /// from its tuning), on a pretraining scene; no tool result, no answer follows. Only JSON: a
+    /// `<tool_call>` in a message is a tool use, which training data records in `meta`.
+    Call,
 }
 
 fn example(cfg: &SynthConfig, split: Split, index: usize, out: &Path) -> anyhow::Result<Example> {
@@ -315,7 +334,7 @@ fn example(cfg: &SynthConfig, split: Split, index: usize, out: &Path) -> anyhow:
 
     let task_name = match &plan {
         Plan::Tools { task, .. } => task.name(),
-        Plan::Direct | Plan::Caption => Task::Pretrain.name(),
+        Plan::Direct | Plan::Caption | Plan::Call => Task::Pretrain.name(),
     };
     let category = match plan {
         Plan::Caption => "caption".to_string(),
@@ -362,6 +381,17 @@ fn example(cfg: &SynthConfig, split: Split, index: usize, out: &Path) -> anyhow:
     let mut calls = Vec::new();
     let final_answer = match &plan {
         Plan::Caption => caption(&q),
+        Plan::Call => {
+            let box_ = question::QUADRANT_BOXES[q.answer];
+            let call = ToolCall::with_bbox(2, tool_protocol::CROP_TOOL, box_, 1);
+            messages[1].content[1] = Part::Text {
+                text: format!(
+                    "Write, as JSON, the call of the crop tool that zooms in on the {} quarter of the image.",
+                    question::QUADRANTS[q.answer]
+                ),
+            };
+            tool_protocol::call_json(&call.name, &call.arguments)
+        }
         _ => format!("({}) {}", item.answer, q.options[q.answer]),
     };
     if let Plan::Caption = plan {
@@ -505,6 +535,12 @@ fn plan_example(
         )?;
         let plan = if split != Split::Test && rng.random_bool(0.25) {
             Plan::Caption
+        } else if split != Split::Test
+            && kind == Kind::QuadrantBox
+            && cfg.pretrain_calls
+            && rng.random_bool(0.5)
+        {
+            Plan::Call
         } else {
             Plan::Direct
         };
@@ -526,7 +562,7 @@ fn first_crop(plan: &Plan) -> Option<[f64; 4]> {
             .iter()
             .find(|s| s.tool == Tool::Crop && s.target == 1)
             .and_then(|s| s.bbox),
-        Plan::Direct | Plan::Caption => None,
+        Plan::Direct | Plan::Caption | Plan::Call => None,
     }
 }
 
