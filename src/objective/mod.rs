@@ -171,6 +171,15 @@ mod tests {
         }
         let err = toml::from_str::<ObjectiveConfig>("distance = \"huber\"").unwrap_err();
         assert!(err.to_string().contains("smooth-l1"), "{err}");
+        // The hidden-state convention: transformers 5 unless the run file names 4.57.
+        assert_eq!(
+            toml::from_str::<ObjectiveConfig>("").unwrap().hidden_states,
+            HiddenStates::Transformers5
+        );
+        let cfg: ObjectiveConfig = toml::from_str("hidden_states = \"transformers4.57\"").unwrap();
+        assert_eq!(cfg.hidden_states, HiddenStates::Transformers4_57);
+        let err = toml::from_str::<ObjectiveConfig>("hidden_states = \"4.57\"").unwrap_err();
+        assert!(err.to_string().contains("transformers4.57"), "{err}");
         // Written the authors' way.
         assert_eq!(
             serde_json::to_string(&Distance::SmoothL1).unwrap(),
