@@ -45,11 +45,11 @@ impl Family {
         let (vision, text) = match family {
             Family::Qwen2_5Vl => {
                 let c = Qwen2_5VlConfig::from_json(&v).with_context(invalid)?;
-                (c.vision_params(), c.text_params())
+                (c.vision_params(), c.text.decoder().num_params())
             }
             Family::Qwen3Vl => {
                 let c = Qwen3VlConfig::from_json(&v).with_context(invalid)?;
-                (c.vision_params(), c.text_params())
+                (c.vision_params(), c.text.decoder().num_params())
             }
         };
         Ok((family, vision, text))

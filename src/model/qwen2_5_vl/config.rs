@@ -221,12 +221,7 @@ impl Qwen2_5VlConfig {
 
     /// Parameter count of the model this config describes (embeddings counted once when tied).
     pub fn num_params(&self) -> u64 {
-        self.text_params() + self.vision_params()
-    }
-
-    /// Parameters of the language model (embeddings, decoder, final norm, head).
-    pub fn text_params(&self) -> u64 {
-        self.text.decoder().num_params()
+        self.text.decoder().num_params() + self.vision_params()
     }
 
     /// Parameters of the vision tower and patch merger.

@@ -257,12 +257,7 @@ impl Qwen3VlConfig {
     /// Parameter count of the model this config describes (embeddings counted once when tied),
     /// from the shapes [`crate::model::Qwen3Vl`] builds; equal to a built model's count.
     pub fn num_params(&self) -> u64 {
-        self.text_params() + self.vision_params()
-    }
-
-    /// Parameters of the language model (embeddings, decoder, final norm, head).
-    pub fn text_params(&self) -> u64 {
-        self.text.decoder().num_params()
+        self.text.decoder().num_params() + self.vision_params()
     }
 
     /// Parameters of the vision tower, the patch merger and the DeepStack mergers.
