@@ -367,7 +367,7 @@ impl TextMlp {
 
 /// Keys and values `[batch, kv_heads, len, hd]` for attention: with a cache slot, the cached ones
 /// followed by the new `k`, `v` (which the slot then holds); without one, `k`, `v` themselves.
-pub fn with_cached(
+fn with_cached(
     slot: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     k: Tensor<4>,
     v: Tensor<4>,
@@ -386,7 +386,7 @@ pub fn with_cached(
 /// Logits `[.., vocab]` of final hidden states `[.., d]` through `lm_head`, or through the
 /// embedding's transpose when the head is tied; in f32 whatever the compute dtype (losses and
 /// sampling read them).
-pub fn lm_logits<const D: usize>(
+fn lm_logits<const D: usize>(
     embed_tokens: &Embedding,
     lm_head: Option<&Proj>,
     hidden: Tensor<D>,
