@@ -313,3 +313,47 @@ fn unsupported_adapter_options_are_refused_by_name() {
         "{err}"
     );
 }
+
+/// A Qwen3-VL adapter as PEFT expects it: the fixture's PEFT adapter loads (43 projections, the
+/// DeepStack mergers' included), saves back under the same keys with the `target_modules` PEFT
+/// wrote, and the saved adapter computes the same logits.
+#[test]
+fn qwen3_adapter_saves_with_peft_names_and_targets() {
+    let dir = qwen3_fixture_dir();
+    let base = || Vlm::from_dir(&dir.join("model"), &Device::flex()).unwrap();
+    let model = load_peft_adapter(base(), &dir.join("adapter")).unwrap();
+    assert_eq!(model.lora_count(), 43);
+    let tmp = tempfile::tempdir().unwrap();
+    save_peft_adapter(&model, &fixture_lora(), "../model", tmp.path()).unwrap();
+    let config = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("adapter_config.json")).unwrap())
+            .unwrap()
+    };
+    let sorted = |v: &serde_json::Value| -> Vec<String> {
+        let mut t: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        sorted(&config(tmp.path())["target_modules"]),
+        sorted(&config(&dir.join("adapter"))["target_modules"])
+    );
+    let keys = |p: &std::path::Path| -> Vec<String> {
+        let mut k: Vec<String> = Tensors::read(&p.join("adapter_model.safetensors"))
+            .map
+            .into_keys()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(tmp.path()), keys(&dir.join("adapter")));
+    let b = fixture_batch_in(&dir, "forward_batch");
+    let reloaded = load_peft_adapter(base(), tmp.path()).unwrap();
+    assert_eq!(logits(&model, &b), logits(&reloaded, &b));
+    assert_ne!(logits(&model, &b), logits(&base(), &b));
+}

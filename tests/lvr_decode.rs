@@ -12,7 +12,7 @@ use pearl::data::chat::{Message, Part, Role};
 use pearl::eval::answerer::generate_checked;
 use pearl::infer::lvr::generate::encode_prompts;
 use pearl::infer::lvr::{LatentDecoder, LvrChatModel, lvr_generate};
-use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlBatch, Vlm};
+use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlBatch, VlFamily, Vlm};
 use pearl::processor::tokenizer::{LVR_END, LVR_LATENT, LVR_START};
 use pearl::processor::{Processor, pad_right};
 use std::path::Path;
@@ -92,7 +92,7 @@ fn reference_logits(m: &Vlm, p: &Processor, chat: &[Message], steps: usize) -> V
         b.input_ids.extend_from_slice(extra);
         b.seq_len += extra.len();
         b.attention_mask = vec![1; b.seq_len];
-        m.decode(x, &b, Some(&img), false).unwrap().0
+        m.decode(x, &b, Some(&img), false).unwrap().last_hidden
     };
     let mut latents: Vec<Tensor<3>> = Vec::new();
     for k in 0..steps {
@@ -287,7 +287,7 @@ fn logits_with_inputs(m: &Vlm, p: &Processor, chat: &[Message], inputs: &[Tensor
     b.input_ids.push(id(p, LVR_END));
     b.seq_len += inputs.len() + 1;
     b.attention_mask = vec![1; b.seq_len];
-    let h = m.decode(x, &b, Some(&img), false).unwrap().0;
+    let h = m.decode(x, &b, Some(&img), false).unwrap().last_hidden;
     let s = h.dims()[1];
     tensor_vec(m.logits(h.slice([0..1, s - 1..s, 0..d])))
 }

@@ -12,7 +12,7 @@ use common::{fixture_dir, tensor_vec};
 use pearl::data::synth::{SynthConfig, Task, generate};
 use pearl::data::trajectory::{TrajectoryFile, load_jsonl};
 use pearl::model::names::named_params;
-use pearl::model::{Qwen2_5Vl, Vlm};
+use pearl::model::{Qwen2_5Vl, VlFamily, Vlm};
 use pearl::objective::freeze::lora_only;
 use pearl::objective::lvr::{
     LvrBatch, LvrConfig, LvrExample, LvrExamples, lvr_lora_only, lvr_losses, region_tokens,
@@ -145,7 +145,7 @@ fn the_latent_loss_regresses_each_region_token_from_the_position_before_its_slot
         let z: Tensor<2> = img.clone().narrow(0, r, 1);
         x = x.slice_assign([b..b + 1, s..s + 1], z.unsqueeze());
     }
-    let (hidden, ..) = m.decode(x, t, Some(&images), false).unwrap();
+    let hidden = m.decode(x, t, Some(&images), false).unwrap().last_hidden;
     let h = tensor_vec(hidden);
     let z = tensor_vec(img);
     let d = m.hidden_size();

@@ -25,3 +25,14 @@ fn composed_pearl_objective_matches_the_reference() {
     composed_only();
     pearl_fixture::check_against_reference();
 }
+
+/// The same for Qwen3-VL: its vision LayerNorms and tanh-GELU MLPs run composed from burn's ops.
+#[test]
+fn composed_qwen3_forward_and_objective_match_the_references() {
+    composed_only();
+    let dir = common::qwen3_fixture_dir();
+    for name in ["forward_single", "forward_batch", "forward_text_only"] {
+        common::check_forward_in(&dir, name);
+    }
+    pearl_fixture::check_against_reference_in(&dir);
+}

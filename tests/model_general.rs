@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use common::*;
 use pearl::model::checkpoint::write_safetensors;
 use pearl::model::qwen2_5_vl::checkpoint::{hub_tensors, save_hub_checkpoint};
-use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlBatch};
+use pearl::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlBatch, VlFamily};
 use std::path::Path;
 
 fn fixture_model() -> Qwen2_5Vl {

@@ -5,7 +5,7 @@
 mod common;
 use burn::tensor::Device;
 use common::*;
-use pearl::model::{Qwen2_5VlConfig, Qwen3Vl, Qwen3VlConfig, VlBatch};
+use pearl::model::{Qwen2_5VlConfig, Qwen3Vl, Qwen3VlConfig, VlBatch, VlFamily};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -94,7 +94,8 @@ fn deepstack_adds_feature_k_after_layer_k_at_image_tokens() {
     let with = model.forward(&batch, true).unwrap();
     // The decoder without DeepStack over the same input embeddings.
     let x = model.embed(&batch, with.image_embeds.clone()).unwrap();
-    let (last, without, _, _) = model.decode(x, &batch, &[], true).unwrap();
+    let decoded = model.decode(x, &batch, &[], true).unwrap();
+    let (last, without) = (decoded.last_hidden, decoded.hidden_states);
     // Layer 0's output is the same either way (DeepStack is added after it) ...
     let d0 = max_abs_diff(
         &tensor_vec(with.hidden_states[1].clone()),
@@ -375,4 +376,142 @@ fn family_comes_from_model_type() {
     std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
     let err = format!("{:#}", Vlm::from_dir(tmp.path(), &device).unwrap_err());
     assert!(err.contains("llava") && err.contains("qwen3_vl"), "{err}");
+}
+
+/// The count `pearl inspect params` reports equals the parameters a built model has: the fixture
+/// (untied, DeepStack from 3 blocks) and the other config (tied, GQA 3, head_dim 24).
+#[test]
+fn parameter_count_matches_built_models() {
+    let fixture = Qwen3VlConfig::from_file(&model_dir().join("config.json")).unwrap();
+    for cfg in [fixture, other_config()] {
+        let model = Qwen3Vl::random(&cfg, 3, &Device::flex()).unwrap();
+        assert_eq!(
+            burn::module::Module::num_params(&model) as u64,
+            cfg.num_params(),
+            "{cfg:?}"
+        );
+    }
+}
+
+/// The published Qwen3-VL-2B/4B/8B-Instruct configs (tests/data/configs) count the parameters
+/// their checkpoints hold (2.13 B, 4.44 B, 8.77 B), through `pearl inspect params`.
+#[test]
+fn published_configs_have_the_published_sizes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/configs");
+    for (file, billions, tied) in [
+        ("qwen3_vl_2b_instruct.json", 2.13, true),
+        ("qwen3_vl_4b_instruct.json", 4.44, true),
+        ("qwen3_vl_8b_instruct.json", 8.77, false),
+        ("qwen2_5_vl_3b_instruct.json", 3.75, true),
+        ("qwen2_5_vl_7b_instruct.json", 8.29, false),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pearl"))
+            .args(["inspect", "params", "--json", "--config"])
+            .arg(dir.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let total = v["total"].as_u64().unwrap();
+        assert_eq!(
+            total,
+            v["vision"].as_u64().unwrap() + v["text"].as_u64().unwrap()
+        );
+        let b = total as f64 / 1e9;
+        assert!((b - billions).abs() < 0.005, "{file}: {b} B parameters");
+        let family = if file.starts_with("qwen3") {
+            "Qwen3Vl"
+        } else {
+            "Qwen2_5Vl"
+        };
+        assert_eq!(v["family"], family, "{file}");
+        if file.starts_with("qwen3") {
+            let cfg = Qwen3VlConfig::from_file(&dir.join(file)).unwrap();
+            assert_eq!(cfg.text.tie_word_embeddings, tied, "{file}");
+            assert_eq!(cfg.num_params(), total, "{file}");
+        }
+    }
+}
+
+/// transformers 4.57's `hidden_states` differ from transformers 5's exactly where they should:
+/// after a layer that receives a DeepStack feature, by that feature at the image tokens (other
+/// tokens and other layers unchanged), and at the end, where 4.57 keeps the last layer's output
+/// before the final norm (which the final norm turns into 5's last entry).
+#[test]
+fn transformers_4_57_hidden_states_include_deepstack_and_end_before_the_norm() {
+    use pearl::model::decoder::HiddenStates;
+    let model = Qwen3Vl::from_dir(&model_dir(), &Device::flex()).unwrap();
+    let batch = fixture_batch_in(&qwen3_fixture_dir(), "forward_single");
+    let run = |convention| {
+        let images = model
+            .image_features(&batch.pixel_values, &batch.image_grid_thw)
+            .unwrap();
+        let x = model.embed(&batch, Some(images.embeds.clone())).unwrap();
+        let d = model
+            .decode_recording(x, &batch, &images.deepstack, Some(convention), None)
+            .unwrap();
+        (d, images.deepstack)
+    };
+    let (v5, deepstack) = run(HiddenStates::Transformers5);
+    let (v457, _) = run(HiddenStates::Transformers4_57);
+    let layers = model.cfg.text.num_hidden_layers;
+    assert_eq!(v5.hidden_states.len(), layers + 1);
+    assert_eq!(v457.hidden_states.len(), layers + 1);
+    let image_rows: Vec<usize> = batch
+        .input_ids
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t == model.vision_tokens().image_token_id)
+        .map(|(i, _)| i)
+        .collect();
+    let d = model.cfg.text.hidden_size;
+    let rows = |t: &burn::tensor::Tensor<3>| -> Vec<Vec<f32>> {
+        tensor_vec(t.clone())
+            .chunks(d)
+            .map(<[f32]>::to_vec)
+            .collect()
+    };
+    for l in 0..layers {
+        let (a, b) = (rows(&v5.hidden_states[l]), rows(&v457.hidden_states[l]));
+        // Entry l is layer l-1's output (l = 0: the embeddings); 4.57 adds feature l-1 if any.
+        let feature = l
+            .checked_sub(1)
+            .and_then(|k| deepstack.get(k))
+            .map(|f| rows(&f.clone().unsqueeze_dim::<3>(0)));
+        for (i, (ra, rb)) in a.iter().zip(&b).enumerate() {
+            let k = image_rows.iter().position(|&p| p == i);
+            let want: Vec<f32> = match (&feature, k) {
+                (Some(f), Some(k)) => ra.iter().zip(&f[k]).map(|(x, y)| x + y).collect(),
+                _ => ra.clone(),
+            };
+            let diff = max_abs_diff(rb, &want, |_| true);
+            assert!(diff < 1e-5, "entry {l}, row {i}: off by {diff}");
+        }
+        if l >= 1 && l - 1 < deepstack.len() {
+            assert!(
+                max_abs_diff(&a.concat(), &b.concat(), |_| true) > 1e-4,
+                "entry {l}"
+            );
+        }
+    }
+    // The last entries: 4.57's is the pre-norm state, 5's the normed one; the head reads 5's.
+    let last457 = v457.hidden_states[layers].clone();
+    assert_eq!(
+        tensor_vec(last457.clone()),
+        tensor_vec(v457.pre_norm.clone())
+    );
+    assert_eq!(
+        tensor_vec(v5.hidden_states[layers].clone()),
+        tensor_vec(v457.last_hidden.clone())
+    );
+    let normed = pearl::kernels::rms_norm::rms_norm(&model.model.norm, last457);
+    let diff = max_abs_diff(&tensor_vec(normed), &tensor_vec(v5.last_hidden), |_| true);
+    assert!(
+        diff < 1e-5,
+        "final norm of 4.57's last entry is off by {diff}"
+    );
 }

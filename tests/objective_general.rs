@@ -12,7 +12,7 @@ use pearl::data::chat::Message;
 use pearl::data::trajectory::load_jsonl;
 use pearl::kernels::tensor::index_tensor;
 use pearl::model::names::named_params;
-use pearl::model::{Qwen2_5Vl, VlBatch, Vlm};
+use pearl::model::{Qwen2_5Vl, VlBatch, VlFamily, Vlm};
 use pearl::objective::batch::Example;
 use pearl::objective::jepa::jepa_loss;
 use pearl::objective::views::{input_view, trajectory_view};
@@ -177,4 +177,87 @@ fn sft_is_the_next_token_loss_alone_and_needs_no_views() {
         .err()
         .unwrap();
     assert!(format!("{err:#}").contains("predictor"), "{err:#}");
+}
+
+/// `hidden_states = "transformers4.57"` changes exactly what it should. On Qwen3-VL the JEPA
+/// embeddings become the last layer's output before the final norm (as running each view from
+/// scratch gives it) and NextLat reads those states too, while the next-token loss is unchanged;
+/// on Qwen2.5-VL (whose last entry is after the norm in every version) nothing changes.
+#[test]
+fn transformers_4_57_hidden_states_read_pre_norm_states_on_qwen3_only() {
+    use pearl::model::decoder::HiddenStates;
+    let device = Device::default();
+    for (dir, changes) in [(common::qwen3_fixture_dir(), true), (fixture_dir(), false)] {
+        let vlm = Vlm::from_dir(&dir.join("model"), &device).unwrap();
+        let head = DynamicsHead::init(vlm.hidden_size(), 3, &device);
+        let mut p = Processor::from_dir(&dir.join("model")).unwrap();
+        p.tokenizer.add_pearl_tokens();
+        let mut vlm = vlm;
+        vlm.ensure_vocab(p.tokenizer.vocab_size());
+        let model = PearlModel {
+            vlm,
+            dynamics: Some(head),
+        };
+        let file = load_jsonl(&dir.join("expected/pearl_trajectories.jsonl")).unwrap();
+        let examples = Example::all_of(&file);
+        let v5 = ObjectiveConfig {
+            predictors: 2,
+            ..ObjectiveConfig::pearl()
+        };
+        let v457 = ObjectiveConfig {
+            hidden_states: HiddenStates::Transformers4_57,
+            ..v5.clone()
+        };
+        let batch = TrainBatch::build(&p, &examples, &v5).unwrap();
+        let a = compute_losses(&model, &batch, &v5).unwrap();
+        let b = compute_losses(&model, &batch, &v457).unwrap();
+        assert_eq!(
+            a.values.vlm, b.values.vlm,
+            "the next-token loss reads the head's input"
+        );
+        let (pred, target) = b.embeddings.unwrap();
+        if !changes {
+            assert_eq!(a.values, b.values);
+            continue;
+        }
+        assert_ne!(a.values.jepa, b.values.jepa);
+        assert_ne!(a.values.nextlat_state, b.values.nextlat_state);
+        assert_ne!(a.values.nextlat_token, b.values.nextlat_token);
+        // The embeddings are the pre-norm states of the views run from scratch.
+        let chats: Vec<Vec<Message>> = file
+            .items
+            .iter()
+            .map(|n| n.trajectory.messages.clone())
+            .collect();
+        let pre_norm = |chats: &[Vec<Message>]| {
+            let enc = p
+                .encode(chats, &vec![false; chats.len()], &file.base_dir)
+                .unwrap();
+            let lens = enc.lengths.clone();
+            let batch = VlBatch::from(enc);
+            let vlm = &model.vlm;
+            let images = vlm
+                .encode_images(&batch.pixel_values, &batch.image_grid_thw)
+                .unwrap();
+            let x = vlm.embed(&batch, Some(&images)).unwrap();
+            let h = vlm
+                .decode(x, &batch, Some(&images), false)
+                .unwrap()
+                .pre_norm;
+            let [n, s, d] = h.dims();
+            let at: Vec<usize> = (0..n).map(|i| i * s + lens[i] - 2).collect();
+            tensor_vec(
+                h.reshape([n * s, d])
+                    .select(0, index_tensor(&at, &vlm.device())),
+            )
+        };
+        let inputs: Vec<_> = chats.iter().map(|c| input_view(c, 2).unwrap()).collect();
+        let trajs: Vec<_> = chats.iter().map(|c| trajectory_view(c).unwrap()).collect();
+        let dp = max_abs_diff(&tensor_vec(pred), &pre_norm(&inputs), |_| true);
+        let dt = max_abs_diff(&tensor_vec(target), &pre_norm(&trajs), |_| true);
+        assert!(
+            dp < 1e-4 && dt < 1e-4,
+            "prediction off by {dp}, target by {dt}"
+        );
+    }
 }

@@ -649,3 +649,56 @@ fn fields_that_would_change_the_answer_are_refused_by_name() {
         assert_eq!(s, 200, "{field} = {value}: {v}");
     }
 }
+
+/// `pearl serve` on the Qwen3-VL fixture: an answer through the HTTP path equals the model's own,
+/// and the prompt is the Qwen3-VL template's (no default system prompt, which Qwen2.5-VL's adds),
+/// image tokens included.
+#[test]
+fn qwen3_model_answers_through_http_with_its_own_template() {
+    let dir = common::qwen3_fixture_dir();
+    let load = || {
+        let mut m = LocalModel::load(
+            &dir.join("model"),
+            None,
+            &Device::flex(),
+            pearl::model::precision::Precision::F32,
+        )
+        .unwrap();
+        m.stop_tokens = vec![];
+        m
+    };
+    let mut local = load();
+    assert_eq!(local.model.family(), pearl::model::Family::Qwen3Vl);
+    let url = spawn_router(app(load(), ServeConfig::default()).unwrap());
+    let (status, v) = post(
+        &url,
+        json!({"messages": user(json!("Hello")), "max_tokens": 4}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let chat = vec![Message::new(
+        Role::User,
+        vec![Part::Text {
+            text: "Hello".into(),
+        }],
+    )];
+    let direct = local.generate(std::slice::from_ref(&chat), 4).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], direct[0].text);
+    let rendered = local.processor.render(&chat, true).unwrap();
+    assert_eq!(
+        rendered,
+        "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let prompt = local.processor.tokenizer.encode(&rendered).unwrap().len() as u64;
+    assert_eq!(v["usage"]["prompt_tokens"], prompt);
+
+    // An image (16-pixel patches, 32-pixel merged units) through a data: URL.
+    let image = std::fs::read(dir.join("images/scene0.png")).unwrap();
+    let with_image = user(json!([
+        {"type": "image_url", "image_url": {"url": data_url(&image)}},
+        {"type": "text", "text": "Hello"}
+    ]));
+    let (status, w) = post(&url, json!({"messages": with_image, "max_tokens": 2}));
+    assert_eq!(status, 200, "{w}");
+    let extra = w["usage"]["prompt_tokens"].as_u64().unwrap() - prompt;
+    assert!(extra > 2, "{extra} more prompt tokens with an image");
+}

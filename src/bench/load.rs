@@ -1,9 +1,9 @@
 //! `pearl bench load`: how long a model directory's weights take to load, and the process's peak
 //! memory meanwhile (weights are memory-mapped, each shard read once; see `model::weights`).
 
-use crate::model::Qwen2_5Vl;
 use crate::model::device::DeviceSpec;
 use crate::model::precision::Precision;
+use crate::model::{Qwen2_5Vl, VlFamily};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! `pearl inspect ...`: diagnostics over the model, for users and for the tests.
 
-use crate::model::Qwen2_5VlConfig;
+use crate::model::Family;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -95,15 +95,16 @@ fn params(config: PathBuf, json: bool) -> anyhow::Result<()> {
     } else {
         config
     };
-    let cfg = Qwen2_5VlConfig::from_file(&path)?;
-    let (total, vision, text) = (cfg.num_params(), cfg.vision_params(), cfg.text_params());
+    let (family, vision, text) = Family::param_counts(&path)?;
+    let family = format!("{family:?}");
+    let total = vision + text;
     if json {
         println!(
             "{}",
-            serde_json::json!({"config": path, "total": total, "vision": vision, "text": text})
+            serde_json::json!({"config": path, "family": family, "total": total, "vision": vision, "text": text})
         );
     } else {
-        println!("config          {}", path.display());
+        println!("config          {} ({family})", path.display());
         println!(
             "vision tower    {:>14} ({:.3} B)",
             vision,

@@ -4,6 +4,7 @@
 use crate::data::trajectory::load_jsonl;
 use crate::model::Vlm;
 use crate::model::checkpoint::write_safetensors;
+use crate::model::decoder::HiddenStates;
 use crate::model::device::{DeviceSpec, training_device};
 use crate::objective::batch::Example;
 use crate::objective::freeze::lora_only;
@@ -41,6 +42,10 @@ pub struct LossArgs {
     /// all-assistant or last-assistant.
     #[arg(long, default_value = "all-assistant", value_parser = crate::spelling::parse::<Supervise>)]
     supervise: Supervise,
+    /// Whose `hidden_states[-1]` JEPA and NextLat read: transformers5 (after the final norm) or
+    /// transformers4.57 (Qwen3-VL: before it, as in the authors' Qwen3-VL runs).
+    #[arg(long, default_value = "transformers5")]
+    hidden_states: HiddenStates,
     #[arg(long)]
     no_jepa: bool,
     #[arg(long)]
@@ -61,6 +66,7 @@ pub fn run(a: LossArgs) -> anyhow::Result<()> {
         lambda: a.lambda,
         distance: a.jepa_loss,
         supervise: a.supervise,
+        hidden_states: a.hidden_states,
     };
     cfg.validate()?;
     let device = training_device(a.device.device()?, false);

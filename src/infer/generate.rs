@@ -108,8 +108,8 @@ pub fn generate_streaming(
     let x = model.embed(batch, images.as_ref())?;
     let d = x.dims()[2];
     let mut cache = KvCache::new(model.num_layers());
-    let (hidden, _, _, deltas) =
-        model.decode_cached(x, batch, images.as_ref(), false, Some(&mut cache))?;
+    let decoded = model.decode_cached(x, batch, images.as_ref(), false, Some(&mut cache))?;
+    let (hidden, deltas) = (decoded.last_hidden, decoded.rope_deltas);
     let hidden = hidden
         .reshape([b * s, d])
         .select(0, index_tensor(&last, &device));

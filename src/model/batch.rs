@@ -29,9 +29,20 @@ impl VlBatch {
     }
 }
 
-/// What the decoder returns: final-norm hidden states `[batch, seq, d]`, every layer's hidden
-/// states (when asked for), the `[3, batch, seq]` M-RoPE positions and the decoding offsets.
-pub type Decoded = (Tensor<3>, Vec<Tensor<3>>, Vec<i64>, Vec<i64>);
+/// What the decoder returns for a batch.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Final-norm hidden states `[batch, seq, d]` (what the head reads).
+    pub last_hidden: Tensor<3>,
+    /// The last layer's output `[batch, seq, d]` before the final norm (see
+    /// [`crate::model::decoder::HiddenStates`]).
+    pub pre_norm: Tensor<3>,
+    /// transformers 5's `hidden_states` (only when asked for).
+    pub hidden_states: Vec<Tensor<3>>,
+    /// `[3, batch, seq]` M-RoPE positions and the per-sequence decoding offsets.
+    pub position_ids: Vec<i64>,
+    pub rope_deltas: Vec<i64>,
+}
 
 pub struct VlOutput {
     /// Final-norm hidden states `[batch, seq, d]`.

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config_json;
 pub mod decoder;
 pub mod device;
+pub mod family;
 pub mod names;
 pub mod nn;
 pub mod precision;
@@ -17,6 +18,7 @@ pub mod vlm;
 pub mod weights;
 
 pub use batch::{VlBatch, VlOutput};
+pub use family::{ImageFeatures, VlFamily};
 pub use qwen2_5_vl::{Qwen2_5Vl, Qwen2_5VlConfig};
 pub use qwen3_vl::{Qwen3Vl, Qwen3VlConfig};
-pub use vlm::{Family, ImageFeatures, Vlm};
+pub use vlm::{Family, Vlm};

@@ -122,14 +122,7 @@ pub fn peft_name(path: &str) -> Option<String> {
         _ => return None,
     };
     let hub = hub_name(&format!("{proj}.base.weight"))?;
-    let module = hub.strip_suffix(".weight")?;
-    let module = if let Some(rest) = module.strip_prefix("model.") {
-        format!("model.language_model.{rest}")
-    } else if let Some(rest) = module.strip_prefix("visual.") {
-        format!("model.visual.{rest}")
-    } else {
-        module.to_string()
-    };
+    let module = super::weights::current_key(hub.strip_suffix(".weight")?);
     Some(format!("base_model.model.{module}.{factor}.weight"))
 }
 

@@ -57,11 +57,33 @@ impl Proj {
         bias: bool,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let w = src.take(
-            &format!("{prefix}.weight"),
-            &[d_out, d_in],
-            ParamKind::Weight,
-        )?;
+        Self::load_shaped(src, prefix, &[d_out, d_in], bias, device)
+    }
+
+    /// A Conv3d patch embedding whose kernel equals its stride: the linear map it is over
+    /// flattened `kernel = [C, T, P, P]` patches. The hub stores the kernel `[d_out, C, T, P, P]`.
+    pub fn load_patch_embed(
+        src: &mut dyn WeightSource,
+        prefix: &str,
+        kernel: [usize; 4],
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let [c, t, p, q] = kernel;
+        Self::load_shaped(src, prefix, &[d_out, c, t, p, q], bias, device)
+    }
+
+    /// A weight stored as `[d_out, ..]` (the rest flattened into `d_in`) and an optional bias.
+    fn load_shaped(
+        src: &mut dyn WeightSource,
+        prefix: &str,
+        shape: &[usize],
+        bias: bool,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let (d_out, d_in) = (shape[0], shape[1..].iter().product());
+        let w = src.take(&format!("{prefix}.weight"), shape, ParamKind::Weight)?;
         let b = if bias {
             Some(src.take(&format!("{prefix}.bias"), &[d_out], ParamKind::Bias)?)
         } else {
@@ -193,4 +215,23 @@ pub fn load_embedding(
     Ok(Embedding {
         weight: Param::from_tensor(tensor2(w, [rows, dim], device)),
     })
+}
+
+/// `pixel_values` as `[patches, patch_dim]` rows, or an error naming the mismatch.
+pub fn patch_rows(
+    pixel_values: &[f32],
+    patch_dim: usize,
+    device: &Device,
+) -> anyhow::Result<Tensor<2>> {
+    if !pixel_values.len().is_multiple_of(patch_dim) {
+        anyhow::bail!(
+            "pixel_values holds {} values, not a multiple of the patch size {patch_dim}",
+            pixel_values.len()
+        );
+    }
+    Ok(tensor2(
+        pixel_values.to_vec(),
+        [pixel_values.len() / patch_dim, patch_dim],
+        device,
+    ))
 }

@@ -4,7 +4,9 @@
 //! only the questions the rest of the crate asks a model.
 
 use super::batch::{Decoded, VlBatch, VlOutput};
-use super::decoder::KvCache;
+use super::decoder::{DecoderOutput, DeepStack, HiddenStates, KvCache, grow_vocab};
+pub use super::family::ImageFeatures;
+use super::family::VlFamily;
 use super::precision::Precision;
 use super::rope::VisionTokens;
 use super::{Qwen2_5Vl, Qwen2_5VlConfig, Qwen3Vl, Qwen3VlConfig};
@@ -34,6 +36,25 @@ impl Family {
         }
     }
 
+    /// The family of the config file at `path` and the `(vision, text)` parameter counts of the
+    /// model it describes, from the shapes the family builds (no weights read or allocated).
+    pub fn param_counts(path: &Path) -> anyhow::Result<(Self, u64, u64)> {
+        let v = super::config_json::read(path)?;
+        let invalid = || format!("invalid model config {}", path.display());
+        let family = Self::of_config(&v).with_context(invalid)?;
+        let (vision, text) = match family {
+            Family::Qwen2_5Vl => {
+                let c = Qwen2_5VlConfig::from_json(&v).with_context(invalid)?;
+                (c.vision_params(), c.text.decoder().num_params())
+            }
+            Family::Qwen3Vl => {
+                let c = Qwen3VlConfig::from_json(&v).with_context(invalid)?;
+                (c.vision_params(), c.text.decoder().num_params())
+            }
+        };
+        Ok((family, vision, text))
+    }
+
     /// The family of the model in `dir` (its `config.json`).
     pub fn of_dir(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("config.json");
@@ -48,28 +69,6 @@ impl Family {
 pub enum Vlm {
     Qwen2_5Vl(Qwen2_5Vl),
     Qwen3Vl(Qwen3Vl),
-}
-
-/// What the vision tower hands the decoder: image embeddings `[tokens, d]` placed at the image
-/// tokens, and (Qwen3-VL) the DeepStack features `[tokens, d]` added after the first layers.
-#[derive(Debug, Clone)]
-pub struct ImageFeatures {
-    pub embeds: Tensor<2>,
-    pub deepstack: Vec<Tensor<2>>,
-}
-
-impl ImageFeatures {
-    /// The features of the image-token rows `rows` (in that order).
-    pub fn select(&self, rows: Tensor<1, Int>) -> Self {
-        Self {
-            embeds: self.embeds.clone().select(0, rows.clone()),
-            deepstack: self
-                .deepstack
-                .iter()
-                .map(|f| f.clone().select(0, rows.clone()))
-                .collect(),
-        }
-    }
 }
 
 /// `match` over the families with the same expression for each.
@@ -130,7 +129,7 @@ impl Vlm {
 
     /// The precision of frozen weights and activations.
     pub fn precision(&self) -> Precision {
-        each!(self, m => m.precision)
+        each!(self, m => m.precision())
     }
 
     /// The dtype activations flow in.
@@ -153,7 +152,7 @@ impl Vlm {
     }
 
     pub fn image_token_id(&self) -> u32 {
-        each!(self, m => m.cfg.image_token_id)
+        each!(self, m => m.cfg.tokens.image)
     }
 
     pub fn vision_tokens(&self) -> VisionTokens {
@@ -186,7 +185,11 @@ impl Vlm {
     /// Makes sure the embedding (and an untied head) has at least `rows` rows; returns how many
     /// rows were added.
     pub fn ensure_vocab(&mut self, rows: usize) -> usize {
-        each!(self, m => m.ensure_vocab(rows))
+        each!(self, m => {
+            let added = grow_vocab(&mut m.model.embed_tokens, m.model.lm_head.as_mut(), rows);
+            m.cfg.text.vocab_size += added;
+            added
+        })
     }
 
     /// Image embeddings and (Qwen3-VL) DeepStack features of the batch's images.
@@ -195,19 +198,7 @@ impl Vlm {
         pixel_values: &[f32],
         grid_thw: &[[usize; 3]],
     ) -> anyhow::Result<ImageFeatures> {
-        Ok(match self {
-            Self::Qwen2_5Vl(m) => ImageFeatures {
-                embeds: m.encode_images(pixel_values, grid_thw)?,
-                deepstack: vec![],
-            },
-            Self::Qwen3Vl(m) => {
-                let v = m.encode_images(pixel_values, grid_thw)?;
-                ImageFeatures {
-                    embeds: v.image_embeds,
-                    deepstack: v.deepstack_features,
-                }
-            }
-        })
+        each!(self, m => m.image_features(pixel_values, grid_thw))
     }
 
     /// Embeddings `[batch, seq, d]` of token ids `[batch, seq]`, in the compute dtype.
@@ -250,13 +241,8 @@ impl Vlm {
         all_hidden: bool,
         cache: Option<&mut KvCache>,
     ) -> anyhow::Result<Decoded> {
-        match self {
-            Self::Qwen2_5Vl(m) => m.decode_cached(x, batch, all_hidden, cache),
-            Self::Qwen3Vl(m) => {
-                let deepstack = images.map(|f| f.deepstack.as_slice()).unwrap_or(&[]);
-                m.decode_cached(x, batch, deepstack, all_hidden, cache)
-            }
-        }
+        let deepstack = images.map_or(&[][..], |f| f.deepstack.as_slice());
+        each!(self, m => m.decode_cached(x, batch, deepstack, all_hidden, cache))
     }
 
     /// One incremental decoding step (new tokens carry no image): embeddings `[batch, new, d]` at
@@ -274,7 +260,7 @@ impl Vlm {
     /// The decoder layers over a continuation: embeddings `[batch, l, d]` at M-RoPE positions
     /// `[3, batch, l]` under an explicit attention `mask` over `cache` plus the continuation;
     /// `images` (Qwen3-VL's DeepStack) apply at the continuation's image tokens `image_rows`
-    /// (flat `batch * l` indices). Returns the final-norm hidden states.
+    /// (flat `batch * l` indices).
     pub fn decode_continuation(
         &self,
         x: Tensor<3>,
@@ -282,28 +268,33 @@ impl Vlm {
         mask: &Mask,
         cache: &mut KvCache,
         images: Option<(&[usize], &ImageFeatures)>,
-    ) -> Tensor<3> {
+    ) -> DecoderOutput {
         let [b, l, _] = x.dims();
-        let device = self.device();
-        match self {
-            Self::Qwen2_5Vl(m) => {
-                let (cos, sin) =
-                    super::qwen2_5_vl::rope::mrope_cos_sin(positions, b, l, &m.cfg.text, &device);
-                m.model.forward(x, cos, sin, mask, Some(cache), false).0
-            }
-            Self::Qwen3Vl(m) => {
-                let (cos, sin) =
-                    super::qwen3_vl::rope::mrope_cos_sin(positions, b, l, &m.cfg.text, &device);
-                let deepstack = images
-                    .filter(|(_, f)| !f.deepstack.is_empty())
-                    .map(|(rows, f)| super::qwen3_vl::text::DeepStack {
-                        positions: rows,
-                        features: &f.deepstack,
-                    });
-                m.model
-                    .forward(x, (cos, sin), mask, Some(cache), deepstack, false)
-                    .0
-            }
+        let deepstack = images
+            .filter(|(_, f)| !f.deepstack.is_empty())
+            .map(|(rows, f)| DeepStack {
+                positions: rows,
+                features: &f.deepstack,
+            });
+        each!(self, m => {
+            let rope = m.mrope_cos_sin(positions, b, l);
+            m.model.forward(x, rope, mask, Some(cache), deepstack, None)
+        })
+    }
+
+    /// The last entry of transformers' `hidden_states` in `convention` for a decoder output's
+    /// final-norm and pre-norm states: the final-norm one, except for Qwen3-VL under transformers
+    /// 4.57, whose last entry is the pre-norm one (Qwen2.5-VL's code appends the final norm's
+    /// output in every version).
+    pub fn last_hidden_state(
+        &self,
+        last_hidden: Tensor<3>,
+        pre_norm: Tensor<3>,
+        convention: HiddenStates,
+    ) -> Tensor<3> {
+        match (self, convention) {
+            (Self::Qwen3Vl(_), HiddenStates::Transformers4_57) => pre_norm,
+            _ => last_hidden,
         }
     }
 
@@ -360,5 +351,35 @@ impl From<Qwen2_5Vl> for Vlm {
 impl From<Qwen3Vl> for Vlm {
     fn from(m: Qwen3Vl) -> Self {
         Self::Qwen3Vl(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Added tokens get rows only when the model lacks them; old rows stay, new ones start at the
+    /// mean of the old ones.
+    #[test]
+    fn vocabulary_grows_only_when_rows_are_missing_and_keeps_old_rows() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/qwen2_5_vl_tiny/model/config.json");
+        let cfg = Qwen2_5VlConfig::from_file(&path).unwrap();
+        let mut m = Vlm::from(Qwen2_5Vl::random(&cfg, 1, &Device::default()).unwrap());
+        let v = cfg.text.vocab_size;
+        assert_eq!(m.ensure_vocab(v - 3), 0);
+        let before = m.embed_tokens().weight.val();
+        assert_eq!(m.ensure_vocab(v + 5), 5);
+        let after = m.embed_tokens().weight.val();
+        assert_eq!(after.dims()[0], v + 5);
+        assert_eq!(m.vocab_size(), v + 5);
+        let old = after.clone().slice(0..v);
+        assert_eq!(old.into_data(), before.clone().into_data());
+        let new_row: Vec<f32> = after.slice(v..v + 1).try_into_vec_as().unwrap();
+        let mean: Vec<f32> = before.mean_dim(0).try_into_vec_as().unwrap();
+        assert_eq!(new_row, mean);
+        if let Some(h) = m.lm_head() {
+            assert_eq!(h.base.weight.dims()[1], v + 5);
+        }
     }
 }

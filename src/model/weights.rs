@@ -36,6 +36,19 @@ pub fn canonical_key(key: &str) -> String {
     }
 }
 
+/// The key current transformers (and the published Qwen3-VL checkpoints) use for a hub name:
+/// `model.layers.0...` -> `model.language_model.layers.0...`, `visual.*` -> `model.visual.*`
+/// (`lm_head.*` unchanged). The inverse of [`canonical_key`].
+pub fn current_key(hub: &str) -> String {
+    if let Some(rest) = hub.strip_prefix("model.") {
+        format!("model.language_model.{rest}")
+    } else if let Some(rest) = hub.strip_prefix("visual.") {
+        format!("model.visual.{rest}")
+    } else {
+        hub.to_string()
+    }
+}
+
 /// Where a tensor's bytes are: its shard, and the byte range in the shard's mapping.
 struct Stored {
     shape: Vec<usize>,

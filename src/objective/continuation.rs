@@ -13,7 +13,7 @@ use super::batch::ViewBatch;
 use crate::kernels::attention::Mask;
 use crate::kernels::tensor::index_tensor;
 use crate::model::batch::token_positions;
-use crate::model::decoder::KvCache;
+use crate::model::decoder::{HiddenStates, KvCache};
 use crate::model::rope::mrope_position_ids;
 use crate::model::{ImageFeatures, VlBatch, Vlm};
 use anyhow::{Result, ensure};
@@ -54,15 +54,15 @@ impl FullContext<'_> {
     }
 }
 
-/// Per example, the last-layer hidden state at index `length - 2` of `view` (the `<|im_end|>` that
-/// closes it), `[batch, d]`.
+/// Per example, the last-layer hidden state (`hidden_states[-1]` in `convention`) at index
+/// `length - 2` of `view` (the `<|im_end|>` that closes it), `[batch, d]`.
 pub fn view_embeddings(
     model: &Vlm,
-    full: &VlBatch,
-    cache: &KvCache,
-    images: Option<&ImageFeatures>,
+    ctx: &FullContext<'_>,
     view: &ViewBatch,
+    convention: HiddenStates,
 ) -> Result<Tensor<2>> {
+    let (full, cache, images) = (ctx.batch, ctx.cache, ctx.images);
     let v = &view.tokens;
     let (b, sv, sf) = (v.batch, v.seq_len, full.seq_len);
     ensure!(b == full.batch, "view and full batch sizes differ");
@@ -135,7 +135,8 @@ pub fn view_embeddings(
     let mut cache = cache.clone();
     let image_pos = token_positions(&suffix_batch.input_ids, &mask, image_id);
     let images = img.as_ref().map(|f| (image_pos.as_slice(), f));
-    let hidden = model.decode_continuation(x, &spos, &attn_mask, &mut cache, images);
+    let out = model.decode_continuation(x, &spos, &attn_mask, &mut cache, images);
+    let hidden = model.last_hidden_state(out.last_hidden, out.pre_norm, convention);
     let d = hidden.dims()[2];
     let at: Vec<usize> = (0..b).map(|i| i * l + len_v[i] - 2 - shared[i]).collect();
     Ok(hidden

@@ -19,6 +19,7 @@ pub mod pearl;
 pub mod sft;
 pub mod views;
 
+use crate::model::decoder::HiddenStates;
 use serde::{Deserialize, Serialize};
 
 pub use batch::TrainBatch;
@@ -72,6 +73,12 @@ pub struct ObjectiveConfig {
     pub distance: Distance,
     #[serde(default = "default_supervise")]
     pub supervise: Supervise,
+    /// Which transformers version's `hidden_states[-1]` the JEPA and NextLat embeddings read, as
+    /// the authors' code reads it: `transformers5` (the default; the fixtures' losses) or
+    /// `transformers4.57` (the authors' Qwen3-VL runs, whose last entry is before the final
+    /// norm). Only Qwen3-VL differs; Qwen2.5-VL's last entry is after the norm in both.
+    #[serde(default)]
+    pub hidden_states: HiddenStates,
 }
 
 fn default_true() -> bool {
@@ -106,6 +113,7 @@ impl ObjectiveConfig {
             lambda: default_lambda(),
             distance: default_distance(),
             supervise: default_supervise(),
+            hidden_states: HiddenStates::default(),
         }
     }
 
@@ -163,6 +171,15 @@ mod tests {
         }
         let err = toml::from_str::<ObjectiveConfig>("distance = \"huber\"").unwrap_err();
         assert!(err.to_string().contains("smooth-l1"), "{err}");
+        // The hidden-state convention: transformers 5 unless the run file names 4.57.
+        assert_eq!(
+            toml::from_str::<ObjectiveConfig>("").unwrap().hidden_states,
+            HiddenStates::Transformers5
+        );
+        let cfg: ObjectiveConfig = toml::from_str("hidden_states = \"transformers4.57\"").unwrap();
+        assert_eq!(cfg.hidden_states, HiddenStates::Transformers4_57);
+        let err = toml::from_str::<ObjectiveConfig>("hidden_states = \"4.57\"").unwrap_err();
+        assert!(err.to_string().contains("transformers4.57"), "{err}");
         // Written the authors' way.
         assert_eq!(
             serde_json::to_string(&Distance::SmoothL1).unwrap(),

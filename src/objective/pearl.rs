@@ -76,7 +76,10 @@ pub fn compute_losses(
     let x = vlm.embed(full, images.as_ref())?;
     let mut cache = KvCache::new(vlm.num_layers());
     let keep_cache = cfg.jepa.then_some(&mut cache);
-    let (hidden, ..) = vlm.decode_cached(x, full, images.as_ref(), false, keep_cache)?;
+    let decoded = vlm.decode_cached(x, full, images.as_ref(), false, keep_cache)?;
+    let hidden = decoded.last_hidden;
+    // The states JEPA and NextLat read: `hidden_states[-1]` in the chosen convention.
+    let states = vlm.last_hidden_state(hidden.clone(), decoded.pre_norm, cfg.hidden_states);
 
     let next = next_tokens(&batch.labels, full.batch, full.seq_len);
     ensure!(
@@ -109,16 +112,15 @@ pub fn compute_losses(
             cache: &cache,
             images: images.as_ref(),
         };
-        let pred = view_embeddings(vlm, full, &cache, images.as_ref(), input)?;
+        let pred = view_embeddings(vlm, &ctx, input, cfg.hidden_states)?;
         let target = {
             let (plain_cache, plain_images) = ctx.without_autodiff();
-            view_embeddings(
-                &vlm.valid(),
-                full,
-                &plain_cache,
-                plain_images.as_ref(),
-                traj,
-            )?
+            let plain = FullContext {
+                batch: full,
+                cache: &plain_cache,
+                images: plain_images.as_ref(),
+            };
+            view_embeddings(&vlm.valid(), &plain, traj, cfg.hidden_states)?
         };
         let l = jepa_loss(pred.clone(), target.clone(), cfg.distance);
         embeddings = Some((pred, target));
@@ -131,7 +133,7 @@ pub fn compute_losses(
             .dynamics
             .as_ref()
             .context("NextLat needs a dynamics head")?;
-        let nl = nextlat_losses(vlm, head, full, &hidden, &next);
+        let nl = nextlat_losses(vlm, head, full, &states, &next);
         values.nextlat_state = Some(value(&nl.state));
         values.nextlat_token = Some(value(&nl.token));
         total = total + (nl.state + nl.token).mul_scalar(cfg.lambda);

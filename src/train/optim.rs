@@ -333,7 +333,7 @@ mod tests {
     #[test]
     fn weight_decay_groups_follow_the_trainer() {
         use crate::model::names::named_params;
-        use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
+        use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlFamily};
         use crate::objective::{DynamicsHead, PearlModel};
         use crate::peft::lora::{LoraConfig, init_lora};
         let cfg = Qwen2_5VlConfig::from_file(

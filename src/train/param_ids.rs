@@ -55,7 +55,7 @@ pub fn ids_from_paths<M: Module>(module: M) -> M {
 mod tests {
     use super::*;
     use crate::model::names::named_params;
-    use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig};
+    use crate::model::{Qwen2_5Vl, Qwen2_5VlConfig, VlFamily};
     use std::collections::HashSet;
     use std::path::Path;
 

@@ -49,8 +49,8 @@ impl<'a> LatentDecoder<'a> {
         };
         let x = model.embed(prompt, images.as_ref())?;
         let mut cache = KvCache::new(model.num_layers());
-        let (hidden, _, _, deltas) =
-            model.decode_cached(x, prompt, images.as_ref(), false, Some(&mut cache))?;
+        let decoded = model.decode_cached(x, prompt, images.as_ref(), false, Some(&mut cache))?;
+        let (hidden, deltas) = (decoded.last_hidden, decoded.rope_deltas);
         let last: Vec<usize> = (0..b).map(|i| i * s + lengths[i] - 1).collect();
         let d = hidden.dims()[2];
         let last_hidden = hidden

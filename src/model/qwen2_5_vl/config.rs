@@ -2,7 +2,8 @@
 //! the top level, `rope_scaling.mrope_section`) and the one current transformers writes
 //! (`text_config`, `rope_parameters`).
 
-use crate::model::config_json;
+use crate::model::config_json::{self, Fields, TokenIds};
+use crate::model::decoder::DecoderDims;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,9 +30,14 @@ impl VisionConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_heads
     }
+    /// The patch embedding's Conv3d kernel without its output dim: `[C, T, P, P]`.
+    pub fn patch_kernel(&self) -> [usize; 4] {
+        let p = self.patch_size;
+        [self.in_chans, self.temporal_patch_size, p, p]
+    }
     /// Input features of one patch: channels x temporal x patch x patch.
     pub fn patch_dim(&self) -> usize {
-        self.in_chans * self.temporal_patch_size * self.patch_size * self.patch_size
+        self.patch_kernel().iter().product()
     }
     /// Patches merged into one LLM token.
     pub fn merge_unit(&self) -> usize {
@@ -56,7 +62,26 @@ pub struct TextConfig {
 
 impl TextConfig {
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        // `max(1)`: a config with no heads is refused by `validate`, not by a division.
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    /// The Qwen2 decoder: q/k/v biases, no o bias, no q/k norms, `head_dim = hidden / heads`.
+    pub fn decoder(&self) -> DecoderDims {
+        DecoderDims {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_hidden_layers,
+            num_heads: self.num_attention_heads,
+            num_kv_heads: self.num_key_value_heads,
+            head_dim: self.head_dim(),
+            rms_norm_eps: self.rms_norm_eps,
+            qkv_bias: true,
+            o_bias: false,
+            qk_norm: false,
+            tie_word_embeddings: self.tie_word_embeddings,
+        }
     }
 }
 
@@ -64,12 +89,7 @@ impl TextConfig {
 pub struct Qwen2_5VlConfig {
     pub text: TextConfig,
     pub vision: VisionConfig,
-    pub image_token_id: u32,
-    pub video_token_id: u32,
-    pub vision_start_token_id: u32,
-    pub vision_end_token_id: u32,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<u32>,
+    pub tokens: TokenIds,
 }
 
 impl Qwen2_5VlConfig {
@@ -87,17 +107,12 @@ impl Qwen2_5VlConfig {
         }
         // Current transformers nests the text fields in `text_config`; the hub files keep them on top.
         let t = v.get("text_config").filter(|t| t.is_object()).unwrap_or(v);
-        let get = |key: &str| t.get(key).or_else(|| v.get(key));
-        let usize_of = |key: &str| -> anyhow::Result<usize> {
-            get(key)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .with_context(|| format!("missing or non-integer field `{key}`"))
+        let tf = Fields {
+            obj: t,
+            fallback: Some(v),
+            prefix: "",
         };
-        let f64_or = |key: &str, default: f64| get(key).and_then(Value::as_f64).unwrap_or(default);
-        let rope = get("rope_scaling")
-            .filter(|r| r.is_object())
-            .or_else(|| get("rope_parameters").filter(|r| r.is_object()));
+        let rope = tf.object(&["rope_scaling", "rope_parameters"]);
         let mrope_section = config_json::usize_list(
             rope.and_then(|r| r.get("mrope_section")).context(
                 "missing `rope_scaling.mrope_section` (or `rope_parameters.mrope_section`)",
@@ -107,45 +122,37 @@ impl Qwen2_5VlConfig {
         let rope_theta = rope
             .and_then(|r| r.get("rope_theta"))
             .and_then(Value::as_f64)
-            .unwrap_or_else(|| f64_or("rope_theta", 1_000_000.0));
+            .unwrap_or_else(|| tf.f64_or("rope_theta", 1_000_000.0));
         let text = TextConfig {
-            vocab_size: usize_of("vocab_size")?,
-            hidden_size: usize_of("hidden_size")?,
-            intermediate_size: usize_of("intermediate_size")?,
-            num_hidden_layers: usize_of("num_hidden_layers")?,
-            num_attention_heads: usize_of("num_attention_heads")?,
-            num_key_value_heads: usize_of("num_key_value_heads")?,
-            rms_norm_eps: f64_or("rms_norm_eps", 1e-6),
+            vocab_size: tf.usize("vocab_size")?,
+            hidden_size: tf.usize("hidden_size")?,
+            intermediate_size: tf.usize("intermediate_size")?,
+            num_hidden_layers: tf.usize("num_hidden_layers")?,
+            num_attention_heads: tf.usize("num_attention_heads")?,
+            num_key_value_heads: tf.usize("num_key_value_heads")?,
+            rms_norm_eps: tf.f64_or("rms_norm_eps", 1e-6),
             rope_theta,
             mrope_section,
-            tie_word_embeddings: get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            hidden_act: get("hidden_act")
-                .and_then(Value::as_str)
-                .unwrap_or("silu")
-                .to_string(),
+            tie_word_embeddings: tf.bool_or("tie_word_embeddings", false),
+            hidden_act: tf.str_or("hidden_act", "silu"),
         };
-        let vc = v.get("vision_config").context("missing `vision_config`")?;
-        let vu = |key: &str, default: Option<usize>| -> anyhow::Result<usize> {
-            match vc.get(key).and_then(Value::as_u64) {
-                Some(x) => Ok(x as usize),
-                None => default
-                    .with_context(|| format!("missing or non-integer field `vision_config.{key}`")),
-            }
+        let vf = Fields {
+            obj: v.get("vision_config").context("missing `vision_config`")?,
+            fallback: None,
+            prefix: "vision_config.",
         };
         let vision = VisionConfig {
-            depth: vu("depth", None)?,
-            hidden_size: vu("hidden_size", None)?,
-            intermediate_size: vu("intermediate_size", None)?,
-            num_heads: vu("num_heads", None)?,
-            in_chans: vu("in_chans", Some(vu("in_channels", Some(3))?))?,
-            out_hidden_size: vu("out_hidden_size", Some(text.hidden_size))?,
-            patch_size: vu("patch_size", Some(14))?,
-            spatial_merge_size: vu("spatial_merge_size", Some(2))?,
-            temporal_patch_size: vu("temporal_patch_size", Some(2))?,
-            window_size: vu("window_size", Some(112))?,
-            fullatt_block_indexes: vc
+            depth: vf.usize("depth")?,
+            hidden_size: vf.usize("hidden_size")?,
+            intermediate_size: vf.usize("intermediate_size")?,
+            num_heads: vf.usize("num_heads")?,
+            in_chans: vf.usize_or("in_chans", vf.usize_or("in_channels", 3)),
+            out_hidden_size: vf.usize_or("out_hidden_size", text.hidden_size),
+            patch_size: vf.usize_or("patch_size", 14),
+            spatial_merge_size: vf.usize_or("spatial_merge_size", 2),
+            temporal_patch_size: vf.usize_or("temporal_patch_size", 2),
+            window_size: vf.usize_or("window_size", 112),
+            fullatt_block_indexes: vf
                 .get("fullatt_block_indexes")
                 .and_then(Value::as_array)
                 .map(|a| {
@@ -155,26 +162,13 @@ impl Qwen2_5VlConfig {
                         .collect()
                 })
                 .unwrap_or_default(),
-            tokens_per_second: vc
-                .get("tokens_per_second")
-                .and_then(Value::as_f64)
-                .unwrap_or(2.0),
-            hidden_act: vc
-                .get("hidden_act")
-                .and_then(Value::as_str)
-                .unwrap_or("silu")
-                .to_string(),
+            tokens_per_second: vf.f64_or("tokens_per_second", 2.0),
+            hidden_act: vf.str_or("hidden_act", "silu"),
         };
-        let ids = config_json::token_ids(v, t);
         let cfg = Qwen2_5VlConfig {
             text,
             vision,
-            image_token_id: ids.image,
-            video_token_id: ids.video,
-            vision_start_token_id: ids.vision_start,
-            vision_end_token_id: ids.vision_end,
-            bos_token_id: ids.bos,
-            eos_token_id: ids.eos,
+            tokens: config_json::token_ids(v, t),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -185,55 +179,22 @@ impl Qwen2_5VlConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         let t = &self.text;
         let v = &self.vision;
-        let positive = [
-            ("vocab_size", t.vocab_size),
-            ("hidden_size", t.hidden_size),
-            ("intermediate_size", t.intermediate_size),
-            ("num_hidden_layers", t.num_hidden_layers),
-            ("num_attention_heads", t.num_attention_heads),
-            ("num_key_value_heads", t.num_key_value_heads),
-            ("vision_config.depth", v.depth),
-            ("vision_config.hidden_size", v.hidden_size),
-            ("vision_config.num_heads", v.num_heads),
-            ("vision_config.patch_size", v.patch_size),
-            ("vision_config.spatial_merge_size", v.spatial_merge_size),
-            ("vision_config.temporal_patch_size", v.temporal_patch_size),
-        ];
-        config_json::require_positive(&positive)?;
-        if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
+        // Qwen2's head_dim is hidden / heads, so the heads must divide the width.
+        if !t.hidden_size.is_multiple_of(t.num_attention_heads.max(1)) {
             bail!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 t.hidden_size,
                 t.num_attention_heads
             );
         }
-        if !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
-            bail!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                t.num_attention_heads,
-                t.num_key_value_heads
-            );
-        }
-        if !t.head_dim().is_multiple_of(2) {
-            bail!(
-                "text head_dim {} must be even for rotary embeddings",
-                t.head_dim()
-            );
-        }
-        if t.mrope_section.len() != 3 || t.mrope_section.iter().sum::<usize>() * 2 != t.head_dim() {
-            bail!(
-                "mrope_section {:?} must have 3 entries summing to head_dim/2 = {}",
-                t.mrope_section,
-                t.head_dim() / 2
-            );
-        }
-        if !v.hidden_size.is_multiple_of(v.num_heads) || !v.head_dim().is_multiple_of(4) {
-            bail!(
-                "vision hidden_size {} / num_heads {} must give a head_dim divisible by 4 (2-D rotary)",
-                v.hidden_size,
-                v.num_heads
-            );
-        }
+        config_json::check_text(&t.decoder(), &t.mrope_section)?;
+        config_json::check_vision(
+            v.depth,
+            v.hidden_size,
+            v.num_heads,
+            v.patch_kernel(),
+            v.spatial_merge_size,
+        )?;
         let unit = v.spatial_merge_size * v.patch_size;
         if !v.window_size.is_multiple_of(unit) || v.window_size == 0 {
             bail!(
@@ -260,24 +221,7 @@ impl Qwen2_5VlConfig {
 
     /// Parameter count of the model this config describes (embeddings counted once when tied).
     pub fn num_params(&self) -> u64 {
-        self.text_params() + self.vision_params()
-    }
-
-    /// Parameters of the language model (embeddings, decoder, final norm, head).
-    pub fn text_params(&self) -> u64 {
-        let t = &self.text;
-        let (h, i, kv) = (
-            t.hidden_size as u64,
-            t.intermediate_size as u64,
-            (t.num_key_value_heads * t.head_dim()) as u64,
-        );
-        let attn = h * h + h + 2 * (h * kv + kv) + h * h;
-        let layer = attn + 3 * h * i + 2 * h;
-        let embed = t.vocab_size as u64 * h;
-        embed
-            + t.num_hidden_layers as u64 * layer
-            + h
-            + if t.tie_word_embeddings { 0 } else { embed }
+        self.text.decoder().num_params() + self.vision_params()
     }
 
     /// Parameters of the vision tower and patch merger.

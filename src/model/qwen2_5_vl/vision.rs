@@ -58,25 +58,10 @@ impl VisionTower {
         dtype: DType,
     ) -> anyhow::Result<Self> {
         let d = cfg.hidden_size;
-        // The hub stores the patch embedding as a Conv3d kernel [D, C, T, P, P]; read it as [D, C*T*P*P].
-        let patch_embed = {
-            let shape = [
-                d,
-                cfg.in_chans,
-                cfg.temporal_patch_size,
-                cfg.patch_size,
-                cfg.patch_size,
-            ];
-            let w = src.take(
-                "visual.patch_embed.proj.weight",
-                &shape,
-                crate::model::weights::ParamKind::Weight,
-            )?;
-            cast_all(
-                Proj::from_pytorch(&w, None, cfg.patch_dim(), d, device),
-                dtype,
-            )
-        };
+        let kernel = cfg.patch_kernel();
+        let patch_embed =
+            Proj::load_patch_embed(src, "visual.patch_embed.proj", kernel, d, false, device)?;
+        let patch_embed = cast_all(patch_embed, dtype);
         let eps = 1e-6;
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {

@@ -3,23 +3,12 @@
 
 use super::model::Qwen3Vl;
 use crate::model::checkpoint::{hub_tensors_of, write_hub_checkpoint};
+use crate::model::weights::current_key;
 use std::path::Path;
-
-/// The published key of a hub name (`model.layers.0...` -> `model.language_model.layers.0...`,
-/// `visual.*` -> `model.visual.*`; `lm_head.*` unchanged).
-pub fn published_key(name: String) -> String {
-    if let Some(rest) = name.strip_prefix("model.") {
-        format!("model.language_model.{rest}")
-    } else if let Some(rest) = name.strip_prefix("visual.") {
-        format!("model.visual.{rest}")
-    } else {
-        name
-    }
-}
 
 /// (published name, PyTorch shape, values) of every base parameter (LoRA factors merged first).
 pub fn hub_tensors(model: &Qwen3Vl) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    hub_tensors_of(model, model.patch_kernel(), published_key)
+    hub_tensors_of(model, model.patch_kernel(), |name| current_key(&name))
 }
 
 /// Saves `model` as a published-layout checkpoint in `dir` with the given config JSON.

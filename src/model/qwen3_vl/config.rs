@@ -3,7 +3,8 @@
 //! `rope_theta` inside). Text fields live in `text_config`; the vision tower's in `vision_config`
 //! (`model_type` `qwen3_vl` on the hub, `qwen3_vl_vision` once transformers renamed it).
 
-use crate::model::config_json;
+use crate::model::config_json::{self, Fields, TokenIds};
+use crate::model::decoder::DecoderDims;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,9 +33,14 @@ impl VisionConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_heads
     }
+    /// The patch embedding's Conv3d kernel without its output dim: `[C, T, P, P]`.
+    pub fn patch_kernel(&self) -> [usize; 4] {
+        let p = self.patch_size;
+        [self.in_channels, self.temporal_patch_size, p, p]
+    }
     /// Input features of one patch: channels x temporal x patch x patch.
     pub fn patch_dim(&self) -> usize {
-        self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+        self.patch_kernel().iter().product()
     }
     /// Patches merged into one LLM token.
     pub fn merge_unit(&self) -> usize {
@@ -65,16 +71,32 @@ pub struct TextConfig {
     pub hidden_act: String,
 }
 
+impl TextConfig {
+    /// The Qwen3 decoder: per-head `q_norm` / `k_norm` before the rotary, `head_dim` from the
+    /// config, biases only with `attention_bias`.
+    pub fn decoder(&self) -> DecoderDims {
+        DecoderDims {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_hidden_layers,
+            num_heads: self.num_attention_heads,
+            num_kv_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            rms_norm_eps: self.rms_norm_eps,
+            qkv_bias: self.attention_bias,
+            o_bias: self.attention_bias,
+            qk_norm: true,
+            tie_word_embeddings: self.tie_word_embeddings,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Qwen3VlConfig {
     pub text: TextConfig,
     pub vision: VisionConfig,
-    pub image_token_id: u32,
-    pub video_token_id: u32,
-    pub vision_start_token_id: u32,
-    pub vision_end_token_id: u32,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<u32>,
+    pub tokens: TokenIds,
 }
 
 impl Qwen3VlConfig {
@@ -106,16 +128,12 @@ impl Qwen3VlConfig {
                 );
             }
         }
-        let get = |key: &str| t.get(key).or_else(|| v.get(key));
-        let usize_of = |key: &str| -> anyhow::Result<usize> {
-            get(key)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .with_context(|| format!("missing or non-integer field `text_config.{key}`"))
+        let tf = Fields {
+            obj: t,
+            fallback: Some(v),
+            prefix: "text_config.",
         };
-        let rope = get("rope_parameters")
-            .filter(|r| r.is_object())
-            .or_else(|| get("rope_scaling").filter(|r| r.is_object()));
+        let rope = tf.object(&["rope_parameters", "rope_scaling"]);
         let mrope_section: Vec<usize> = match rope.and_then(|r| r.get("mrope_section")) {
             // transformers' default when the config names none.
             None => vec![24, 20, 20],
@@ -124,77 +142,59 @@ impl Qwen3VlConfig {
         let rope_theta = rope
             .and_then(|r| r.get("rope_theta"))
             .and_then(Value::as_f64)
-            .or_else(|| get("rope_theta").and_then(Value::as_f64))
-            .unwrap_or(5_000_000.0);
-        let hidden_size = usize_of("hidden_size")?;
-        let num_attention_heads = usize_of("num_attention_heads")?;
+            .unwrap_or_else(|| tf.f64_or("rope_theta", 5_000_000.0));
+        let hidden_size = tf.usize("hidden_size")?;
+        let num_attention_heads = tf.usize("num_attention_heads")?;
         let text = TextConfig {
-            vocab_size: usize_of("vocab_size")?,
+            vocab_size: tf.usize("vocab_size")?,
             hidden_size,
-            intermediate_size: usize_of("intermediate_size")?,
-            num_hidden_layers: usize_of("num_hidden_layers")?,
+            intermediate_size: tf.usize("intermediate_size")?,
+            num_hidden_layers: tf.usize("num_hidden_layers")?,
             num_attention_heads,
-            num_key_value_heads: usize_of("num_key_value_heads")?,
-            head_dim: match get("head_dim") {
-                Some(_) => usize_of("head_dim")?,
+            num_key_value_heads: tf.usize("num_key_value_heads")?,
+            head_dim: match tf.get("head_dim") {
+                Some(_) => tf.usize("head_dim")?,
                 None => hidden_size / num_attention_heads.max(1),
             },
-            rms_norm_eps: get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+            rms_norm_eps: tf.f64_or("rms_norm_eps", 1e-6),
             rope_theta,
             mrope_section,
-            attention_bias: get("attention_bias")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            attention_bias: tf.bool_or("attention_bias", false),
             // The top-level flag is the one `Qwen3VLForConditionalGeneration` ties by.
             tie_word_embeddings: v
                 .get("tie_word_embeddings")
                 .or_else(|| t.get("tie_word_embeddings"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            hidden_act: get("hidden_act")
-                .and_then(Value::as_str)
-                .unwrap_or("silu")
-                .to_string(),
+            hidden_act: tf.str_or("hidden_act", "silu"),
         };
-        let vu = |key: &str, default: Option<usize>| -> anyhow::Result<usize> {
-            match vc.get(key).and_then(Value::as_u64) {
-                Some(x) => Ok(x as usize),
-                None => default
-                    .with_context(|| format!("missing or non-integer field `vision_config.{key}`")),
-            }
+        let vf = Fields {
+            obj: vc,
+            fallback: None,
+            prefix: "vision_config.",
         };
-        let deepstack_visual_indexes = match vc.get("deepstack_visual_indexes") {
+        let deepstack_visual_indexes = match vf.get("deepstack_visual_indexes") {
             None => vec![],
             Some(a) => config_json::usize_list(a, "vision_config.deepstack_visual_indexes")?,
         };
         let vision = VisionConfig {
-            depth: vu("depth", None)?,
-            hidden_size: vu("hidden_size", None)?,
-            intermediate_size: vu("intermediate_size", None)?,
-            num_heads: vu("num_heads", None)?,
-            in_channels: vu("in_channels", Some(3))?,
-            out_hidden_size: vu("out_hidden_size", Some(text.hidden_size))?,
-            patch_size: vu("patch_size", Some(16))?,
-            spatial_merge_size: vu("spatial_merge_size", Some(2))?,
-            temporal_patch_size: vu("temporal_patch_size", Some(2))?,
-            num_position_embeddings: vu("num_position_embeddings", None)?,
+            depth: vf.usize("depth")?,
+            hidden_size: vf.usize("hidden_size")?,
+            intermediate_size: vf.usize("intermediate_size")?,
+            num_heads: vf.usize("num_heads")?,
+            in_channels: vf.usize_or("in_channels", 3),
+            out_hidden_size: vf.usize_or("out_hidden_size", text.hidden_size),
+            patch_size: vf.usize_or("patch_size", 16),
+            spatial_merge_size: vf.usize_or("spatial_merge_size", 2),
+            temporal_patch_size: vf.usize_or("temporal_patch_size", 2),
+            num_position_embeddings: vf.usize("num_position_embeddings")?,
             deepstack_visual_indexes,
-            hidden_act: vc
-                .get("hidden_act")
-                .and_then(Value::as_str)
-                .unwrap_or("gelu_pytorch_tanh")
-                .to_string(),
+            hidden_act: vf.str_or("hidden_act", "gelu_pytorch_tanh"),
         };
-        let ids = config_json::token_ids(v, t);
         let cfg = Qwen3VlConfig {
             text,
             vision,
-            image_token_id: ids.image,
-            video_token_id: ids.video,
-            vision_start_token_id: ids.vision_start,
-            vision_end_token_id: ids.vision_end,
-            bos_token_id: ids.bos,
-            eos_token_id: ids.eos,
+            tokens: config_json::token_ids(v, t),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -205,47 +205,18 @@ impl Qwen3VlConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         let t = &self.text;
         let v = &self.vision;
-        let positive = [
-            ("vocab_size", t.vocab_size),
-            ("hidden_size", t.hidden_size),
-            ("intermediate_size", t.intermediate_size),
-            ("num_hidden_layers", t.num_hidden_layers),
-            ("num_attention_heads", t.num_attention_heads),
-            ("num_key_value_heads", t.num_key_value_heads),
-            ("head_dim", t.head_dim),
-            ("vision_config.depth", v.depth),
-            ("vision_config.hidden_size", v.hidden_size),
-            ("vision_config.num_heads", v.num_heads),
-            ("vision_config.patch_size", v.patch_size),
-            ("vision_config.spatial_merge_size", v.spatial_merge_size),
-            ("vision_config.temporal_patch_size", v.temporal_patch_size),
-            (
-                "vision_config.num_position_embeddings",
-                v.num_position_embeddings,
-            ),
-        ];
-        config_json::require_positive(&positive)?;
-        if !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
-            bail!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                t.num_attention_heads,
-                t.num_key_value_heads
-            );
-        }
-        if t.mrope_section.len() != 3 || t.mrope_section.iter().sum::<usize>() * 2 != t.head_dim {
-            bail!(
-                "mrope_section {:?} must have 3 entries summing to head_dim/2 = {}",
-                t.mrope_section,
-                t.head_dim / 2
-            );
-        }
-        if !v.hidden_size.is_multiple_of(v.num_heads) || !v.head_dim().is_multiple_of(4) {
-            bail!(
-                "vision hidden_size {} / num_heads {} must give a head_dim divisible by 4 (2-D rotary)",
-                v.hidden_size,
-                v.num_heads
-            );
-        }
+        config_json::check_text(&t.decoder(), &t.mrope_section)?;
+        config_json::check_vision(
+            v.depth,
+            v.hidden_size,
+            v.num_heads,
+            v.patch_kernel(),
+            v.spatial_merge_size,
+        )?;
+        config_json::require_positive(&[(
+            "vision_config.num_position_embeddings",
+            v.num_position_embeddings,
+        )])?;
         let side = v.position_grid_side();
         if side * side != v.num_position_embeddings {
             bail!(
@@ -279,6 +250,34 @@ impl Qwen3VlConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl Qwen3VlConfig {
+    /// Parameter count of the model this config describes (embeddings counted once when tied),
+    /// from the shapes [`crate::model::Qwen3Vl`] builds; equal to a built model's count.
+    pub fn num_params(&self) -> u64 {
+        self.text.decoder().num_params() + self.vision_params()
+    }
+
+    /// Parameters of the vision tower, the patch merger and the DeepStack mergers.
+    pub fn vision_params(&self) -> u64 {
+        let v = &self.vision;
+        let (d, i) = (v.hidden_size as u64, v.intermediate_size as u64);
+        let linear = |n_in: u64, n_out: u64| n_in * n_out + n_out; // with bias
+        let layer_norm = |n: u64| 2 * n;
+        let block =
+            2 * layer_norm(d) + linear(d, 3 * d) + linear(d, d) + linear(d, i) + linear(i, d);
+        let merged = d * v.merge_unit() as u64;
+        let out = v.out_hidden_size as u64;
+        let merger = |norm: u64| layer_norm(norm) + linear(merged, merged) + linear(merged, out);
+        let patch_embed = linear(v.patch_dim() as u64, d);
+        let positions = v.num_position_embeddings as u64 * d;
+        patch_embed
+            + positions
+            + v.depth as u64 * block
+            + merger(d)
+            + v.deepstack_visual_indexes.len() as u64 * merger(merged)
     }
 }
 

@@ -3,9 +3,6 @@
 //! Qwen2.5-VL gave each stream one contiguous block. Positions and the vision rotary are shared
 //! ([`crate::model::rope`]).
 
-use super::config::TextConfig;
-use burn::tensor::{Device, Tensor};
-
 /// Stream of each frequency `i`: H if `i % 3 == 1 && i < 3 * section[1]`, W if `i % 3 == 2 &&
 /// i < 3 * section[2]`, else T (transformers' `apply_interleaved_mrope`).
 pub fn mrope_streams(mrope_section: &[usize]) -> Vec<usize> {
@@ -17,18 +14,6 @@ pub fn mrope_streams(mrope_section: &[usize]) -> Vec<usize> {
             _ => 0,
         })
         .collect()
-}
-
-/// cos/sin `[batch, 1, seq, head_dim]` of interleaved M-RoPE for position ids `[3, batch, seq]`.
-pub fn mrope_cos_sin(
-    position_ids: &[i64],
-    batch: usize,
-    seq: usize,
-    cfg: &TextConfig,
-    device: &Device,
-) -> (Tensor<4>, Tensor<4>) {
-    let streams = mrope_streams(&cfg.mrope_section);
-    crate::model::rope::mrope_cos_sin(position_ids, batch, seq, cfg.rope_theta, &streams, device)
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! features to the decoder. Follows transformers' `Qwen3VLVisionModel` in the order data flows.
 
 use super::config::VisionConfig;
+use crate::kernels::gelu::gelu_tanh;
+use crate::kernels::layer_norm::layer_norm;
 use crate::kernels::tensor::index_tensor;
 use crate::model::nn::{Proj, tensor2};
 use crate::model::precision::{cast, cast_all};
@@ -13,7 +15,7 @@ use crate::model::weights::{ParamKind, WeightSource};
 use anyhow::Context;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
-use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::activation::gelu;
 use burn::tensor::{DType, Device, Tensor};
 
 /// LayerNorm epsilon of every vision norm.
@@ -120,9 +122,9 @@ impl PatchMerger {
     pub fn forward(&self, x: Tensor<2>, unit: usize) -> Tensor<2> {
         let [n, d] = x.dims();
         let x = if self.postshuffle_norm {
-            self.norm.forward(x.reshape([n / unit, d * unit]))
+            layer_norm(&self.norm, EPS, x.reshape([n / unit, d * unit]))
         } else {
-            self.norm.forward(x).reshape([n / unit, d * unit])
+            layer_norm(&self.norm, EPS, x).reshape([n / unit, d * unit])
         };
         self.linear_fc2.forward(gelu(self.linear_fc1.forward(x)))
     }
@@ -136,22 +138,10 @@ impl VisionTower {
         dtype: DType,
     ) -> anyhow::Result<Self> {
         let d = cfg.hidden_size;
-        // The hub stores the patch embedding as a Conv3d kernel [D, C, T, P, P]; read it as [D, C*T*P*P].
-        let patch_embed = {
-            let shape = [
-                d,
-                cfg.in_channels,
-                cfg.temporal_patch_size,
-                cfg.patch_size,
-                cfg.patch_size,
-            ];
-            let w = src.take("visual.patch_embed.proj.weight", &shape, ParamKind::Weight)?;
-            let b = src.take("visual.patch_embed.proj.bias", &[d], ParamKind::Bias)?;
-            cast_all(
-                Proj::from_pytorch(&w, Some(b), cfg.patch_dim(), d, device),
-                dtype,
-            )
-        };
+        let kernel = cfg.patch_kernel();
+        let patch_embed =
+            Proj::load_patch_embed(src, "visual.patch_embed.proj", kernel, d, true, device)?;
+        let patch_embed = cast_all(patch_embed, dtype);
         let table = src
             .take(
                 "visual.pos_embed.weight",
@@ -271,15 +261,18 @@ impl VisionTower {
         let mut deepstack_features = Vec::with_capacity(self.deepstack_merger_list.len());
         for (i, blk) in self.blocks.iter().enumerate() {
             let h = blk.attn.forward(
-                blk.norm1.forward(x.clone()),
+                layer_norm(&blk.norm1, EPS, x.clone()),
                 cos.clone(),
                 sin.clone(),
                 &frames,
             );
             x = x + h;
-            let h = blk.mlp.linear_fc1.forward(blk.norm2.forward(x.clone()));
+            let h = blk
+                .mlp
+                .linear_fc1
+                .forward(layer_norm(&blk.norm2, EPS, x.clone()));
             let h = if blk.mlp.tanh_gelu {
-                gelu_approximate(h)
+                gelu_tanh(h)
             } else {
                 gelu(h)
             };

@@ -67,7 +67,7 @@ pub fn lvr_losses(model: &Vlm, batch: &LvrBatch, cfg: &LvrConfig) -> Result<LvrL
         .select(0, index_tensor(&batch.latent_rows, &device));
     let x = model.embed(tokens, Some(&images))?;
     let x = place_rows(x, &batch.latent_positions, region.clone());
-    let (hidden, ..) = model.decode(x, tokens, Some(&images), false)?;
+    let hidden = model.decode(x, tokens, Some(&images), false)?.last_hidden;
 
     let next = next_tokens(&batch.labels, tokens.batch, tokens.seq_len);
     ensure!(
