@@ -4,6 +4,7 @@
 pub mod answer_cost;
 pub mod generate;
 pub mod load;
+pub mod seq_len;
 pub mod train;
 
 /// Peak resident memory of this process so far (`VmHWM` of /proc/self/status), in bytes;

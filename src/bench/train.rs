@@ -3,7 +3,7 @@
 //! timed steps after warm-up of the step `pearl train` runs (`train::step::train_step`), its
 //! forward pass timed apart, tokens/s and peak memory per objective; printed as a table and as JSON.
 
-use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
+use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss, seq_len};
 use crate::data::trajectory::load_jsonl;
 use crate::model::Vlm;
 use crate::model::device::{DeviceSpec, training_device};
@@ -25,9 +25,13 @@ use std::time::Instant;
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainBenchArgs {
     /// A model directory or its `config.json` (weights are not read: random initialisation).
-    /// The tokenizer, chat template and preprocessor come from the same directory.
+    /// The tokenizer, chat template and preprocessor come from the same directory, unless
+    /// `--processor` names another.
     #[arg(long)]
     pub config: PathBuf,
+    /// The directory of the tokenizer, chat template and preprocessor (default: the config's).
+    #[arg(long)]
+    pub processor: Option<PathBuf>,
     /// Trajectories (JSONL); all lines form the batch.
     #[arg(long)]
     pub data: PathBuf,
@@ -45,10 +49,14 @@ pub struct TrainBenchArgs {
     /// the assistant turns only (same arithmetic as the reference, for the comparison).
     #[arg(long)]
     pub all_tokens: bool,
+    /// Lengthen every trajectory to this many tokens (filler words in its first user turn, see
+    /// `bench::seq_len`): memory and step time against the sequence length.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Where to run: cpu, or cuda:N with the `cuda` feature.
+    /// Where to run: cpu, cuda:N (`cuda` feature) or wgpu[:gl|:vulkan] (`wgpu` feature).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
     pub device: DeviceSpec,
     /// Recompute cheap activations in the backward pass instead of keeping them
@@ -125,7 +133,12 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     ensure!(a.steps > 0, "--steps must be at least 1");
     crate::kernels::fused::set_enabled(!a.no_fused);
     let dir = model_dir(&a.config);
-    let mut processor = Processor::from_dir(&dir)?;
+    let config = if a.config.is_dir() {
+        dir.join("config.json")
+    } else {
+        a.config.clone()
+    };
+    let mut processor = Processor::from_dir(a.processor.as_deref().unwrap_or(&dir))?;
     processor.tokenizer.add_pearl_tokens();
     let file = load_jsonl(&a.data)?;
     ensure!(
@@ -133,7 +146,28 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         "{} holds no trajectories",
         a.data.display()
     );
-    let examples = Example::all_of(&file);
+    let ids: Vec<String> = file.items.iter().map(|n| n.trajectory.id.clone()).collect();
+    let mut chats: Vec<Vec<_>> = file
+        .items
+        .iter()
+        .map(|n| n.trajectory.messages.clone())
+        .collect();
+    if let Some(target) = a.seq_len {
+        let words = seq_len::words_for(&processor, &chats, &ids, &file.base_dir, target)?;
+        chats = chats
+            .iter()
+            .map(|c| seq_len::lengthened(c, words))
+            .collect::<Result<_>>()?;
+    }
+    let examples: Vec<Example> = chats
+        .iter()
+        .zip(&ids)
+        .map(|(chat, id)| Example {
+            id,
+            chat,
+            base_dir: &file.base_dir,
+        })
+        .collect();
     let device = training_device(a.device.device()?, a.gradient_checkpointing);
     let lora = LoraConfig {
         r: a.lora_r,
@@ -156,7 +190,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
                 .collect();
         }
         // A fresh model per objective: same seed, same weights, same optimizer state.
-        let mut vlm = Vlm::random_from_config(&dir.join("config.json"), 0, &device)?;
+        let mut vlm = Vlm::random_from_config(&config, 0, &device)?;
         vlm.ensure_vocab(processor.tokenizer.vocab_size());
         let vlm = init_lora(vlm, &lora, 1)?;
         let mut model = lora_only(PearlModel::new(vlm, &obj, 2));
