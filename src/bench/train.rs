@@ -3,7 +3,7 @@
 //! timed steps after warm-up of the step `pearl train` runs (`train::step::train_step`), its
 //! forward pass timed apart, tokens/s and peak memory per objective; printed as a table and as JSON.
 
-use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss, seq_len};
+use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss, rss_bytes, seq_len};
 use crate::data::trajectory::load_jsonl;
 use crate::model::Vlm;
 use crate::model::device::{DeviceSpec, training_device};
@@ -84,6 +84,9 @@ pub struct StepTiming {
     pub backward_and_optimizer_s: f64,
     pub tokens_per_s: f64,
     pub peak_rss_mib: Option<f64>,
+    /// Resident memory before the first step (the model, its optimizer not yet allocated): what
+    /// a step adds is the peak less this.
+    pub start_rss_mib: Option<f64>,
     pub loss: f64,
 }
 
@@ -214,6 +217,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         let (mut fw, mut total, mut cpu) = (vec![], vec![], vec![]);
         let mut loss = 0.0;
         reset_peak_rss();
+        let start = rss_bytes();
         // The training step itself (what `pearl train` runs: clipping and AdamW included)...
         for step in 0..=a.steps {
             let (t0, c0) = (Instant::now(), process_cpu_seconds());
@@ -259,7 +263,8 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
             forward_s: median(&fw),
             backward_and_optimizer_s: step_s - median(&fw),
             tokens_per_s: batch.tokens() as f64 / step_s,
-            peak_rss_mib: peak.map(|b| b as f64 / (1024.0 * 1024.0)),
+            peak_rss_mib: peak.map(mib),
+            start_rss_mib: start.map(mib),
             loss,
         });
     }
@@ -293,6 +298,10 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     })
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 pub fn print(r: &TrainBench) {
     println!(
         "model {:.1} M params ({:.2} M trainable), {}{}, batch {} x {} ({} tokens, {} supervised), {} threads",
@@ -311,8 +320,16 @@ pub fn print(r: &TrainBench) {
         r.threads
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>9} {:>12} {:>9} {:>10} {:>8}",
-        "objective", "step s", "cpu s", "fwd s", "bwd+optim s", "tok/s", "peak MiB", "x SFT"
+        "{:<10} {:>9} {:>9} {:>9} {:>12} {:>9} {:>10} {:>10} {:>8}",
+        "objective",
+        "step s",
+        "cpu s",
+        "fwd s",
+        "bwd+optim s",
+        "tok/s",
+        "start MiB",
+        "peak MiB",
+        "x SFT"
     );
     for t in &r.results {
         let ratio = r
@@ -322,7 +339,7 @@ pub fn print(r: &TrainBench) {
             .map(|(_, x)| format!("{x:.2}"))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<10} {:>9.3} {:>9} {:>9.3} {:>12.3} {:>9.0} {:>10} {:>8}",
+            "{:<10} {:>9.3} {:>9} {:>9.3} {:>12.3} {:>9.0} {:>10} {:>10} {:>8}",
             t.objective,
             t.step_s,
             t.step_cpu_s
@@ -331,6 +348,9 @@ pub fn print(r: &TrainBench) {
             t.forward_s,
             t.backward_and_optimizer_s,
             t.tokens_per_s,
+            t.start_rss_mib
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "-".into()),
             t.peak_rss_mib
                 .map(|m| format!("{m:.0}"))
                 .unwrap_or_else(|| "-".into()),
