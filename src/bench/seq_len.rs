@@ -84,6 +84,34 @@ pub fn words_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::trajectory::load_jsonl;
+
+    /// The fixture's trajectories lengthened to 100 tokens past their own length land on it
+    /// (within a token per example), and a target below their length is refused.
+    #[test]
+    fn words_for_reaches_the_target_length() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen2_5_vl_tiny");
+        let mut processor = Processor::from_dir(&fixture.join("model")).unwrap();
+        processor.tokenizer.add_pearl_tokens();
+        let file = load_jsonl(&fixture.join("expected/pearl_trajectories.jsonl")).unwrap();
+        let chats: Vec<Vec<Message>> = file
+            .items
+            .iter()
+            .map(|n| n.trajectory.messages.clone())
+            .collect();
+        let ids: Vec<String> = file.items.iter().map(|n| n.trajectory.id.clone()).collect();
+        let base = full_len(&processor, &chats, &ids, &file.base_dir, 0).unwrap();
+        let target = base + 100;
+        let words = words_for(&processor, &chats, &ids, &file.base_dir, target).unwrap();
+        let got = full_len(&processor, &chats, &ids, &file.base_dir, words).unwrap();
+        assert!(
+            got.abs_diff(target) <= 2,
+            "{got} tokens for a target of {target}"
+        );
+        let e = words_for(&processor, &chats, &ids, &file.base_dir, base - 1).unwrap_err();
+        assert!(format!("{e:#}").contains("shorter than the data"), "{e:#}");
+    }
 
     #[test]
     fn filler_goes_before_the_first_users_question() {
