@@ -59,7 +59,10 @@ fn a_bad_spelling_is_refused_by_every_command() {
     for args in commands() {
         let e = refused(&args, "gpu0");
         assert!(e.contains("unknown device \"gpu0\""), "{args:?}: {e}");
-        assert!(e.contains("cpu, cuda or cuda:N"), "{args:?}: {e}");
+        assert!(
+            e.contains("cpu, cuda, cuda:N, wgpu, wgpu:gl"),
+            "{args:?}: {e}"
+        );
     }
 }
 
@@ -71,6 +74,17 @@ fn a_gpu_without_gpu_support_is_refused_by_every_command() {
         let e = refused(&args, "cuda:1");
         assert!(e.contains("--features cuda"), "{args:?}: {e}");
         assert!(e.contains("cuda:1"), "{args:?}: {e}");
+    }
+}
+
+/// (A build with `--features wgpu` accepts the spelling.)
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn wgpu_without_its_backend_is_refused_by_every_command() {
+    for args in commands() {
+        let e = refused(&args, "wgpu:gl");
+        assert!(e.contains("--features wgpu"), "{args:?}: {e}");
+        assert!(e.contains("wgpu:gl"), "{args:?}: {e}");
     }
 }
 

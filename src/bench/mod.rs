@@ -4,15 +4,25 @@
 pub mod answer_cost;
 pub mod generate;
 pub mod load;
+pub mod seq_len;
 pub mod train;
 
 /// Peak resident memory of this process so far (`VmHWM` of /proc/self/status), in bytes;
 /// `None` where the file does not exist (not Linux).
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_kib("VmHWM:").map(|k| k * 1024)
+}
+
+/// Resident memory of this process now (`VmRSS`), in bytes; `None` where it cannot be read.
+pub fn rss_bytes() -> Option<u64> {
+    status_kib("VmRSS:").map(|k| k * 1024)
+}
+
+/// A `/proc/self/status` line's value in KiB.
+fn status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Resets the peak to the current resident size (Linux >= 4.0, `/proc/self/clear_refs`), so

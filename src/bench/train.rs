@@ -3,7 +3,7 @@
 //! timed steps after warm-up of the step `pearl train` runs (`train::step::train_step`), its
 //! forward pass timed apart, tokens/s and peak memory per objective; printed as a table and as JSON.
 
-use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss};
+use super::{median, peak_rss_bytes, process_cpu_seconds, reset_peak_rss, rss_bytes, seq_len};
 use crate::data::trajectory::load_jsonl;
 use crate::model::Vlm;
 use crate::model::device::{DeviceSpec, training_device};
@@ -25,9 +25,13 @@ use std::time::Instant;
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainBenchArgs {
     /// A model directory or its `config.json` (weights are not read: random initialisation).
-    /// The tokenizer, chat template and preprocessor come from the same directory.
+    /// The tokenizer, chat template and preprocessor come from the same directory, unless
+    /// `--processor` names another.
     #[arg(long)]
     pub config: PathBuf,
+    /// The directory of the tokenizer, chat template and preprocessor (default: the config's).
+    #[arg(long)]
+    pub processor: Option<PathBuf>,
     /// Trajectories (JSONL); all lines form the batch.
     #[arg(long)]
     pub data: PathBuf,
@@ -45,10 +49,14 @@ pub struct TrainBenchArgs {
     /// the assistant turns only (same arithmetic as the reference, for the comparison).
     #[arg(long)]
     pub all_tokens: bool,
+    /// Lengthen every trajectory to this many tokens (filler words in its first user turn, see
+    /// `bench::seq_len`): memory and step time against the sequence length.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Where to run: cpu, or cuda:N with the `cuda` feature.
+    /// Where to run: cpu, cuda:N (`cuda` feature) or wgpu[:gl|:vulkan] (`wgpu` feature).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
     pub device: DeviceSpec,
     /// Recompute cheap activations in the backward pass instead of keeping them
@@ -76,6 +84,9 @@ pub struct StepTiming {
     pub backward_and_optimizer_s: f64,
     pub tokens_per_s: f64,
     pub peak_rss_mib: Option<f64>,
+    /// Resident memory before the first step (the model, its optimizer not yet allocated): what
+    /// a step adds is the peak less this.
+    pub start_rss_mib: Option<f64>,
     pub loss: f64,
 }
 
@@ -125,7 +136,12 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     ensure!(a.steps > 0, "--steps must be at least 1");
     crate::kernels::fused::set_enabled(!a.no_fused);
     let dir = model_dir(&a.config);
-    let mut processor = Processor::from_dir(&dir)?;
+    let config = if a.config.is_dir() {
+        dir.join("config.json")
+    } else {
+        a.config.clone()
+    };
+    let mut processor = Processor::from_dir(a.processor.as_deref().unwrap_or(&dir))?;
     processor.tokenizer.add_pearl_tokens();
     let file = load_jsonl(&a.data)?;
     ensure!(
@@ -133,7 +149,28 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         "{} holds no trajectories",
         a.data.display()
     );
-    let examples = Example::all_of(&file);
+    let ids: Vec<String> = file.items.iter().map(|n| n.trajectory.id.clone()).collect();
+    let mut chats: Vec<Vec<_>> = file
+        .items
+        .iter()
+        .map(|n| n.trajectory.messages.clone())
+        .collect();
+    if let Some(target) = a.seq_len {
+        let words = seq_len::words_for(&processor, &chats, &ids, &file.base_dir, target)?;
+        chats = chats
+            .iter()
+            .map(|c| seq_len::lengthened(c, words))
+            .collect::<Result<_>>()?;
+    }
+    let examples: Vec<Example> = chats
+        .iter()
+        .zip(&ids)
+        .map(|(chat, id)| Example {
+            id,
+            chat,
+            base_dir: &file.base_dir,
+        })
+        .collect();
     let device = training_device(a.device.device()?, a.gradient_checkpointing);
     let lora = LoraConfig {
         r: a.lora_r,
@@ -156,7 +193,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
                 .collect();
         }
         // A fresh model per objective: same seed, same weights, same optimizer state.
-        let mut vlm = Vlm::random_from_config(&dir.join("config.json"), 0, &device)?;
+        let mut vlm = Vlm::random_from_config(&config, 0, &device)?;
         vlm.ensure_vocab(processor.tokenizer.vocab_size());
         let vlm = init_lora(vlm, &lora, 1)?;
         let mut model = lora_only(PearlModel::new(vlm, &obj, 2));
@@ -180,6 +217,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
         let (mut fw, mut total, mut cpu) = (vec![], vec![], vec![]);
         let mut loss = 0.0;
         reset_peak_rss();
+        let start = rss_bytes();
         // The training step itself (what `pearl train` runs: clipping and AdamW included)...
         for step in 0..=a.steps {
             let (t0, c0) = (Instant::now(), process_cpu_seconds());
@@ -225,7 +263,8 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
             forward_s: median(&fw),
             backward_and_optimizer_s: step_s - median(&fw),
             tokens_per_s: batch.tokens() as f64 / step_s,
-            peak_rss_mib: peak.map(|b| b as f64 / (1024.0 * 1024.0)),
+            peak_rss_mib: peak.map(mib),
+            start_rss_mib: start.map(mib),
             loss,
         });
     }
@@ -259,6 +298,10 @@ pub fn run(a: &TrainBenchArgs) -> Result<TrainBench> {
     })
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 pub fn print(r: &TrainBench) {
     println!(
         "model {:.1} M params ({:.2} M trainable), {}{}, batch {} x {} ({} tokens, {} supervised), {} threads",
@@ -277,8 +320,16 @@ pub fn print(r: &TrainBench) {
         r.threads
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>9} {:>12} {:>9} {:>10} {:>8}",
-        "objective", "step s", "cpu s", "fwd s", "bwd+optim s", "tok/s", "peak MiB", "x SFT"
+        "{:<10} {:>9} {:>9} {:>9} {:>12} {:>9} {:>10} {:>10} {:>8}",
+        "objective",
+        "step s",
+        "cpu s",
+        "fwd s",
+        "bwd+optim s",
+        "tok/s",
+        "start MiB",
+        "peak MiB",
+        "x SFT"
     );
     for t in &r.results {
         let ratio = r
@@ -288,7 +339,7 @@ pub fn print(r: &TrainBench) {
             .map(|(_, x)| format!("{x:.2}"))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<10} {:>9.3} {:>9} {:>9.3} {:>12.3} {:>9.0} {:>10} {:>8}",
+            "{:<10} {:>9.3} {:>9} {:>9.3} {:>12.3} {:>9.0} {:>10} {:>10} {:>8}",
             t.objective,
             t.step_s,
             t.step_cpu_s
@@ -297,6 +348,9 @@ pub fn print(r: &TrainBench) {
             t.forward_s,
             t.backward_and_optimizer_s,
             t.tokens_per_s,
+            t.start_rss_mib
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "-".into()),
             t.peak_rss_mib
                 .map(|m| format!("{m:.0}"))
                 .unwrap_or_else(|| "-".into()),

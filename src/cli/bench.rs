@@ -26,7 +26,7 @@ pub struct LoadBenchArgs {
     /// f32, or bf16: the dtype the weights are stored in once loaded.
     #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
     pub precision: crate::model::precision::Precision,
-    /// Where to load: cpu, or cuda:N with the `cuda` feature.
+    /// Where to load: cpu, cuda:N (`cuda` feature) or wgpu[:gl|:vulkan] (`wgpu` feature).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
     pub device: DeviceSpec,
 }
@@ -56,7 +56,7 @@ pub struct GenerateBenchArgs {
     /// f32, or bf16 (every weight and activation in bf16).
     #[arg(long, default_value = "f32", value_parser = crate::model::precision::Precision::parse)]
     pub precision: crate::model::precision::Precision,
-    /// Where to run: cpu, or cuda:N with the `cuda` feature.
+    /// Where to run: cpu, cuda:N (`cuda` feature) or wgpu[:gl|:vulkan] (`wgpu` feature).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
     pub device: DeviceSpec,
     /// Trajectory JSONL: also time answering Pearl-style vs replaying its tool-using turns.

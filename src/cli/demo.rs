@@ -26,7 +26,8 @@ pub struct DemoArgs {
     /// report's settings).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Where every stage trains and evaluates: `cpu`, or `cuda:N` (a build with `--features cuda`).
+    /// Where every stage trains and evaluates: `cpu`, `cuda:N` (a build with `--features cuda`) or
+    /// `wgpu`, `wgpu:gl`, `wgpu:vulkan` (a build with `--features wgpu`).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
     device: DeviceSpec,
     /// Pretrain the base model from random weights instead of using the shipped one

@@ -53,7 +53,7 @@ pub struct LossArgs {
     /// Write d(total)/d(param) of every trainable tensor here.
     #[arg(long)]
     grads_out: Option<PathBuf>,
-    /// Where to run: cpu, or cuda:N with the `cuda` feature.
+    /// Where to run: cpu, cuda:N (`cuda` feature) or wgpu[:gl|:vulkan] (`wgpu` feature).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
     device: DeviceSpec,
 }

@@ -20,8 +20,8 @@ pub struct ModelArgs {
     /// bf16 products convert through f32).
     #[arg(long, default_value = "f32", value_parser = Precision::parse)]
     pub precision: Precision,
-    /// Where the model runs: `cpu`, or `cuda:N` (the N-th NVIDIA GPU; a build with `--features
-    /// cuda`).
+    /// Where the model runs: `cpu`, `cuda:N` (the N-th NVIDIA GPU; a build with `--features
+    /// cuda`) or `wgpu`, `wgpu:gl`, `wgpu:vulkan` (a build with `--features wgpu`).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse_available)]
     pub device: DeviceSpec,
 }

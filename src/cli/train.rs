@@ -163,7 +163,7 @@ pub struct MergeArgs {
     /// Output directory: a plain hub-layout checkpoint with the adapter folded in.
     #[arg(long)]
     out: PathBuf,
-    /// Where the merge runs: cpu, or cuda:N with the `cuda` feature.
+    /// Where the merge runs: cpu, cuda:N (`cuda` feature) or wgpu[:gl|:vulkan] (`wgpu` feature).
     #[arg(long, default_value = "cpu", value_parser = crate::model::device::DeviceSpec::parse_available)]
     device: crate::model::device::DeviceSpec,
 }

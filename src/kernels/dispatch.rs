@@ -237,8 +237,8 @@ where
 }
 
 /// Runs portable op `op`: on plain tensors directly; on autodiff tensors with its own backward
-/// pass, on the backends whose autodiff rungs are here (the CPU's, and with the `cuda` feature
-/// the GPU's). `None` for autodiff tensors elsewhere: the caller composes the op.
+/// pass, on the backends whose autodiff rungs are here (the CPU's, and with the `cuda` or `wgpu`
+/// feature the GPU's). `None` for autodiff tensors elsewhere: the caller composes the op.
 pub fn portable<P, const N: usize, const D: usize, const O: usize>(
     op: P,
     inputs: [Tensor<D>; N],
@@ -258,10 +258,10 @@ where
         .or_else(|| on_gpu(&kernel, &inputs))
 }
 
-/// The GPU's autodiff rungs (burn's cubecl backend, whose device says CUDA or another runtime):
-/// the same generic code the CPU rungs run, so CUDA training keeps blockwise attention and the
-/// chunked head loss. Type-checked only: no GPU has been lent to run it yet.
-#[cfg(feature = "cuda")]
+/// The GPU's autodiff rungs (burn's cubecl backend, whose device says CUDA, wgpu or another
+/// runtime): the same generic code the CPU rungs run, so GPU training keeps blockwise attention
+/// and the chunked head loss. Run on wgpu (`tests/wgpu_device.rs`); CUDA shares the code.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn on_gpu<P, const N: usize, const D: usize, const O: usize>(
     kernel: &OnBackend<P, D, O>,
     inputs: &[DispatchTensor; N],
@@ -275,8 +275,8 @@ where
     })
 }
 
-/// Without the `cuda` feature there is no GPU backend to try.
-#[cfg(not(feature = "cuda"))]
+/// Without a GPU feature there is no GPU backend to try.
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 fn on_gpu<P, const N: usize, const D: usize, const O: usize>(
     _: &OnBackend<P, D, O>,
     _: &[DispatchTensor; N],
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn runs_on_the_plain_cpu_backend() {
-        let device = Device::default();
+        let device = Device::flex();
         let (y, _, _, _) = run(&device);
         let y = y.expect("the plain CPU backend is a rung");
         let want = TensorData::from([2.5f32, -3.5, 6.5]);
@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn runs_with_its_backward_under_autodiff_with_and_without_checkpointing() {
         for checkpointing in [false, true] {
-            let mut device = Device::default().autodiff();
+            let mut device = Device::flex().autodiff();
             if checkpointing {
                 device = device.gradient_checkpointing();
             }
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn untracked_inputs_run_without_a_backward_pass() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let (y, kernel, _, _) = run(&device);
         let y = y.expect("an autodiff rung");
         y.into_data().assert_approx_eq::<f32>(

@@ -128,7 +128,12 @@ pub fn check_forward(name: &str) {
 /// [`check_forward`] for the fixture in `dir` (either family, chosen by its `model_type`); a
 /// family with DeepStack also compares `deepstack_features.{j}`.
 pub fn check_forward_in(dir: &Path, name: &str) {
-    let device = burn::tensor::Device::flex();
+    check_forward_on(&burn::tensor::Device::flex(), dir, name)
+}
+
+/// [`check_forward_in`] with the model on `device`.
+pub fn check_forward_on(device: &burn::tensor::Device, dir: &Path, name: &str) {
+    let device = device.clone();
     let model = pearl::model::Vlm::from_dir(&dir.join("model"), &device).unwrap();
     let t = Tensors::read(&dir.join(format!("expected/{name}.safetensors")));
     let layers = model.num_layers();

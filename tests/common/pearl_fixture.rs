@@ -107,8 +107,13 @@ pub fn check_against_reference() {
 
 /// [`check_against_reference`] for the fixture in `dir` (either family).
 pub fn check_against_reference_in(dir: &Path) {
+    check_against_reference_on(dir, &Device::flex())
+}
+
+/// [`check_against_reference_in`] with the model on `device` (autodiff is added here).
+pub fn check_against_reference_on(dir: &Path, device: &Device) {
     let cfg = ObjectiveConfig::pearl();
-    let model = model_in(dir, &Device::default().autodiff());
+    let model = model_in(dir, &device.clone().autodiff());
     let batch = batch_in(dir, &cfg);
     let expected = expected_in(dir);
     let losses = compute_losses(&model, &batch, &cfg).unwrap();
