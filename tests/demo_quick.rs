@@ -207,9 +207,16 @@ fn pretrain_only_writes_a_verified_base_that_base_reuses() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let base = first.join("pretrain").join("base");
-    assert!(!first.join("report.md").exists(), "--pretrain-only wrote a report");
+    assert!(
+        !first.join("report.md").exists(),
+        "--pretrain-only wrote a report"
+    );
     let weights = std::fs::read(base.join("model.safetensors")).unwrap();
     let sha = format!("{:x}", sha2::Sha256::digest(&weights));
     assert!(stdout.contains(&format!("sha256 {sha}")), "{stdout}");
@@ -234,7 +241,10 @@ fn pretrain_only_writes_a_verified_base_that_base_reuses() {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(!second.join("pretrain").exists(), "the given base was pretrained again");
+    assert!(
+        !second.join("pretrain").exists(),
+        "the given base was pretrained again"
+    );
     let md = std::fs::read_to_string(second.join("report.md")).unwrap();
     assert!(md.contains("The base: given"), "{md}");
 
@@ -248,5 +258,8 @@ fn pretrain_only_writes_a_verified_base_that_base_reuses() {
         .unwrap();
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(err.contains("has no config.json and model.safetensors"), "{err}");
+    assert!(
+        err.contains("has no config.json and model.safetensors"),
+        "{err}"
+    );
 }

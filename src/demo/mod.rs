@@ -61,15 +61,17 @@ fn base_model(
     };
     match &cfg.base {
         BaseSource::Dir(given) => {
-            let (base, rows) =
-                stages.run("2/6 the given base model", true, || pretrain::given_base(given))?;
+            let (base, rows) = stages.run("2/6 the given base model", true, || {
+                pretrain::given_base(given)
+            })?;
             Ok((base, rows, format!("given ({})", given.display())))
         }
         BaseSource::Shipped if differs.is_empty() => {
-            let (base, rows) =
-                stages.run("2/6 the shipped base model (checksum verified)", true, || {
-                    shipped::install(&dir.join("base"), cfg.max_pixels)
-                })?;
+            let (base, rows) = stages.run(
+                "2/6 the shipped base model (checksum verified)",
+                true,
+                || shipped::install(&dir.join("base"), cfg.max_pixels),
+            )?;
             let m = shipped::manifest()?;
             let source = format!(
                 "the shipped one (`assets/demo-base/`, SHA-256 {} verified; pretrained for {} steps                  in {:.0} s, rebuilt by `{}`)",
@@ -90,12 +92,8 @@ fn base_model(
             stages.run("2/6 pretrain the base model", false, || {
                 let started = Instant::now();
                 let (base, summary) = pretrain::pretrain(cfg, model_files, data, &dir, progress)?;
-                let m = shipped::write_manifest(
-                    &base,
-                    cfg,
-                    &summary,
-                    started.elapsed().as_secs_f64(),
-                )?;
+                let m =
+                    shipped::write_manifest(&base, cfg, &summary, started.elapsed().as_secs_f64())?;
                 let why = if differs.is_empty() {
                     String::new()
                 } else {

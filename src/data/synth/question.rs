@@ -345,12 +345,18 @@ fn quadrant(kind: Kind, p: &SceneParams, rng: &mut ChaCha8Rng) -> Option<Questio
             asked,
         ),
         Kind::QuadrantColor => (
-            format!("What is the color of the object in the {}?", QUADRANTS[asked]),
+            format!(
+                "What is the color of the object in the {}?",
+                QUADRANTS[asked]
+            ),
             COLORS.iter().map(|c| c.name().to_string()).collect(),
             COLORS.iter().position(|&c| c == target.color)?,
         ),
         _ => (
-            format!("What is the shape of the object in the {}?", QUADRANTS[asked]),
+            format!(
+                "What is the shape of the object in the {}?",
+                QUADRANTS[asked]
+            ),
             SHAPES.iter().map(|s| s.name().to_string()).collect(),
             SHAPES.iter().position(|&s| s == target.shape)?,
         ),

@@ -18,7 +18,11 @@ fn lit(rgb: [u8; 3], x: u32, y: u32, w: u32, h: u32) -> [u8; 3] {
     );
     let light = -40.0 * v;
     let shift = |c: u8, d: f64| (f64::from(c) + light + d).round().clamp(0.0, 255.0) as u8;
-    [shift(rgb[0], 48.0 * u), shift(rgb[1], 0.0), shift(rgb[2], -48.0 * u)]
+    [
+        shift(rgb[0], 48.0 * u),
+        shift(rgb[1], 0.0),
+        shift(rgb[2], -48.0 * u),
+    ]
 }
 
 /// Depth of the ground plane at the top and bottom rows; objects are nearer than both.
@@ -224,7 +228,10 @@ mod tests {
             assert!(top[1] >= bottom[1] + 30, "{top:?} {bottom:?}");
         }
         for (left, right) in [(tl, tr), (bl, br)] {
-            assert!(left[2] >= right[2] + 40 && right[0] >= left[0] + 40, "{left:?} {right:?}");
+            assert!(
+                left[2] >= right[2] + 40 && right[0] >= left[0] + 40,
+                "{left:?} {right:?}"
+            );
         }
         assert_eq!(img.get_pixel(17, 20).0, Color::Red.rgb());
         s.lit = false;
