@@ -74,7 +74,8 @@ fn base_model(
             )?;
             let m = shipped::manifest()?;
             let source = format!(
-                "the shipped one (`assets/demo-base/`, SHA-256 {} verified; pretrained for {} steps                  in {:.0} s, rebuilt by `{}`)",
+                "the shipped one (`assets/demo-base/`, SHA-256 {} verified; pretrained for {} steps \
+                 in {:.0} s, rebuilt by `{}`)",
                 &m.sha256[..16],
                 m.steps,
                 m.seconds,
