@@ -51,14 +51,11 @@ fn base_model(
     model_files: &Path,
     data: &data::DemoData,
     out: &Path,
+    differs: &[String],
     stages: &mut progress::Stages,
     progress: bool,
 ) -> Result<(PathBuf, Vec<Row>, String)> {
     let dir = out.join("pretrain");
-    let differs = match cfg.base {
-        BaseSource::Shipped => shipped::mismatch(cfg)?,
-        _ => Vec::new(),
-    };
     match &cfg.base {
         BaseSource::Dir(given) => {
             let (base, rows) = stages.run("2/6 the given base model", true, || {
@@ -128,17 +125,29 @@ pub fn run(cfg: &DemoConfig, out: &Path, progress: bool) -> Result<Outcome> {
     let model_files = out.join("model");
     model_dir::write_model_files(&model_files, cfg.max_pixels)?;
 
-    // Only a base pretrained here needs the pretraining world's training split.
+    // The settings in which a run meant for the shipped base differs from its recipe (none: the
+    // shipped base fits). Only a base pretrained here needs the pretraining world's training split.
+    let differs = match cfg.base {
+        BaseSource::Shipped => shipped::mismatch(cfg)?,
+        _ => Vec::new(),
+    };
     let pretraining = match cfg.base {
         BaseSource::Pretrain => true,
         BaseSource::Dir(_) => false,
-        BaseSource::Shipped => !shipped::mismatch(cfg)?.is_empty(),
+        BaseSource::Shipped => !differs.is_empty(),
     };
     let data = stages.run("1/6 synthesize the data", true, || {
         data::synthesize(cfg, &out.join("data"), pretraining)
     })?;
-    let (base, pretrain_metrics, base_source) =
-        base_model(cfg, &model_files, &data, &out, &mut stages, progress)?;
+    let (base, pretrain_metrics, base_source) = base_model(
+        cfg,
+        &model_files,
+        &data,
+        &out,
+        &differs,
+        &mut stages,
+        progress,
+    )?;
     if cfg.pretrain_only {
         return Ok(Outcome {
             report: base.clone(),

@@ -10,10 +10,10 @@
 use super::config::{DemoConfig, TrainSettings};
 use super::model_dir::{self, add_processor_files};
 use crate::data::synth::Kind;
+use crate::train::checkpoint::sha256_hex;
 use crate::train::metrics::Row;
 use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 const WEIGHTS: &[u8] = include_bytes!("../../assets/demo-base/model.safetensors");
@@ -162,10 +162,6 @@ pub fn write_manifest(
     std::fs::write(&path, serde_json::to_string_pretty(&m)? + "\n")
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(m)
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 #[cfg(test)]
